@@ -1,0 +1,44 @@
+"""Parameter trees: nested dicts of arrays, addressed by dotted names.
+
+A model's parameters are a nested dict whose flattened dotted paths are the authors'
+PyTorch ``state_dict`` names (``layer1.1.coeff_conv2.weight``). Integer block indices are
+plain string keys (``"1"``), exactly as they appear in the dotted name.
+"""
+
+import numpy as onp
+
+
+def flatten(tree, prefix=""):
+    """Nested dict -> flat ``{dotted_name: leaf}`` in insertion order."""
+    flat = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def unflatten(flat):
+    """Flat ``{dotted_name: leaf}`` -> nested dict (inverse of :func:`flatten`)."""
+    tree = {}
+    for name, value in flat.items():
+        *path, leaf = name.split(".")
+        node = tree
+        for key in path:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return tree
+
+
+def tree_map(fn, tree, *others):
+    """Apply ``fn`` leaf-wise to ``tree`` and trees of the same structure."""
+    if isinstance(tree, dict):
+        return {k: tree_map(fn, v, *(o[k] for o in others)) for k, v in tree.items()}
+    return fn(tree, *others)
+
+
+def tree_size(tree):
+    """Number of scalars in all leaves."""
+    return sum(int(onp.size(leaf)) for leaf in flatten(tree).values())
