@@ -1,0 +1,9 @@
+"""minibasis: a reference implementation of shared filter bases for ConvNets in NumPy + autograd.
+
+Kim & Kang, "Learning Shared Filter Bases for Efficient ConvNets" (arXiv 2006.05066).
+"""
+
+from .conv import col2im, conv2d, conv2d_input_grad, conv2d_weight_grad, im2col
+from .layers import batch_norm, batch_norm_state, cross_entropy, global_avg_pool, linear, relu, shortcut_a
+
+__version__ = "0.1.0"

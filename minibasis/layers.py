@@ -1,0 +1,134 @@
+"""The other layers of a CIFAR ResNet, as pure functions written with ``autograd.numpy``.
+
+Each function is its equation; autograd differentiates it (to any order). Activations are
+NCHW, linear weights PyTorch's ``(out, in)``.
+"""
+
+import autograd.numpy as np
+import numpy as onp
+from autograd.tracer import getval
+
+BN_MOMENTUM = 0.1
+BN_EPS = 1e-5
+
+
+def batch_norm(x, weight, bias, state, /, *, train, momentum=BN_MOMENTUM, eps=BN_EPS):
+    """Batch normalisation over (N, H, W) per channel, PyTorch's ``BatchNorm2d``.
+
+    ``x: (N, C, H, W)``, ``weight, bias: (C,)``; ``state`` holds ``running_mean``,
+    ``running_var`` (C,) and ``num_batches_tracked`` (int64 scalar). Returns ``(y, state)``.
+
+    train:  μ = mean(x),  σ² = mean((x − μ)²)  (biased),  y = weight·(x − μ)/√(σ² + ε) + bias,
+            running_mean ← (1 − m)·running_mean + m·μ,
+            running_var  ← (1 − m)·running_var + m·σ²·n/(n − 1)  (unbiased, n = N·H·W),
+            num_batches_tracked ← num_batches_tracked + 1.
+    eval:   y = weight·(x − running_mean)/√(running_var + ε) + bias;  state unchanged.
+    """
+    _check_nchw("x", x)
+    C = x.shape[1]
+    for name, a in (("weight", weight), ("bias", bias)):
+        if a.shape != (C,):
+            raise ValueError(f"{name}: expected shape ({C},) (channels of x), got {a.shape}")
+    if train:
+        n = x.shape[0] * x.shape[2] * x.shape[3]
+        if n < 2:
+            raise ValueError(f"x: expected more than 1 value per channel in training mode, got shape {x.shape}")
+        mean = _mean(x, axis=(0, 2, 3))
+        centered = x - mean[None, :, None, None]
+        var = _mean(centered**2, axis=(0, 2, 3))
+        batch_mean, batch_var = getval(mean), getval(var)
+        running_mean, running_var = state["running_mean"], state["running_var"]
+        state = {
+            "running_mean": ((1 - momentum) * running_mean + momentum * batch_mean).astype(running_mean.dtype),
+            "running_var": ((1 - momentum) * running_var + momentum * batch_var * (n / (n - 1))).astype(
+                running_var.dtype
+            ),
+            "num_batches_tracked": state["num_batches_tracked"] + onp.int64(1),
+        }
+    else:
+        mean, var = state["running_mean"].astype(x.dtype), state["running_var"].astype(x.dtype)
+        centered = x - mean[None, :, None, None]
+    scale = weight / np.sqrt(var + eps)
+    return centered * scale[None, :, None, None] + bias[None, :, None, None], state
+
+
+def batch_norm_state(channels, dtype=onp.float32):
+    """Fresh BN state: running_mean 0, running_var 1, num_batches_tracked 0 (as PyTorch)."""
+    return {
+        "running_mean": onp.zeros(channels, dtype),
+        "running_var": onp.ones(channels, dtype),
+        "num_batches_tracked": onp.zeros((), onp.int64),
+    }
+
+
+def relu(x, /):
+    """max(x, 0); the derivative at 0 is 0 (as PyTorch)."""
+    # x·[x > 0] rather than np.where: autograd's VJP of where allocates float64 zeros.
+    return x * (getval(x) > 0)
+
+
+def global_avg_pool(x, /):
+    """x: (N, C, H, W) -> (N, C): mean over the pixels."""
+    _check_nchw("x", x)
+    return _mean(x, axis=(2, 3))
+
+
+def linear(x, weight, bias, /):
+    """y = x·weightᵀ + bias.  x: (N, in), weight: (out, in), bias: (out,) -> (N, out)."""
+    if x.ndim != 2 or weight.ndim != 2 or x.shape[1] != weight.shape[1]:
+        raise ValueError(f"weight: expected shape (out, {x.shape[-1]}) for x of shape {x.shape}, got {weight.shape}")
+    if bias.shape != (weight.shape[0],):
+        raise ValueError(f"bias: expected shape ({weight.shape[0]},), got {bias.shape}")
+    return np.dot(x, weight.T) + bias
+
+
+def shortcut_a(x, /, *, out_channels):
+    """Option-A shortcut of the CIFAR ResNet (He et al. 2016): no parameters.
+
+    Take every second pixel and zero-pad the channels equally on both sides:
+    ``(N, C, H, W) -> (N, out_channels, ceil(H/2), ceil(W/2))``, the input in the middle
+    channels ``[(out_channels − C)/2, (out_channels + C)/2)``.
+    """
+    _check_nchw("x", x)
+    pad = out_channels - x.shape[1]
+    if pad < 0 or pad % 2:
+        raise ValueError(
+            f"out_channels: expected C + an even number ≥ 0 (C = {x.shape[1]}), got {out_channels}"
+        )
+    sub = x[:, :, ::2, ::2]
+    zeros = onp.zeros((x.shape[0], pad // 2) + sub.shape[2:], dtype=x.dtype)
+    return np.concatenate([zeros, sub, zeros], axis=1)
+
+
+def cross_entropy(logits, labels, /):
+    """Mean softmax cross-entropy: mean_n [log Σ_k exp(z_nk) − z_n,label_n].
+
+    ``logits: (N, K)`` float, ``labels: (N,)`` integers in [0, K). The log-sum-exp is
+    shifted by the row maximum, so large logits do not overflow.
+    """
+    if logits.ndim != 2:
+        raise ValueError(f"logits: expected 2 dimensions (N, classes), got shape {logits.shape}")
+    labels = onp.asarray(labels)
+    if labels.dtype.kind not in "iu":
+        raise ValueError(f"labels: expected integers, got dtype {labels.dtype}")
+    if labels.shape != (logits.shape[0],):
+        raise ValueError(f"labels: expected shape ({logits.shape[0]},), got {labels.shape}")
+    K = logits.shape[1]
+    if labels.size and (labels.min() < 0 or labels.max() >= K):
+        raise ValueError(f"labels: expected values in [0, {K}), got values in [{labels.min()}, {labels.max()}]")
+    shift = getval(logits).max(axis=1, keepdims=True)  # a constant: the shift cancels exactly
+    z = logits - shift
+    log_sum_exp = np.log(np.sum(np.exp(z), axis=1))
+    return _mean(log_sum_exp - z[onp.arange(logits.shape[0]), labels], axis=(0,))
+
+
+def _mean(x, axis):
+    """Σ x / n. Not np.mean: autograd's VJP of mean divides by a NumPy int64, which NumPy 2
+    promotes to float64, so float32 gradients would silently become float64."""
+    n = int(onp.prod([x.shape[a] for a in axis]))
+    return np.sum(x, axis=axis) / n
+
+
+def _check_nchw(name, x):
+    if x.ndim != 4:
+        raise ValueError(f"{name}: expected 4 dimensions (N, C, H, W), got shape {x.shape}")

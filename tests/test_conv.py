@@ -1,0 +1,210 @@
+"""conv2d against independent references, its adjoints, and its gradients to second order."""
+
+import autograd
+import autograd.numpy as anp
+import numpy as np
+import pytest
+import scipy.signal
+from autograd.test_util import check_grads
+from hypothesis import given
+from hypothesis import strategies as st
+
+from minibasis.conv import col2im, conv2d, conv2d_input_grad, conv2d_weight_grad, im2col
+from minibasis.testing import check_gradients
+
+
+@st.composite
+def geometries(draw, max_channels=3):
+    """Draw kernel, stride, padding and output size, then derive the input size.
+
+    The input gets a remainder ``r < stride`` that the output-size floor drops, so the
+    rows/columns the convolution never reads are covered too.
+    """
+    N = draw(st.integers(1, 2))
+    C = draw(st.integers(1, max_channels))
+    O = draw(st.integers(1, max_channels))
+    size = []
+    for _ in range(2):
+        k = draw(st.integers(1, 4))
+        s = draw(st.integers(1, 3))
+        p = draw(st.integers(0, min(2, k - 1) if k > 1 else 1))
+        out = draw(st.integers(1, 4))
+        rem = draw(st.integers(0, s - 1))
+        n = (out - 1) * s + k - 2 * p + rem
+        size.append((k, s, p, out, max(n, 1)))
+    (kh, sh, ph, Ho, H), (kw, sw, pw, Wo, W) = size
+    # Derived sizes below 1 were clamped; recompute the true output size.
+    Ho, Wo = (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
+    if Ho < 1 or Wo < 1:
+        H, W = H + kh, W + kw
+        Ho, Wo = (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
+    return dict(x=(N, C, H, W), w=(O, C, kh, kw), stride=(sh, sw), padding=(ph, pw), out=(N, O, Ho, Wo))
+
+
+def random_pair(geo, seed, dtype=np.float64):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal(geo["x"]).astype(dtype), rng.standard_normal(geo["w"]).astype(dtype)
+
+
+def naive_conv2d(x, w, stride, padding):
+    """y[n,o,a,b] = Σ_{c,i,j} w[o,c,i,j]·xpad[n,c,a·sh+i,b·sw+j], by explicit loops."""
+    (sh, sw), (ph, pw) = stride, padding
+    N, C, H, W = x.shape
+    O, _, kh, kw = w.shape
+    xp = np.zeros((N, C, H + 2 * ph, W + 2 * pw))
+    xp[:, :, ph : ph + H, pw : pw + W] = x
+    Ho, Wo = (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
+    y = np.zeros((N, O, Ho, Wo))
+    for n in range(N):
+        for o in range(O):
+            for a in range(Ho):
+                for b in range(Wo):
+                    patch = xp[n, :, a * sh : a * sh + kh, b * sw : b * sw + kw]
+                    y[n, o, a, b] = np.sum(patch * w[o])
+    return y
+
+
+def scipy_conv2d(x, w, stride, padding):
+    """The same through scipy.signal.correlate ('valid' on the padded input, then subsample)."""
+    (sh, sw), (ph, pw) = stride, padding
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    y = np.stack(
+        [
+            np.stack([scipy.signal.correlate(xp[n], w[o], mode="valid")[0] for o in range(w.shape[0])])
+            for n in range(x.shape[0])
+        ]
+    )
+    return y[:, :, ::sh, ::sw]
+
+
+@given(geometries(), st.integers(0, 2**32 - 1))
+def test_conv2d_matches_naive_loops_and_scipy(geo, seed):
+    x, w = random_pair(geo, seed)
+    y = conv2d(x, w, stride=geo["stride"], padding=geo["padding"])
+    assert y.shape == geo["out"]
+    np.testing.assert_allclose(y, naive_conv2d(x, w, geo["stride"], geo["padding"]), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(y, scipy_conv2d(x, w, geo["stride"], geo["padding"]), rtol=1e-10, atol=1e-12)
+
+
+@given(geometries(), st.integers(0, 2**32 - 1))
+def test_im2col_col2im_are_adjoint(geo, seed):
+    x, _ = random_pair(geo, seed)
+    hp = dict(kernel_size=geo["w"][2:], stride=geo["stride"], padding=geo["padding"])
+    cols = im2col(x, **hp)
+    c = np.random.default_rng(seed + 1).standard_normal(cols.shape)
+    lhs, rhs = np.sum(cols * c), np.sum(x * col2im(c, x_shape=x.shape, **hp))
+    assert abs(lhs - rhs) <= 1e-12 * (np.abs(cols * c).sum() + 1)
+
+
+@given(geometries(), st.integers(0, 2**32 - 1))
+def test_im2col_times_weights_is_conv2d(geo, seed):
+    x, w = random_pair(geo, seed)
+    cols = im2col(x, kernel_size=geo["w"][2:], stride=geo["stride"], padding=geo["padding"])
+    N, O, Ho, Wo = geo["out"]
+    y = (cols @ w.reshape(O, -1).T).reshape(N, Ho, Wo, O).transpose(0, 3, 1, 2)
+    np.testing.assert_allclose(y, naive_conv2d(x, w, geo["stride"], geo["padding"]), rtol=1e-10, atol=1e-12)
+
+
+@given(geometries(), st.integers(0, 2**32 - 1))
+def test_gradient_primitives_are_the_adjoints_of_conv2d(geo, seed):
+    """⟨x ⋆ w, g⟩ = ⟨x, conv2d_input_grad(g, w)⟩ = ⟨w, conv2d_weight_grad(x, g)⟩."""
+    x, w = random_pair(geo, seed)
+    hp = dict(stride=geo["stride"], padding=geo["padding"])
+    g = np.random.default_rng(seed + 1).standard_normal(geo["out"])
+    y = naive_conv2d(x, w, geo["stride"], geo["padding"])
+    inner = np.sum(y * g)
+    scale = np.abs(y * g).sum() + 1
+    assert abs(inner - np.sum(x * conv2d_input_grad(g, w, x_shape=x.shape, **hp))) <= 1e-11 * scale
+    assert abs(inner - np.sum(w * conv2d_weight_grad(x, g, w_shape=w.shape, **hp))) <= 1e-11 * scale
+
+
+@given(geometries(max_channels=2), st.integers(0, 2**32 - 1))
+def test_conv2d_passes_finite_differences(geo, seed):
+    x, w = random_pair(geo, seed)
+    g = np.random.default_rng(seed + 2).standard_normal(geo["out"])
+
+    def loss(x, w):
+        return anp.sum(anp.tanh(conv2d(x, w, stride=geo["stride"], padding=geo["padding"])) * g)
+
+    check_gradients(loss, x, w, mode="elementwise", rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize(
+    "x_shape, w_shape, stride, padding",
+    [((2, 2, 5, 4), (3, 2, 3, 2), 1, 1), ((1, 2, 7, 6), (2, 2, 3, 3), (2, 1), (1, 0)), ((2, 3, 3, 3), (2, 3, 1, 1), 1, 0)],
+)
+def test_primitives_pass_autograd_check_grads_to_second_order(x_shape, w_shape, stride, padding):
+    rng = np.random.default_rng(0)
+    x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
+    hp = dict(stride=stride, padding=padding)
+    dy = rng.standard_normal(conv2d(x, w, **hp).shape)
+    check_grads(lambda x, w: conv2d(x, w, **hp), modes=["fwd", "rev"], order=2)(x, w)
+    check_grads(lambda dy, w: conv2d_input_grad(dy, w, x_shape=x_shape, **hp), modes=["fwd", "rev"], order=2)(dy, w)
+    check_grads(lambda x, dy: conv2d_weight_grad(x, dy, w_shape=w_shape, **hp), modes=["fwd", "rev"], order=2)(x, dy)
+
+
+def test_hand_written_vjps_are_used_not_traced_through():
+    """The gradient of conv2d must come from the primitives, i.e. equal them exactly."""
+    rng = np.random.default_rng(1)
+    x, w = rng.standard_normal((2, 3, 6, 6)), rng.standard_normal((4, 3, 3, 3))
+    g = rng.standard_normal((2, 4, 6, 6))
+    dx, dw = autograd.grad(lambda x, w: anp.sum(conv2d(x, w, padding=1) * g), argnum=(0, 1))(x, w)
+    np.testing.assert_array_equal(dx, conv2d_input_grad(g, w, x_shape=x.shape, padding=1))
+    np.testing.assert_array_equal(dw, conv2d_weight_grad(x, g, w_shape=w.shape, padding=1))
+
+
+@pytest.mark.parametrize("call", [lambda x, w: conv2d(x=x, w=w), lambda x, w: conv2d(x, w=w)])
+def test_arrays_cannot_be_passed_by_keyword(call):
+    x, w = np.zeros((1, 1, 3, 3)), np.zeros((1, 1, 3, 3))
+    with pytest.raises(TypeError):
+        call(x, w)
+
+
+def test_hyperparameters_are_keyword_only():
+    with pytest.raises(TypeError):
+        conv2d(np.zeros((1, 1, 3, 3)), np.zeros((1, 1, 3, 3)), 1, 0)
+
+
+@pytest.mark.parametrize("stride, padding", [(1, 1), (2, 1), (1, 0)])
+def test_float32_stays_float32_through_value_and_gradients(stride, padding):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    hp = dict(stride=stride, padding=padding)
+    y = conv2d(x, w, **hp)
+    assert y.dtype == np.float32
+    dx, dw = autograd.grad(lambda x, w: anp.sum(conv2d(x, w, **hp) ** 2), argnum=(0, 1))(x, w)
+    assert dx.dtype == np.float32 and dw.dtype == np.float32
+    # And second order, through the gradient primitives.
+    hvp = autograd.grad(lambda w: anp.sum(autograd.grad(lambda w: anp.sum(conv2d(x, w, **hp) ** 2))(w) * w))(w)
+    assert hvp.dtype == np.float32
+    np.testing.assert_allclose(y, naive_conv2d(x.astype(float), w.astype(float), (stride,) * 2, (padding,) * 2), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "x_shape, w_shape, kwargs, argument",
+    [
+        ((1, 2, 5), (3, 2, 3, 3), {}, "x"),
+        ((1, 2, 5, 5), (3, 2, 3), {}, "w"),
+        ((1, 2, 5, 5), (3, 4, 3, 3), {}, "w"),
+        ((1, 2, 5, 5), (3, 2, 3, 3), {"stride": 0}, "stride"),
+        ((1, 2, 5, 5), (3, 2, 3, 3), {"stride": (1, 2, 3)}, "stride"),
+        ((1, 2, 5, 5), (3, 2, 3, 3), {"padding": -1}, "padding"),
+        ((1, 2, 2, 5), (3, 2, 3, 3), {}, "kernel"),
+        ((1, 2, 2, 5), (3, 2, 5, 3), {"padding": 1}, "kernel"),
+    ],
+)
+def test_bad_input_raises_value_error_naming_the_argument(x_shape, w_shape, kwargs, argument):
+    with pytest.raises(ValueError, match=argument) as info:
+        conv2d(np.zeros(x_shape), np.zeros(w_shape), **kwargs)
+    assert "expected" in str(info.value) and "got" in str(info.value)
+
+
+def test_mixed_dtypes_are_refused_not_silently_cast():
+    with pytest.raises(ValueError, match="dtype"):
+        conv2d(np.zeros((1, 1, 3, 3), np.float32), np.zeros((1, 1, 3, 3), np.float64))
+
+
+def test_gradient_primitives_check_the_shape_of_dy():
+    with pytest.raises(ValueError, match="dy"):
+        conv2d_input_grad(np.zeros((1, 2, 4, 4)), np.zeros((2, 1, 3, 3)), x_shape=(1, 1, 5, 5))

@@ -1,0 +1,187 @@
+"""Batch norm, ReLU, pooling, linear, option-A shortcut and cross-entropy: values and gradients."""
+
+import autograd
+import autograd.numpy as anp
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from minibasis.layers import (
+    batch_norm,
+    batch_norm_state,
+    cross_entropy,
+    global_avg_pool,
+    linear,
+    relu,
+    shortcut_a,
+)
+from minibasis.testing import check_gradients
+
+shapes = st.tuples(st.integers(1, 3), st.integers(1, 4), st.integers(1, 4), st.integers(1, 4))
+
+
+def draw_array(shape, seed, dtype=np.float64):
+    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+
+
+@given(shapes.filter(lambda s: s[0] * s[2] * s[3] > 1), st.integers(0, 2**32 - 1))
+def test_batch_norm_train_mode_matches_its_formula_and_running_statistics(shape, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape) * 3 + 1
+    C = shape[1]
+    gamma, beta = rng.standard_normal(C), rng.standard_normal(C)
+    state = {"running_mean": rng.standard_normal(C), "running_var": rng.uniform(0.5, 2, C), "num_batches_tracked": np.int64(7)}
+    y, new = batch_norm(x, gamma, beta, state, train=True)
+    n = shape[0] * shape[2] * shape[3]
+    for c in range(C):
+        values = x[:, c].ravel()
+        mu = values.sum() / n
+        var = ((values - mu) ** 2).sum() / n
+        expected = gamma[c] * (x[:, c] - mu) / np.sqrt(var + 1e-5) + beta[c]
+        np.testing.assert_allclose(y[:, c], expected, rtol=1e-10, atol=1e-12)
+        assert new["running_mean"][c] == pytest.approx(0.9 * state["running_mean"][c] + 0.1 * mu, rel=1e-12)
+        assert new["running_var"][c] == pytest.approx(
+            0.9 * state["running_var"][c] + 0.1 * var * n / (n - 1), rel=1e-12
+        )
+    assert new["num_batches_tracked"] == 8
+    assert state["num_batches_tracked"] == 7  # the input state is not mutated
+
+
+@given(shapes, st.integers(0, 2**32 - 1))
+def test_batch_norm_eval_mode_uses_running_statistics(shape, seed):
+    rng = np.random.default_rng(seed)
+    x, C = rng.standard_normal(shape), shape[1]
+    gamma, beta = rng.standard_normal(C), rng.standard_normal(C)
+    state = {"running_mean": rng.standard_normal(C), "running_var": rng.uniform(0.5, 2, C), "num_batches_tracked": np.int64(3)}
+    y, new = batch_norm(x, gamma, beta, state, train=False)
+    m, v = state["running_mean"][None, :, None, None], state["running_var"][None, :, None, None]
+    np.testing.assert_allclose(y, gamma[None, :, None, None] * (x - m) / np.sqrt(v + 1e-5) + beta[None, :, None, None], rtol=1e-12)
+    assert new is state
+
+
+def test_batch_norm_running_statistics_after_three_steps_equal_the_closed_form():
+    """running_T = 0.9^T·running_0 + Σ_t 0.1·0.9^(T−t)·stat_t, stat_t the batch statistics."""
+    rng = np.random.default_rng(0)
+    C = 3
+    batches = [rng.standard_normal((4, C, 3, 2)) * (t + 1) + t for t in range(3)]
+    state = batch_norm_state(C, np.float64)
+    for x in batches:
+        _, state = batch_norm(x, np.ones(C), np.zeros(C), state, train=True)
+    n = 4 * 3 * 2
+    means = [x.mean(axis=(0, 2, 3)) for x in batches]
+    unbiased = [x.var(axis=(0, 2, 3), ddof=1) for x in batches]
+    expected_mean = sum(0.1 * 0.9 ** (2 - t) * means[t] for t in range(3))
+    expected_var = 0.9**3 * np.ones(C) + sum(0.1 * 0.9 ** (2 - t) * unbiased[t] for t in range(3))
+    np.testing.assert_allclose(state["running_mean"], expected_mean, rtol=1e-12)
+    np.testing.assert_allclose(state["running_var"], expected_var, rtol=1e-12)
+    assert state["num_batches_tracked"] == 3 and state["num_batches_tracked"].dtype == np.int64
+    assert n == 24
+
+
+@given(shapes.filter(lambda s: s[0] * s[2] * s[3] > 1), st.booleans(), st.integers(0, 2**32 - 1))
+def test_batch_norm_gradients_pass_finite_differences(shape, train, seed):
+    rng = np.random.default_rng(seed)
+    x, C = rng.standard_normal(shape), shape[1]
+    gamma, beta = rng.standard_normal(C), rng.standard_normal(C)
+    state = {"running_mean": rng.standard_normal(C), "running_var": rng.uniform(0.5, 2, C), "num_batches_tracked": np.int64(0)}
+    g = rng.standard_normal(shape)
+
+    def loss(x, gamma, beta):
+        return anp.sum(anp.sin(batch_norm(x, gamma, beta, state, train=train)[0]) * g)
+
+    check_gradients(loss, x, gamma, beta, mode="elementwise", rtol=1e-5, atol=1e-8)
+
+
+@given(shapes, st.integers(0, 2**32 - 1))
+def test_relu_pool_and_shortcut_values_and_gradients(shape, seed):
+    x = draw_array(shape, seed)
+    np.testing.assert_array_equal(relu(x), np.where(x > 0, x, 0))
+    np.testing.assert_allclose(global_avg_pool(x), x.sum(axis=(2, 3)) / (shape[2] * shape[3]), rtol=1e-12)
+    out = shortcut_a(x, out_channels=3 * shape[1])
+    N, C, H, W = shape
+    assert out.shape == (N, 3 * C, (H + 1) // 2, (W + 1) // 2)
+    np.testing.assert_array_equal(out[:, C : 2 * C], x[:, :, ::2, ::2])
+    assert not out[:, :C].any() and not out[:, 2 * C :].any()
+    g = draw_array(out.shape, seed + 1)
+    check_gradients(lambda x: anp.sum(shortcut_a(x, out_channels=3 * C) * g), x, mode="elementwise")
+    check_gradients(lambda x: anp.sum(global_avg_pool(x) ** 2), x, mode="elementwise")
+    check_gradients(lambda x: anp.sum(relu(x) ** 2), x, mode="elementwise")
+
+
+def test_relu_gradient_is_zero_at_zero_as_pytorch():
+    assert autograd.grad(lambda x: anp.sum(relu(x)))(np.zeros(3)).tolist() == [0.0, 0.0, 0.0]
+
+
+@given(st.integers(1, 4), st.integers(1, 5), st.integers(1, 5), st.integers(0, 2**32 - 1))
+def test_linear_value_and_gradients(n, fan_in, fan_out, seed):
+    rng = np.random.default_rng(seed)
+    x, w, b = rng.standard_normal((n, fan_in)), rng.standard_normal((fan_out, fan_in)), rng.standard_normal(fan_out)
+    y = linear(x, w, b)
+    for i in range(n):
+        for o in range(fan_out):
+            assert y[i, o] == pytest.approx(sum(x[i, k] * w[o, k] for k in range(fan_in)) + b[o], rel=1e-12, abs=1e-12)
+    check_gradients(lambda x, w, b: anp.sum(anp.tanh(linear(x, w, b))), x, w, b, mode="elementwise")
+
+
+@given(st.integers(1, 5), st.integers(2, 6), st.integers(0, 2**32 - 1))
+def test_cross_entropy_value_and_gradient(n, k, seed):
+    rng = np.random.default_rng(seed)
+    logits = rng.standard_normal((n, k)) * 3
+    labels = rng.integers(0, k, n)
+    expected = np.mean([-np.log(np.exp(logits[i, labels[i]]) / np.exp(logits[i]).sum()) for i in range(n)])
+    assert cross_entropy(logits, labels) == pytest.approx(expected, rel=1e-12)
+    check_gradients(lambda z: cross_entropy(z, labels), logits, mode="elementwise")
+    # d/dz = (softmax − onehot)/n
+    p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    p[np.arange(n), labels] -= 1
+    np.testing.assert_allclose(autograd.grad(cross_entropy)(logits, labels), p / n, rtol=1e-10, atol=1e-14)
+
+
+def test_cross_entropy_is_stable_for_huge_logits():
+    logits = np.array([[1000.0, 0.0], [-1000.0, 1000.0]], dtype=np.float32)
+    value = cross_entropy(logits, np.array([0, 0]))
+    assert np.isfinite(value) and value == pytest.approx(1000.0, rel=1e-6)
+    assert value.dtype == np.float32
+
+
+def test_every_layer_keeps_float32():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 4, 4, 4)).astype(np.float32)
+    state = batch_norm_state(4)
+    params = {"g": np.ones(4, np.float32), "b": np.zeros(4, np.float32), "w": rng.standard_normal((3, 8)).astype(np.float32), "fb": np.zeros(3, np.float32)}
+
+    def loss(params, x):
+        h, _ = batch_norm(x, params["g"], params["b"], state, train=True)
+        h = shortcut_a(relu(h), out_channels=8)
+        return cross_entropy(linear(global_avg_pool(h), params["w"], params["fb"]), np.array([0, 2]))
+
+    assert loss(params, x).dtype == np.float32
+    grads = autograd.grad(loss)(params, x)
+    assert all(g.dtype == np.float32 for g in grads.values())
+    assert autograd.grad(loss, 1)(params, x).dtype == np.float32
+    _, new_state = batch_norm(x, params["g"], params["b"], state, train=True)
+    assert new_state["running_mean"].dtype == np.float32 and new_state["running_var"].dtype == np.float32
+
+
+@pytest.mark.parametrize(
+    "call, argument",
+    [
+        (lambda: cross_entropy(np.zeros((2, 3)), np.array([0, 3])), "labels"),
+        (lambda: cross_entropy(np.zeros((2, 3)), np.array([0.0, 1.0])), "labels"),
+        (lambda: cross_entropy(np.zeros((2, 3)), np.array([0, -1])), "labels"),
+        (lambda: cross_entropy(np.zeros((2, 3)), np.array([0])), "labels"),
+        (lambda: cross_entropy(np.zeros(3), np.array([0])), "logits"),
+        (lambda: shortcut_a(np.zeros((1, 4, 2, 2)), out_channels=7), "out_channels"),
+        (lambda: batch_norm(np.zeros((1, 2, 1, 1)), np.ones(2), np.zeros(2), batch_norm_state(2), train=True), "x"),
+        (lambda: batch_norm(np.zeros((2, 2, 2, 2)), np.ones(3), np.zeros(2), batch_norm_state(2), train=True), "weight"),
+        (lambda: batch_norm(np.zeros((2, 2, 2)), np.ones(2), np.zeros(2), batch_norm_state(2), train=True), "x"),
+        (lambda: linear(np.zeros((2, 3)), np.zeros((4, 2)), np.zeros(4)), "weight"),
+        (lambda: linear(np.zeros((2, 3)), np.zeros((4, 3)), np.zeros(3)), "bias"),
+        (lambda: global_avg_pool(np.zeros((2, 3))), "x"),
+    ],
+)
+def test_bad_input_raises_value_error_naming_the_argument(call, argument):
+    with pytest.raises(ValueError, match=argument) as info:
+        call()
+    assert "expected" in str(info.value) and "got" in str(info.value)
