@@ -1,0 +1,251 @@
+"""Filter bases: the basis layer, the orthogonality loss, orthogonal init, decomposition, folding.
+
+A k×k convolution with C_out filters, ``W ≈ coefficients · basis``, is computed as a k×k
+convolution with r basis filters followed by a 1×1 convolution r → C_out (the coefficients).
+Several layers may *share* one basis; each may add a few *unique* basis filters of its own
+(Kim & Kang, arXiv 2006.05066, Sec. 3).
+
+Compute: the basis layer costs ``H·W·C·r·(k² + 1)`` MACs against ``H·W·C²·k²`` for the conv it
+replaces (C_in = C_out = C). For the paper's S16U1 (r = 17 per 16 channels) that is **1.18×
+more** compute; only small bases save compute (S8U1: 0.63×). The parameter saving comes from
+sharing the basis across layers, not from fewer operations.
+"""
+
+import autograd.numpy as np
+import numpy as onp
+
+from .conv import conv2d
+from .layers import batch_norm
+
+
+def stack_basis(unique_basis, shared_basis):
+    """[U; S]: the layer's basis, unique elements first (as the authors' ``torch.cat``).
+
+    Either part may be ``None`` (SharedOnly: no unique part; NonShared: no shared part).
+    Convolving with the stack is ``concat([U ∗ x, S ∗ x], channels)`` in one GEMM.
+    """
+    parts = [b for b in (unique_basis, shared_basis) if b is not None]
+    if not parts:
+        raise ValueError("unique_basis, shared_basis: expected at least one basis array, got None for both")
+    return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
+
+
+def basis_layer(x, params, state, /, *, train, stride=1):
+    """One basis layer: basis conv → BN over r channels → 1×1 coefficients → BN. No ReLU inside.
+
+    ``x: (N, C, H, W)``. ``params``: ``unique_basis (u, C, k, k)`` or None, ``shared_basis
+    (s, C, k, k)`` or None, ``basis_bn`` and ``bn`` (``{"weight", "bias"}``), ``coefficients
+    (C_out, u + s, 1, 1)``. ``state``: ``{"basis_bn": …, "bn": …}`` running statistics.
+    Returns ``(y: (N, C_out, H', W'), new_state)``.
+    """
+    basis = stack_basis(params["unique_basis"], params["shared_basis"])
+    k = basis.shape[-1]
+    h = conv2d(x, basis, stride=stride, padding=k // 2)
+    h, basis_bn_state = batch_norm(h, params["basis_bn"]["weight"], params["basis_bn"]["bias"], state["basis_bn"], train=train)
+    h = conv2d(h, params["coefficients"])
+    h, bn_state = batch_norm(h, params["bn"]["weight"], params["bn"]["bias"], state["bn"], train=train)
+    return h, {"basis_bn": basis_bn_state, "bn": bn_state}
+
+
+def _rows(basis):
+    """(r, C, kh, kw) -> (r, C·kh·kw): each basis element flattened to a row."""
+    return np.reshape(basis, (basis.shape[0], -1))
+
+
+def orthogonality_loss(stages):
+    """The authors' CIFAR-10 orthogonality regulariser R (one global mean over the stages).
+
+    ``stages``: a list, one entry per stage g, of ``(shared, unique)``: ``shared`` a list of the
+    stage's shared bases (0, 1 or 2 arrays ``(s, C, k, k)``), ``unique`` a list of the unique
+    bases of the stage's basis layers, in order. With rows flattened to length C·k·k::
+
+        B_g = [S_g; U_g,1; U_g,2; …],   D_g = (B_g B_gᵀ − I)∘²   (element-wise square)
+
+        R = Σ_g [ Σ_{a ∈ shared rows} Σ_{c ∈ all rows} D_g[a, c]
+                  + Σ_layers Σ_{a, a' ∈ that layer's unique rows} D_g[a, a'] ]
+            / Σ_g [ m_g·N_g + Σ_layers u_g² ]
+
+    (m_g shared rows, N_g rows in all). It covers shared–shared, shared–unique and
+    unique–unique pairs within one layer, never unique rows of different layers; the diagonal
+    terms pull every covered row to unit norm. R ≥ 0, and R = 0 exactly when those rows are
+    unit-norm and those pairs orthogonal.
+    """
+    numerator, denominator = 0.0, 0
+    for shared, unique in stages:
+        shared_rows = [_rows(b) for b in shared]
+        unique_rows = [_rows(b) for b in unique if b is not None and b.shape[0] > 0]
+        rows = shared_rows + unique_rows
+        if not rows:
+            continue
+        B = np.concatenate(rows, axis=0)
+        N = B.shape[0]
+        D = (np.dot(B, B.T) - onp.eye(N, dtype=B.dtype)) ** 2
+        m = sum(r.shape[0] for r in shared_rows)
+        numerator = numerator + np.sum(D[:m])
+        denominator += m * N
+        start = m
+        for u in unique_rows:
+            end = start + u.shape[0]
+            numerator = numerator + np.sum(D[start:end, start:end])
+            denominator += u.shape[0] ** 2
+            start = end
+    if denominator == 0:
+        raise ValueError("stages: expected at least one basis row, got none")
+    return numerator / denominator
+
+
+def shared_orthogonality_loss(stages):
+    """The shared-only form (the authors' CIFAR-100 / ImageNet loss).
+
+    ``stages``: per stage, the list of its shared bases. With S_g their stacked rows
+    (m_g of them): ``R = Σ_g ‖S_g S_gᵀ − I‖²_F / Σ_g m_g²``.
+    """
+    numerator, denominator = 0.0, 0
+    for shared in stages:
+        if not shared:
+            continue
+        S = np.concatenate([_rows(b) for b in shared], axis=0)
+        m = S.shape[0]
+        numerator = numerator + np.sum((np.dot(S, S.T) - onp.eye(m, dtype=S.dtype)) ** 2)
+        denominator += m * m
+    if denominator == 0:
+        raise ValueError("stages: expected at least one shared basis, got none")
+    return numerator / denominator
+
+
+def orthogonal(rng, shape, dtype=onp.float32):
+    """A basis with orthonormal rows, PyTorch's ``nn.init.orthogonal_`` recipe.
+
+    Flatten to (rows, cols) = (shape[0], ∏ shape[1:]), draw a Gaussian matrix, QR-decompose
+    its transpose, correct the signs by sign(diag R) so the result is uniformly (Haar)
+    distributed, and transpose back. Rows must not outnumber columns: more than C·k·k basis
+    elements cannot be orthonormal.
+    """
+    rows, cols = shape[0], int(onp.prod(shape[1:]))
+    if rows > cols:
+        raise ValueError(
+            f"shape: expected at most as many rows as columns (C·kh·kw = {cols}) for an orthonormal "
+            f"basis, got {rows} rows (shape {tuple(shape)})"
+        )
+    gaussian = rng.standard_normal((cols, rows))
+    q, r = onp.linalg.qr(gaussian)
+    q = q * onp.sign(onp.diag(r))
+    return q.T.reshape(shape).astype(dtype)
+
+
+def orthogonal_bases(rng, count, shape, dtype=onp.float32):
+    """``count`` bases of ``shape``, jointly orthonormal: one (count·s, C·k·k) orthonormal
+    matrix split into ``count`` parts, so the bases are orthogonal to each other too (the
+    authors initialise a stage's two shared bases this way)."""
+    joint = orthogonal(rng, (count * shape[0],) + tuple(shape[1:]), dtype)
+    return [joint[i * shape[0] : (i + 1) * shape[0]] for i in range(count)]
+
+
+def decompose(W, rank):
+    """W (O, C, kh, kw) ≈ coefficients · basis by truncated SVD of W as (O, C·kh·kw).
+
+    Returns ``basis (rank, C, kh, kw)`` (orthonormal rows: the top right singular vectors) and
+    ``coefficients (O, rank, 1, 1)`` (U·Σ). By Eckart–Young this is the best rank-r
+    approximation: ‖W − coefficients·basis‖_F = √(Σ_{i>r} σ_i²).
+    """
+    O = W.shape[0]
+    matrix = W.reshape(O, -1)
+    if not 1 <= rank <= min(matrix.shape):
+        raise ValueError(f"rank: expected 1 ≤ rank ≤ {min(matrix.shape)} for W of shape {W.shape}, got {rank}")
+    U, sigma, Vt = onp.linalg.svd(matrix, full_matrices=False)
+    basis = Vt[:rank].reshape((rank,) + W.shape[1:])
+    coefficients = (U[:, :rank] * sigma[:rank]).reshape(O, rank, 1, 1)
+    return basis, coefficients
+
+
+def reconstruct(basis, coefficients):
+    """coefficients (O, r, 1, 1) · basis (r, C, kh, kw) -> W (O, C, kh, kw)."""
+    r = basis.shape[0]
+    return (coefficients.reshape(-1, r) @ basis.reshape(r, -1)).reshape((-1,) + basis.shape[1:])
+
+
+def shared_decompose(filters, shared_rank, unique_rank):
+    """Decompose L layers' filters [W_1 … W_L] (same C, k) into one shared basis + unique parts.
+
+    shared basis S: the top ``shared_rank`` right singular vectors of the stacked filters;
+    unique basis U_l: the top ``unique_rank`` right singular vectors of layer l's residual
+    W_l (I − SᵀS); coefficients by least squares against the layer's basis [U_l; S] (unique
+    first, as the basis layer stacks them). Exact when shared_rank + unique_rank ≥ the rank of
+    the stacked filters: the residuals then lie in a subspace of dimension ≤ unique_rank.
+
+    Returns a dict: ``shared_basis (s, C, k, k)``, ``unique_bases`` [(u, C, k, k)],
+    ``coefficients`` [(O_l, u + s, 1, 1)], ``relative_errors`` [‖W_l − Ŵ_l‖_F / ‖W_l‖_F].
+    """
+    if not filters:
+        raise ValueError("filters: expected at least one weight array, got none")
+    tail = filters[0].shape[1:]
+    for i, W in enumerate(filters):
+        if W.ndim != 4 or W.shape[1:] != tail:
+            raise ValueError(f"filters[{i}]: expected shape (O, {', '.join(map(str, tail))}), got {W.shape}")
+    dim = int(onp.prod(tail))
+    if not 0 <= shared_rank <= dim or not 0 <= unique_rank <= dim or shared_rank + unique_rank == 0:
+        raise ValueError(
+            f"shared_rank, unique_rank: expected ranks in [0, {dim}] with a positive sum, got {shared_rank}, {unique_rank}"
+        )
+    mats = [W.reshape(W.shape[0], -1) for W in filters]
+    _, _, Vt = onp.linalg.svd(onp.concatenate(mats), full_matrices=True)
+    S = Vt[:shared_rank]
+    result = {"shared_basis": S.reshape((shared_rank,) + tail), "unique_bases": [], "coefficients": [], "relative_errors": []}
+    for M in mats:
+        residual = M - (M @ S.T) @ S
+        _, _, Vt_l = onp.linalg.svd(residual, full_matrices=True)
+        U = Vt_l[:unique_rank]
+        B = onp.concatenate([U, S])
+        C = onp.linalg.lstsq(B.T, M.T, rcond=None)[0].T  # M ≈ C·B
+        result["unique_bases"].append(U.reshape((unique_rank,) + tail))
+        result["coefficients"].append(C.reshape(M.shape[0], -1, 1, 1))
+        result["relative_errors"].append(float(onp.linalg.norm(M - C @ B) / max(onp.linalg.norm(M), 1e-300)))
+    return result
+
+
+def fold_basis_layer(params, state, eps=1e-5):
+    """An eval-mode basis layer as one k×k conv with a bias: returns ``(W_eff, b_eff)``.
+
+    With BN in eval mode an affine map per channel, a_i = γ_i / √(v_i + ε):
+        BN₁(B ∗ x) = (diag(a₁) B) ∗ x + (β₁ − a₁μ₁)
+        y = BN₂(C · BN₁(B ∗ x)),  so
+        W_eff = diag(a₂) · C · diag(a₁) · B,   b_eff = a₂ ⊙ (C (β₁ − a₁μ₁) − μ₂) + β₂,
+    and ``conv2d(x, W_eff) + b_eff`` equals the layer (the BN shift is added at every output
+    pixel, padded or not, exactly as the folded bias is).
+    """
+    basis = onp.asarray(stack_basis(params["unique_basis"], params["shared_basis"]))
+    r = basis.shape[0]
+    a1 = params["basis_bn"]["weight"] / onp.sqrt(state["basis_bn"]["running_var"] + eps)
+    c1 = params["basis_bn"]["bias"] - a1 * state["basis_bn"]["running_mean"]
+    a2 = params["bn"]["weight"] / onp.sqrt(state["bn"]["running_var"] + eps)
+    C = params["coefficients"].reshape(-1, r)
+    W_eff = ((a2[:, None] * C * a1[None, :]) @ basis.reshape(r, -1)).reshape((C.shape[0],) + basis.shape[1:])
+    b_eff = a2 * (C @ c1 - state["bn"]["running_mean"]) + params["bn"]["bias"]
+    return W_eff, b_eff
+
+
+# ---- counting -------------------------------------------------------------------------------
+
+
+def conv_params(c_in, c_out, kh, kw, groups=1):
+    """Weights of a bias-free conv: C_out·(C_in/groups)·kh·kw."""
+    return c_out * (c_in // groups) * kh * kw
+
+
+def conv_macs(h_out, w_out, c_in, c_out, kh, kw, groups=1):
+    """Multiply-accumulates of a conv: H_out·W_out·C_out·(C_in/groups)·kh·kw."""
+    return h_out * w_out * conv_params(c_in, c_out, kh, kw, groups)
+
+
+def basis_layer_params(c_in, c_out, unique_rank, shared_rank, k=3):
+    """Parameters a basis layer owns: its unique basis, both BNs' affine weights and the
+    coefficients. The shared basis (shared_rank·C_in·k²) is counted once per model, not here."""
+    r = unique_rank + shared_rank
+    return conv_params(c_in, unique_rank, k, k) + 2 * r + conv_params(r, c_out, 1, 1) + 2 * c_out
+
+
+def basis_layer_macs(h_out, w_out, c_in, c_out, rank, k=3):
+    """MACs of a basis layer: the k×k basis conv (r filters) plus the 1×1 coefficients,
+    H·W·r·(C_in·k² + C_out). For C_in = C_out = C that is H·W·C·r·(k² + 1) against
+    H·W·C²·k² for a plain conv: S16U1 (r/C = 17/16) costs 1.18× more, S8U1 0.63×."""
+    return conv_macs(h_out, w_out, c_in, rank, k, k) + conv_macs(h_out, w_out, rank, c_out, 1, 1)
