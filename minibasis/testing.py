@@ -9,8 +9,10 @@ nothing. Two checks, per argument:
 
 * ``directional``: for random unit directions v, compare ∇f·v with
   (f(θ + εv) − f(θ − εv)) / 2ε. Two function calls per direction: cheap for a whole network.
+* ``leafwise``: one random direction inside each leaf of a tree in turn: every parameter
+  array of a network is checked on its own, and a failure names the leaf (its dotted path).
 * ``elementwise``: the same with v = each basis vector, for small inputs; a failure names the
-  leaf (its dotted path in a tree) and the element index.
+  leaf and the element index.
 
 A failure raises ``GradientCheckError`` naming the argument and printing both numbers.
 """
@@ -58,12 +60,12 @@ def check_gradients(
     """Compare ``autograd.grad(fun)`` with central differences for each argument in ``wrt``.
 
     fun: scalar-valued function of ``args``; wrt: indices of the arguments to check (default:
-    all); mode: ``"directional"`` or ``"elementwise"``; passes when
+    all); mode: ``"directional"``, ``"leafwise"`` or ``"elementwise"``; passes when
     ``|autograd − finite difference| ≤ atol + rtol·|finite difference|``.
     Returns the largest relative error seen (for reporting).
     """
-    if mode not in ("directional", "elementwise"):
-        raise ValueError(f"mode: expected 'directional' or 'elementwise', got {mode!r}")
+    if mode not in ("directional", "leafwise", "elementwise"):
+        raise ValueError(f"mode: expected 'directional', 'leafwise' or 'elementwise', got {mode!r}")
     if eps <= 0:
         raise ValueError(f"eps: expected > 0, got {eps}")
     wrt = range(len(args)) if wrt is None else wrt
@@ -110,6 +112,12 @@ def check_gradients(
                 perturbation = [rng.standard_normal(v.shape) for v in values]
                 norm = np.sqrt(sum(np.sum(p * p) for p in perturbation)) or 1.0
                 compare([p / norm for p in perturbation], f"{name}, random direction {d}")
+        elif mode == "leafwise":
+            for k, (path, leaf) in enumerate(leaves):
+                perturbation = [np.zeros_like(v) for v in values]
+                direction = rng.standard_normal(leaf.shape)
+                perturbation[k] = direction / (np.linalg.norm(direction) or 1.0)
+                compare(perturbation, f"{name}.{path}" if path else name)
         else:
             for k, (path, leaf) in enumerate(leaves):
                 for element in np.ndindex(leaf.shape):

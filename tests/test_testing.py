@@ -22,9 +22,10 @@ def test_correct_gradients_pass_in_both_modes():
     f = lambda x, tree: anp.sum(anp.sin(x)) * anp.sum(tree["a"] ** 2) + anp.sum(tree["b"]["c"] ** 3)
     assert check_gradients(f, x, tree) < 1e-6
     assert check_gradients(f, x, tree, mode="elementwise") < 1e-6
+    assert check_gradients(f, x, tree, mode="leafwise") < 1e-6
 
 
-@pytest.mark.parametrize("mode", ["directional", "elementwise"])
+@pytest.mark.parametrize("mode", ["directional", "leafwise", "elementwise"])
 def test_a_wrong_gradient_is_caught_and_the_argument_named(mode):
     def loss(weights, tree):
         return anp.sum(weights) + anp.sum(cube_with_wrong_gradient(tree["layer"]["kernel"]))
@@ -37,6 +38,8 @@ def test_a_wrong_gradient_is_caught_and_the_argument_named(mode):
     assert "autograd gives" in message and "finite difference" in message
     if mode == "elementwise":
         assert "tree.layer.kernel[0]" in message
+    if mode == "leafwise":
+        assert "tree.layer.kernel" in message
 
 
 def test_float32_inputs_are_refused():

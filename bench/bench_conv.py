@@ -1,0 +1,106 @@
+"""Convolution throughput against plain GEMMs of the same sizes, measured in the same run.
+
+    python bench/bench_conv.py [--batch 128] [--dtype float32] [--repeat 5]
+
+For every CIFAR ResNet-56 conv shape: the time of conv2d forward and of forward + both
+gradients, and of the three ``numpy.matmul`` calls with the same GEMM sizes (forward
+(O, K) @ (K, P), input gradient (K, O) @ (O, P), weight gradient (K, P) @ (P, O), with
+K = C·kh·kw and P = N·Ho·Wo). The ratio GEMM time / conv time is the fraction of the GEMM
+throughput the conv reaches (the rest is im2col/col2im data movement). Target for the 3×3
+shapes: ≥ 60 %. When torch is installed the same conv in PyTorch CPU is timed too.
+"""
+
+import argparse
+import time
+
+import numpy as np
+
+from minibasis.conv import conv2d, conv2d_input_grad, conv2d_weight_grad
+
+# (name, C_in, C_out, size, kernel, stride, padding)
+SHAPES = [
+    ("3x3 16->16 @32", 16, 16, 32, 3, 1, 1),
+    ("3x3 32->32 @16", 32, 32, 16, 3, 1, 1),
+    ("3x3 64->64 @8", 64, 64, 8, 3, 1, 1),
+    ("3x3/2 16->32 @32", 16, 32, 32, 3, 2, 1),
+    ("3x3/2 32->64 @16", 32, 64, 16, 3, 2, 1),
+    ("1x1 17->16 @32", 17, 16, 32, 1, 1, 0),
+    ("1x1 34->32 @16", 34, 32, 16, 1, 1, 0),
+    ("1x1 68->64 @8", 68, 64, 8, 1, 1, 0),
+]
+
+
+def best_time(fn, repeat):
+    fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    dtype = np.dtype(args.dtype)
+    try:
+        import torch
+        import torch.nn.functional as F
+
+        torch.set_num_threads(max(1, torch.get_num_threads()))
+    except ImportError:
+        torch = None
+    try:
+        from threadpoolctl import threadpool_info
+
+        blas = ", ".join(f"{i['internal_api']} {i.get('version')} ({i['num_threads']} threads)" for i in threadpool_info())
+    except ImportError:
+        blas = "unknown (pip install threadpoolctl)"
+    print(f"numpy {np.__version__}, BLAS: {blas}, batch {args.batch}, {dtype}")
+    rng = np.random.default_rng(0)
+    n = 1024
+    a, b = rng.standard_normal((n, n)).astype(dtype), rng.standard_normal((n, n)).astype(dtype)
+    peak = 2 * n**3 / best_time(lambda: a @ b, args.repeat) / 1e9
+    print(f"square GEMM peak ({n}³): {peak:.0f} GFLOP/s\n")
+    header = f"{'shape':<18} {'fwd ms':>8} {'fwd+bwd ms':>11} {'GEMMs ms':>9} {'GEMM/conv':>10} {'GFLOP/s':>8}"
+    print(header + (f" {'torch ms':>9} {'vs torch':>9}" if torch else ""))
+    for name, C, O, size, k, s, p in SHAPES:
+        x = rng.standard_normal((args.batch, C, size, size)).astype(dtype)
+        w = rng.standard_normal((O, C, k, k)).astype(dtype)
+        hp = dict(stride=s, padding=p)
+        y = conv2d(x, w, **hp)
+        g = rng.standard_normal(y.shape).astype(dtype)
+        forward = best_time(lambda: conv2d(x, w, **hp), args.repeat)
+
+        def both():
+            conv2d(x, w, **hp)
+            conv2d_input_grad(g, w, x_shape=x.shape, **hp)
+            conv2d_weight_grad(x, g, w_shape=w.shape, **hp)
+
+        total = best_time(both, args.repeat)
+        K, P = C * k * k, y.shape[0] * y.shape[2] * y.shape[3]
+        wm, cols, dy = rng.standard_normal((O, K)).astype(dtype), rng.standard_normal((K, P)).astype(dtype), rng.standard_normal((O, P)).astype(dtype)
+
+        def gemms():
+            wm @ cols
+            wm.T @ dy
+            cols @ dy.T
+
+        gemm = best_time(gemms, args.repeat)
+        flops = 3 * 2 * O * K * P
+        line = f"{name:<18} {forward * 1e3:8.1f} {total * 1e3:11.1f} {gemm * 1e3:9.1f} {gemm / total:10.0%} {flops / total / 1e9:8.0f}"
+        if torch:
+            xt = torch.tensor(x, requires_grad=True)
+            wt = torch.tensor(w, requires_grad=True)
+            gt = torch.tensor(g)
+            torch_time = best_time(lambda: F.conv2d(xt, wt, **hp).backward(gt), args.repeat)
+            line += f" {torch_time * 1e3:9.1f} {total / torch_time:8.2f}×"
+        print(line)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""The ``minibasis`` command: ``train``, ``eval`` and ``info``."""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import train as training
+from .data import DATASETS, load_cifar, resolve_data, stratified_subset
+from .models import SPEC_HELP, create_model
+from .optim import SCHEDULES
+from .weights import load_weights
+
+DEFAULTS = training.TrainConfig()
+
+
+def _add_data_args(p):
+    p.add_argument("--data", metavar="PATH", help="CIFAR archive (.tar.gz) or extracted folder; default: the cache")
+    p.add_argument("--dataset", default=DEFAULTS.dataset, choices=sorted(DATASETS))
+    p.add_argument("--download", action="store_true", help="download the official archive into the cache if missing")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="minibasis", description="Shared filter bases for ConvNets, in NumPy.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a model on a CIFAR subset", description="Train a model on a CIFAR subset. " + SPEC_HELP)
+    t.add_argument("--model", default=DEFAULTS.model, help=f"model spec (default {DEFAULTS.model})")
+    _add_data_args(t)
+    t.add_argument("--train-size", type=int, default=DEFAULTS.train_size, help="stratified training subset (0: all)")
+    t.add_argument("--test-size", type=int, default=DEFAULTS.test_size, help="stratified test subset (0: all)")
+    t.add_argument("--epochs", type=int, default=DEFAULTS.epochs)
+    t.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
+    t.add_argument("--lr", type=float, default=DEFAULTS.lr)
+    t.add_argument("--momentum", type=float, default=DEFAULTS.momentum)
+    t.add_argument("--weight-decay", type=float, default=DEFAULTS.weight_decay)
+    t.add_argument("--nesterov", action="store_true")
+    t.add_argument("--schedule", default=DEFAULTS.schedule, choices=SCHEDULES, help="step: ×0.1 at 50%% and 75%% of the epochs")
+    t.add_argument("--lam", type=float, default=None, help="orthogonality weight λ (default 10 for shared variants, else 0)")
+    t.add_argument("--no-augment", dest="augment", action="store_false", help="no random crop / flip")
+    t.add_argument("--seed", type=int, default=DEFAULTS.seed)
+    t.add_argument("--out", default=None, help="run folder (default runs/MODEL)")
+    t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz")
+    t.add_argument("--stop-after", type=int, default=None, metavar="K", help="stop after K epochs of this call (resume later)")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    e = sub.add_parser("eval", help="loss and accuracy of a weights file", description="Evaluate a weights .npz (authors' state_dict keys).")
+    e.add_argument("weights", help="weights .npz (e.g. runs/NAME/weights.npz)")
+    e.add_argument("--model", default=None, help="model spec (default: from config.json beside the weights)")
+    _add_data_args(e)
+    e.add_argument("--test-size", type=int, default=0, help="stratified test subset (0: the whole test set)")
+    e.add_argument("--seed", type=int, default=None, help="subset seed (default: the run's seed + 1, as training)")
+    e.add_argument("--batch-size", type=int, default=500)
+
+    i = sub.add_parser("info", help="parameters and MACs of a model, per layer and total")
+    i.add_argument("spec", help="model spec, e.g. resnet56-s16u1")
+    i.add_argument("--num-classes", type=int, default=10)
+    i.add_argument("--layers", action="store_true", help="print every layer, not only the totals per stage")
+    return parser
+
+
+def info_table(spec, num_classes=10, per_layer=False):
+    """The accounting table as text, against the original ResNet of the same depth."""
+    model = create_model(spec, num_classes)
+    rows = model.accounting()
+    lines = [f"{'layer':<36} {'params':>12} {'MACs':>14}"]
+    if per_layer:
+        lines += [f"{name:<36} {p:>12,} {m:>14,}" for name, p, m in rows]
+    else:
+        groups = {}
+        for name, p, m in rows:
+            key = name.split(".")[0]
+            key = f"layer{key[13]}" if key.startswith("shared_basis_") else key
+            totals = groups.setdefault(key, [0, 0])
+            totals[0] += p
+            totals[1] += m
+        lines += [f"{name:<36} {p:>12,} {m:>14,}" for name, (p, m) in groups.items()]
+    params, macs = model.count_params(), model.count_macs()
+    lines.append(f"{'total ' + model.spec.name:<36} {params:>12,} {macs:>14,}")
+    base = create_model(f"resnet{model.spec.depth}", num_classes)
+    lines.append(
+        f"against resnet{model.spec.depth}: {params / base.count_params():.2f}× the parameters, "
+        f"{macs / base.count_macs():.2f}× the MACs (per 3×32×32 image; a shared basis counted once "
+        f"in parameters, at every use in MACs)"
+    )
+    if macs > base.count_macs():
+        lines.append("note: sharing saves parameters, not compute; this basis costs more MACs than the plain convs")
+    return "\n".join(lines)
+
+
+def _eval(args):
+    weights = Path(args.weights)
+    config_path = weights.with_name("config.json")
+    saved = json.loads(config_path.read_text()) if config_path.exists() else {}
+    spec = args.model or saved.get("model")
+    if spec is None:
+        raise ValueError(f"--model: expected a model spec (no config.json beside {weights}), got none")
+    model = create_model(spec, num_classes=100 if args.dataset == "cifar100" else 10)
+    params, state = load_weights(weights, model)
+    data = load_cifar(resolve_data(args.data, name=args.dataset, download=args.download))
+    images, labels = data.test_images, data.test_labels
+    if args.test_size:
+        seed = args.seed if args.seed is not None else saved.get("seed", 0) + 1
+        index = stratified_subset(labels, args.test_size, seed=seed)
+        images, labels = images[index], labels[index]
+    spec_data = DATASETS[args.dataset]
+    loss, acc = training.evaluate(model, params, state, images, labels, mean=spec_data.mean, std=spec_data.std, batch_size=args.batch_size)
+    print(json.dumps({"model": model.spec.name, "images": int(len(labels)), "test_loss": loss, "test_acc": acc}))
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "info":
+            print(info_table(args.spec, args.num_classes, args.layers))
+        elif args.command == "eval":
+            _eval(args)
+        else:
+            args.train_size = args.train_size or None
+            args.test_size = args.test_size or None
+            config = training.config_from_args(args)
+            out = args.out or f"runs/{config.model}"
+            training.train(config, out, data_path=args.data, download=args.download, resume=args.resume, stop_after=args.stop_after, quiet=args.quiet)
+            print(f"run folder: {out} (log.jsonl, checkpoint.npz, weights.npz)")
+    except (ValueError, TypeError, FileNotFoundError, ConnectionError, training.NonFiniteLoss) as error:
+        print(f"minibasis {args.command}: error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
