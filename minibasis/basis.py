@@ -72,7 +72,7 @@ def orthogonality_loss(stages):
     """
     numerator, denominator = 0.0, 0
     for shared, unique in stages:
-        shared_rows = [_rows(b) for b in shared]
+        shared_rows = [_rows(b) for b in shared if b is not None and b.shape[0] > 0]
         unique_rows = [_rows(b) for b in unique if b is not None and b.shape[0] > 0]
         rows = shared_rows + unique_rows
         if not rows:
@@ -183,18 +183,19 @@ def shared_decompose(filters, shared_rank, unique_rank):
         if W.ndim != 4 or W.shape[1:] != tail:
             raise ValueError(f"filters[{i}]: expected shape (O, {', '.join(map(str, tail))}), got {W.shape}")
     dim = int(onp.prod(tail))
-    if not 0 <= shared_rank <= dim or not 0 <= unique_rank <= dim or shared_rank + unique_rank == 0:
+    if min(shared_rank, unique_rank) < 0 or not 0 < shared_rank + unique_rank <= dim:
         raise ValueError(
-            f"shared_rank, unique_rank: expected ranks in [0, {dim}] with a positive sum, got {shared_rank}, {unique_rank}"
+            f"shared_rank, unique_rank: expected ranks ≥ 0 with 0 < sum ≤ C·kh·kw = {dim}, got {shared_rank}, {unique_rank}"
         )
     mats = [W.reshape(W.shape[0], -1) for W in filters]
     _, _, Vt = onp.linalg.svd(onp.concatenate(mats), full_matrices=True)
-    S = Vt[:shared_rank]
+    S, complement = Vt[:shared_rank], Vt[shared_rank:]  # orthonormal bases of span(S) and S⊥
     result = {"shared_basis": S.reshape((shared_rank,) + tail), "unique_bases": [], "coefficients": [], "relative_errors": []}
     for M in mats:
-        residual = M - (M @ S.T) @ S
-        _, _, Vt_l = onp.linalg.svd(residual, full_matrices=True)
-        U = Vt_l[:unique_rank]
+        # The residual W_l (I − SᵀS) in coordinates of S⊥: its top right singular vectors,
+        # mapped back, are orthogonal to S even when the residual has rank < unique_rank.
+        _, _, Vt_l = onp.linalg.svd(M @ complement.T, full_matrices=True)
+        U = Vt_l[:unique_rank] @ complement
         B = onp.concatenate([U, S])
         C = onp.linalg.lstsq(B.T, M.T, rcond=None)[0].T  # M ≈ C·B
         result["unique_bases"].append(U.reshape((unique_rank,) + tail))
