@@ -5,6 +5,7 @@ import json
 import sys
 from pathlib import Path
 
+from . import backend
 from . import train as training
 from .data import DATASETS, load_cifar, resolve_data, stratified_subset
 from .models import SPEC_HELP, create_model
@@ -43,6 +44,7 @@ def build_parser():
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz")
     t.add_argument("--stop-after", type=int, default=None, metavar="K", help="stop after K epochs of this call (resume later)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--device", default="cpu", choices=backend.NAMES, help="where convolutions run (gpu: needs cupy and a CUDA GPU)")
 
     e = sub.add_parser("eval", help="loss and accuracy of a weights file", description="Evaluate a weights .npz (authors' state_dict keys).")
     e.add_argument("weights", help="weights .npz (e.g. runs/NAME/weights.npz)")
@@ -120,9 +122,9 @@ def main(argv=None):
             args.test_size = args.test_size or None
             config = training.config_from_args(args)
             out = args.out or f"runs/{config.model}"
-            training.train(config, out, data_path=args.data, download=args.download, resume=args.resume, stop_after=args.stop_after, quiet=args.quiet)
+            training.train(config, out, data_path=args.data, download=args.download, resume=args.resume, stop_after=args.stop_after, quiet=args.quiet, device=args.device)
             print(f"run folder: {out} (log.jsonl, checkpoint.npz, weights.npz)")
-    except (ValueError, TypeError, FileNotFoundError, ConnectionError, training.NonFiniteLoss) as error:
+    except (ValueError, TypeError, FileNotFoundError, ConnectionError, training.NonFiniteLoss, backend.BackendUnavailable) as error:
         print(f"minibasis {args.command}: error: {error}", file=sys.stderr)
         return 1
     return 0

@@ -26,13 +26,16 @@ The columns with ``b ≥ Wo`` are wasted work (a factor ``Wp/Wo``: 1.06 at 32 px
 about 2 for stride 2) and are dropped after the GEMM; in the gradients they are zero.
 Images are processed in chunks so that the im2col block stays small (in cache), and it is
 never kept for the backward pass: the weight gradient rebuilds it from ``x``.
+
+Inside a ``minibasis.backend.use(...)`` block the primitives move their inputs to that
+backend's device, run the same code with its array module, and return host arrays, so
+autograd only ever sees NumPy arrays.
 """
 
 import numpy as np
 from autograd.extend import defjvp, defvjp, primitive
 
-# Bytes of the im2col block of one chunk of images. Small enough to stay in L2/L3 cache.
-IM2COL_CHUNK_BYTES = 4 * 2**20
+from . import backend
 
 
 def _pair(name, value, minimum):
@@ -53,7 +56,8 @@ def conv_output_size(size, kernel, stride, padding):
 class _Geometry:
     """Everything the flat-shift im2col needs for one (x shape, w shape, stride, padding)."""
 
-    def __init__(self, x_shape, w_shape, stride, padding):
+    def __init__(self, x_shape, w_shape, stride, padding, device=backend.CPU):
+        self.xp = device.xp  # numpy, or the device's array module inside the primitives
         self.N, self.C, self.H, self.W = x_shape
         self.O, _, self.kh, self.kw = w_shape
         self.sh, self.sw = stride
@@ -72,20 +76,21 @@ class _Geometry:
         self.Hp = max(self.H + 2 * self.ph, -(-(last + 1) // self.Wp))  # rows incl. spare zeros
         self.offsets = [i * self.Wp + j for i in range(self.kh) for j in range(self.kw)]
         self.K = self.C * self.kh * self.kw
+        # Images per chunk, so that the im2col block (K × chunk·L) stays small (in cache).
         per_image = self.K * self.L * 8
-        self.chunk = max(1, min(self.N, IM2COL_CHUNK_BYTES // max(per_image, 1)))
+        self.chunk = max(1, min(self.N, device.chunk_bytes // max(per_image, 1)))
 
     def pad_flat(self, x):
         """x: (n, C, H, W) -> zero-padded, per-channel flattened (n, C, Hp·Wp)."""
         n = x.shape[0]
-        xp = np.zeros((n, self.C, self.Hp, self.Wp), dtype=x.dtype)
+        xp = self.xp.zeros((n, self.C, self.Hp, self.Wp), dtype=x.dtype)
         xp[:, :, self.ph : self.ph + self.H, self.pw : self.pw + self.W] = x
         return xp.reshape(n, self.C, self.Hp * self.Wp)
 
     def im2col(self, xflat):
         """(n, C, Hp·Wp) -> cols (C·kh·kw, n·L), rows ordered (c, i, j) like w.reshape(O, -1)."""
         n = xflat.shape[0]
-        cols = np.empty((self.C, self.kh * self.kw, n, self.L), dtype=xflat.dtype)
+        cols = self.xp.empty((self.C, self.kh * self.kw, n, self.L), dtype=xflat.dtype)
         span = self.sw * (self.L - 1) + 1
         for k, off in enumerate(self.offsets):
             cols[:, k] = xflat[:, :, off : off + span : self.sw].transpose(1, 0, 2)
@@ -94,7 +99,7 @@ class _Geometry:
     def col2im(self, cols, n):
         """Adjoint of im2col: cols (C·kh·kw, n·L) -> (n, C, Hp·Wp), summing overlaps."""
         cols = cols.reshape(self.C, self.kh * self.kw, n, self.L)
-        xflat = np.zeros((n, self.C, self.Hp * self.Wp), dtype=cols.dtype)
+        xflat = self.xp.zeros((n, self.C, self.Hp * self.Wp), dtype=cols.dtype)
         span = self.sw * (self.L - 1) + 1
         for k, off in enumerate(self.offsets):
             xflat[:, :, off : off + span : self.sw] += cols[:, k].transpose(1, 0, 2)
@@ -108,7 +113,7 @@ class _Geometry:
     def wide(self, dy):
         """dy: (n, O, Ho, Wo) -> (O, n·L) on the wide output grid, zeros where b ≥ Wo."""
         n = dy.shape[0]
-        grid = np.zeros((self.O, n, self.Ho, self.Wq), dtype=dy.dtype)
+        grid = self.xp.zeros((self.O, n, self.Ho, self.Wq), dtype=dy.dtype)
         grid[..., : self.Wo] = dy.transpose(1, 0, 2, 3)
         return grid.reshape(self.O, n * self.L)
 
@@ -120,7 +125,7 @@ class _Geometry:
         return [slice(n0, min(n0 + self.chunk, self.N)) for n0 in range(0, self.N, self.chunk)]
 
 
-def _check(x, w, stride, padding, x_name="x", w_name="w"):
+def _check(x, w, stride, padding, x_name="x", w_name="w", device=backend.CPU):
     """Validate shapes and hyper-parameters; return the geometry."""
     for name, a in ((x_name, x), (w_name, w)):
         if not isinstance(a, np.ndarray):
@@ -146,51 +151,55 @@ def _check(x, w, stride, padding, x_name="x", w_name="w"):
                 f"{w_name}: expected a kernel no larger than the padded input "
                 f"({size} + 2·{p} = {size + 2 * p} along axis {axis}), got {k}"
             )
-    return _Geometry(x.shape, w.shape, stride, padding)
+    return _Geometry(x.shape, w.shape, stride, padding, device)
 
 
 @primitive
 def conv2d(x, w, /, *, stride=1, padding=0):
     """y = x ⋆ w.  x: (N, C, H, W), w: (O, C, kh, kw) -> y: (N, O, Ho, Wo)."""
-    geo = _check(x, w, stride, padding)
-    y = np.empty((geo.N, geo.O, geo.Ho, geo.Wo), dtype=x.dtype)
+    device = backend.current()
+    geo = _check(x, w, stride, padding, device=device)
+    x, w = device.to_device(x), device.to_device(w)
+    y = geo.xp.empty((geo.N, geo.O, geo.Ho, geo.Wo), dtype=x.dtype)
     w_mat = w.reshape(geo.O, geo.K)
     for part in geo.chunks():
         n = part.stop - part.start
         cols = geo.im2col(geo.pad_flat(x[part]))
         y[part] = geo.narrow(w_mat @ cols, n)
-    return y
+    return device.to_host(y)
 
 
 @primitive
 def conv2d_input_grad(dy, w, /, *, x_shape, stride=1, padding=0):
     """dx = ∂⟨dy, x ⋆ w⟩/∂x (the transposed convolution).  dy: (N, O, Ho, Wo) -> (N, C, H, W)."""
-    geo = _grad_geometry(x_shape, w.shape, stride, padding, dy, "dy", dtype=w.dtype)
-    dx = np.empty(x_shape, dtype=dy.dtype)
+    device = backend.current()
+    geo = _grad_geometry(x_shape, w.shape, stride, padding, dy, "dy", dtype=w.dtype, device=device)
+    dy, w = device.to_device(dy), device.to_device(w)
+    dx = geo.xp.empty(x_shape, dtype=dy.dtype)
     w_mat_t = w.reshape(geo.O, geo.K).T
     for part in geo.chunks():
         n = part.stop - part.start
         dcols = w_mat_t @ geo.wide(dy[part])
         dx[part] = geo.unpad(geo.col2im(dcols, n))
-    return dx
+    return device.to_host(dx)
 
 
 @primitive
 def conv2d_weight_grad(x, dy, /, *, w_shape, stride=1, padding=0):
     """dw = ∂⟨dy, x ⋆ w⟩/∂w.  x: (N, C, H, W), dy: (N, O, Ho, Wo) -> (O, C, kh, kw)."""
-    geo = _grad_geometry(x.shape, w_shape, stride, padding, dy, "dy", dtype=x.dtype)
-    if x.dtype != dy.dtype:
-        raise ValueError(f"dy: expected dtype {x.dtype} (that of x), got {dy.dtype}")
-    dw_t = np.zeros((geo.K, geo.O), dtype=x.dtype)
+    device = backend.current()
+    geo = _grad_geometry(x.shape, w_shape, stride, padding, dy, "dy", dtype=x.dtype, device=device)
+    x, dy = device.to_device(x), device.to_device(dy)
+    dw_t = geo.xp.zeros((geo.K, geo.O), dtype=x.dtype)
     for part in geo.chunks():
         cols = geo.im2col(geo.pad_flat(x[part]))
         dw_t += cols @ geo.wide(dy[part]).T  # (K, n·L) @ (n·L, O): the faster of the two orders
-    return dw_t.T.reshape(w_shape)
+    return device.to_host(dw_t.T.reshape(w_shape))
 
 
-def _grad_geometry(x_shape, w_shape, stride, padding, dy, dy_name, dtype):
+def _grad_geometry(x_shape, w_shape, stride, padding, dy, dy_name, dtype, device=backend.CPU):
     """Geometry for a gradient primitive, checking that dy has the output's shape and dtype."""
-    geo = _Geometry(tuple(x_shape), tuple(w_shape), _pair("stride", stride, 1), _pair("padding", padding, 0))
+    geo = _Geometry(tuple(x_shape), tuple(w_shape), _pair("stride", stride, 1), _pair("padding", padding, 0), device)
     expected = (geo.N, geo.O, geo.Ho, geo.Wo)
     if tuple(dy.shape) != expected:
         raise ValueError(f"{dy_name}: expected shape {expected}, got {tuple(dy.shape)}")

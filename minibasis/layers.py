@@ -6,6 +6,7 @@ NCHW, linear weights PyTorch's ``(out, in)``.
 
 import autograd.numpy as np
 import numpy as onp
+from autograd.extend import defvjp_argnums, primitive
 from autograd.tracer import getval
 
 BN_MOMENTUM = 0.1
@@ -23,33 +24,86 @@ def batch_norm(x, weight, bias, state, /, *, train, momentum=BN_MOMENTUM, eps=BN
             running_var  ← (1 − m)·running_var + m·σ²·n/(n − 1)  (unbiased, n = N·H·W),
             num_batches_tracked ← num_batches_tracked + 1.
     eval:   y = weight·(x − running_mean)/√(running_var + ε) + bias;  state unchanged.
+
+    Training mode runs the fused primitive :func:`batch_norm_train` (hand-written VJP, a few
+    passes over memory); :func:`batch_norm_train_reference` is the same equation in plain
+    autograd.numpy, the reference it is tested against.
     """
     _check_nchw("x", x)
     C = x.shape[1]
     for name, a in (("weight", weight), ("bias", bias)):
         if a.shape != (C,):
             raise ValueError(f"{name}: expected shape ({C},) (channels of x), got {a.shape}")
-    if train:
-        n = x.shape[0] * x.shape[2] * x.shape[3]
-        if n < 2:
-            raise ValueError(f"x: expected more than 1 value per channel in training mode, got shape {x.shape}")
-        mean = _mean(x, axis=(0, 2, 3))
-        centered = x - mean[None, :, None, None]
-        var = _mean(centered**2, axis=(0, 2, 3))
-        batch_mean, batch_var = getval(mean), getval(var)
-        running_mean, running_var = state["running_mean"], state["running_var"]
-        state = {
-            "running_mean": ((1 - momentum) * running_mean + momentum * batch_mean).astype(running_mean.dtype),
-            "running_var": ((1 - momentum) * running_var + momentum * batch_var * (n / (n - 1))).astype(
-                running_var.dtype
-            ),
-            "num_batches_tracked": state["num_batches_tracked"] + onp.int64(1),
-        }
-    else:
-        mean, var = state["running_mean"].astype(x.dtype), state["running_var"].astype(x.dtype)
-        centered = x - mean[None, :, None, None]
-    scale = weight / np.sqrt(var + eps)
-    return centered * scale[None, :, None, None] + bias[None, :, None, None], state
+    if not train:
+        scale = weight / np.sqrt(state["running_var"].astype(x.dtype) + eps)
+        shift = bias - state["running_mean"].astype(x.dtype) * scale
+        return x * scale[None, :, None, None] + shift[None, :, None, None], state
+    n = x.shape[0] * x.shape[2] * x.shape[3]
+    if n < 2:
+        raise ValueError(f"x: expected more than 1 value per channel in training mode, got shape {x.shape}")
+    y = batch_norm_train(x, weight, bias, eps=eps)
+    mean, var = _channel_stats(getval(x))
+    running_mean, running_var = state["running_mean"], state["running_var"]
+    state = {
+        "running_mean": ((1 - momentum) * running_mean + momentum * mean).astype(running_mean.dtype),
+        "running_var": ((1 - momentum) * running_var + momentum * var * (n / (n - 1))).astype(running_var.dtype),
+        "num_batches_tracked": state["num_batches_tracked"] + onp.int64(1),
+    }
+    return y, state
+
+
+def _channel_stats(x):
+    """Per-channel mean and biased variance of x: (N, C, H, W) (plain NumPy, no tracing)."""
+    N, C = x.shape[:2]
+    flat = x.reshape(N, C, -1)
+    n = flat.shape[0] * flat.shape[2]
+    mean = flat.sum(axis=2).sum(axis=0) / n
+    centered = flat - mean[None, :, None]
+    var = onp.einsum("ncp,ncp->c", centered, centered) / n
+    return mean.astype(x.dtype), var.astype(x.dtype)
+
+
+@primitive
+def batch_norm_train(x, weight, bias, /, *, eps=BN_EPS):
+    """Training-mode BN output: weight·x̂ + bias with x̂ = (x − μ)/√(σ² + ε), batch statistics."""
+    mean, var = _channel_stats(x)
+    inv_std = 1 / onp.sqrt(var + eps)
+    return (x - mean[None, :, None, None]) * (weight * inv_std)[None, :, None, None] + bias[None, :, None, None]
+
+
+def _batch_norm_train_vjp(argnums, y, args, kwargs):
+    """∂L/∂x = (weight/σ̂)·(g − mean(g) − x̂·mean(g·x̂)),  ∂L/∂weight = Σ g·x̂,  ∂L/∂bias = Σ g
+    (sums and means per channel over N, H, W; μ and σ² depend on x, and the two means are
+    what that dependence contributes). One pass computes all three for one g."""
+    x, weight, _ = args
+    mean, var = _channel_stats(x)
+    inv_std = 1 / onp.sqrt(var + kwargs.get("eps", BN_EPS))
+    N, C = x.shape[:2]
+    n = N * x.shape[2] * x.shape[3]
+
+    def vjp(g):
+        xhat = ((x - mean[None, :, None, None]) * inv_std[None, :, None, None]).reshape(N, C, -1)
+        g3 = g.reshape(N, C, -1)
+        sum_g = g3.sum(axis=2).sum(axis=0)
+        sum_gx = onp.einsum("ncp,ncp->c", g3, xhat)
+        grads = {1: sum_gx, 2: sum_g}
+        if 0 in argnums:
+            scale = (weight * inv_std)[None, :, None]
+            grads[0] = (scale * (g3 - (sum_g / n)[None, :, None] - xhat * (sum_gx / n)[None, :, None])).reshape(x.shape)
+        return tuple(grads[i] for i in argnums)
+
+    return vjp
+
+
+defvjp_argnums(batch_norm_train, _batch_norm_train_vjp)
+
+
+def batch_norm_train_reference(x, weight, bias, /, *, eps=BN_EPS):
+    """The training-mode BN output written as its equation in autograd.numpy (the reference)."""
+    mean = _mean(x, axis=(0, 2, 3))
+    centered = x - mean[None, :, None, None]
+    var = _mean(centered**2, axis=(0, 2, 3))
+    return centered * (weight / np.sqrt(var + eps))[None, :, None, None] + bias[None, :, None, None]
 
 
 def batch_norm_state(channels, dtype=onp.float32):

@@ -24,6 +24,7 @@ import numpy as np
 from autograd import grad
 from autograd.tracer import getval
 
+from . import backend
 from .data import DATASETS, augment, batches, load_cifar, normalize, resolve_data, stratified_subset
 from .layers import cross_entropy
 from .models import create_model
@@ -188,16 +189,21 @@ def _write_log(path, records):
     tmp.replace(path)
 
 
-def train(config, out_dir, *, data_path=None, download=False, resume=False, stop_after=None, quiet=False, print_fn=print):
+def train(config, out_dir, *, data_path=None, download=False, resume=False, stop_after=None, quiet=False, device="cpu", print_fn=print):
     """Train ``config.model`` on a CIFAR subset; returns the list of per-epoch records.
 
     out_dir: the run folder (created). resume: continue from ``out_dir/checkpoint.npz`` (its
     configuration must equal ``config``). stop_after: leave after this many epochs of this
-    call (the run can be resumed later). Raises :class:`NonFiniteLoss` on a NaN/inf loss,
+    call (the run can be resumed later). device: 'cpu' or 'gpu' (the convolutions on CuPy,
+    see :mod:`minibasis.backend`). Raises :class:`NonFiniteLoss` on a NaN/inf loss,
     leaving the last checkpoint intact.
     """
     config.check()
-    out_dir = Path(out_dir)
+    with backend.use(backend.get(device)):
+        return _train(config, Path(out_dir), data_path, download, resume, stop_after, quiet, print_fn)
+
+
+def _train(config, out_dir, data_path, download, resume, stop_after, quiet, print_fn):
     out_dir.mkdir(parents=True, exist_ok=True)
     checkpoint, log_path = out_dir / "checkpoint.npz", out_dir / "log.jsonl"
     model = create_model(config.model, num_classes=100 if config.dataset == "cifar100" else 10)

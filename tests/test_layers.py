@@ -185,3 +185,26 @@ def test_bad_input_raises_value_error_naming_the_argument(call, argument):
     with pytest.raises(ValueError, match=argument) as info:
         call()
     assert "expected" in str(info.value) and "got" in str(info.value)
+
+
+@given(shapes.filter(lambda s: s[0] * s[2] * s[3] > 1), st.integers(0, 2**32 - 1))
+def test_fused_batch_norm_equals_the_reference_formulation(shape, seed):
+    """The fast primitive and the plain autograd.numpy equation: same outputs and gradients
+    (1e-12 in float64, 1e-5 in float32)."""
+    from minibasis.layers import batch_norm_train, batch_norm_train_reference
+
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape) * 2 + 0.5
+    gamma, beta, g = rng.standard_normal(shape[1]), rng.standard_normal(shape[1]), rng.standard_normal(shape)
+    for dtype, tol in ((np.float64, 1e-12), (np.float32, 1e-5)):
+        args = [a.astype(dtype) for a in (x, gamma, beta)]
+        gd = g.astype(dtype)
+        fast = batch_norm_train(*args)
+        ref = batch_norm_train_reference(*args)
+        assert fast.dtype == dtype
+        np.testing.assert_allclose(fast, ref, rtol=tol, atol=tol)
+        grads_fast = autograd.grad(lambda *a: anp.sum(batch_norm_train(*a) * gd), argnum=(0, 1, 2))(*args)
+        grads_ref = autograd.grad(lambda *a: anp.sum(batch_norm_train_reference(*a) * gd), argnum=(0, 1, 2))(*args)
+        for f, r in zip(grads_fast, grads_ref):
+            assert f.dtype == dtype
+            np.testing.assert_allclose(f, r, rtol=tol * 10, atol=tol * 10)

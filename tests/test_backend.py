@@ -1,0 +1,154 @@
+"""The backend seam: the GPU code path run with NumPy standing in for the device, and the
+real GPU (skipped where there is no cupy or no CUDA device)."""
+
+import importlib.util
+
+import autograd
+import numpy as np
+import pytest
+
+from minibasis import backend
+from minibasis.conv import conv2d, conv2d_input_grad, conv2d_weight_grad
+from minibasis.layers import cross_entropy
+from minibasis.models import create_model
+
+RESNET56_CONV_SHAPES = [  # (C_in, C_out, size, kernel, stride, padding)
+    (3, 16, 32, 3, 1, 1), (16, 16, 32, 3, 1, 1), (16, 17, 32, 3, 1, 1), (17, 16, 32, 1, 1, 0),
+    (16, 32, 32, 3, 2, 1), (32, 32, 16, 3, 1, 1), (32, 34, 16, 3, 1, 1), (34, 32, 16, 1, 1, 0),
+    (32, 64, 16, 3, 2, 1), (64, 64, 8, 3, 1, 1), (64, 68, 8, 3, 1, 1), (68, 64, 8, 1, 1, 0),
+]
+
+
+def counting_stand_in(chunk_bytes):
+    """NumPy as the 'device', counting the transfers each way."""
+    counts = {"in": 0, "out": 0}
+    base = backend.stand_in(np, chunk_bytes)
+
+    def to_device(a):
+        counts["in"] += 1
+        return base.to_device(a)
+
+    def to_host(a):
+        counts["out"] += 1
+        return base.to_host(a)
+
+    return backend.Backend("counting", np, to_device, to_host, chunk_bytes), counts
+
+
+def conv_all(x, w, g, hp):
+    return (
+        conv2d(x, w, **hp),
+        conv2d_input_grad(g, w, x_shape=x.shape, **hp),
+        conv2d_weight_grad(x, g, w_shape=w.shape, **hp),
+    )
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 2**16, 2**30])
+@pytest.mark.parametrize("C, O, size, k, s, p", RESNET56_CONV_SHAPES)
+def test_device_code_path_equals_the_host_path(C, O, size, k, s, p, chunk_bytes):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, C, size, size))
+    w = rng.standard_normal((O, C, k, k))
+    hp = dict(stride=s, padding=p)
+    g = rng.standard_normal(conv2d(x, w, **hp).shape)
+    expected = conv_all(x, w, g, hp)
+    device, counts = counting_stand_in(chunk_bytes)
+    with backend.use(device):
+        got = conv_all(x, w, g, hp)
+    for e, r in zip(expected, got):
+        assert type(r) is np.ndarray and r.dtype == e.dtype
+        np.testing.assert_allclose(r, e, rtol=1e-12, atol=1e-12)
+    # Each primitive moves its two inputs in and its result out, once.
+    assert counts == {"in": 6, "out": 3}
+
+
+def test_a_whole_training_step_on_the_device_path_equals_the_host_path():
+    model = create_model("resnet14-s2u1")
+    params, state = model.init(0, dtype=np.float64)
+    rng = np.random.default_rng(1)
+    x, y = rng.standard_normal((4, 3, 8, 8)), np.array([0, 1, 2, 3])
+
+    def loss(params):
+        logits, _ = model.apply(params, state, x, train=True)
+        return cross_entropy(logits, y) + 10 * model.orthogonality(params)
+
+    expected = autograd.grad(loss)(params)
+    with backend.use(backend.stand_in()):
+        got = autograd.grad(loss)(params)
+    from minibasis.tree import flatten
+
+    flat_e, flat_g = flatten(expected), flatten(got)
+    assert flat_e.keys() == flat_g.keys()
+    for key in flat_e:
+        np.testing.assert_allclose(flat_g[key], flat_e[key], rtol=1e-10, atol=1e-12, err_msg=key)
+
+
+def test_use_is_scoped_and_explicit():
+    assert backend.current() is backend.CPU  # importing selects nothing
+    device = backend.stand_in()
+    with backend.use(device):
+        assert backend.current() is device
+        with backend.use(backend.CPU):
+            assert backend.current() is backend.CPU
+        assert backend.current() is device
+    assert backend.current() is backend.CPU
+    with pytest.raises(TypeError, match="backend"):
+        with backend.use("gpu"):
+            pass
+
+
+def test_unknown_device_names_the_argument():
+    with pytest.raises(ValueError, match="device"):
+        backend.get("tpu")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("cupy") is not None, reason="cupy is installed here")
+def test_gpu_without_cupy_is_a_clear_error():
+    with pytest.raises(backend.BackendUnavailable, match="cupy"):
+        backend.get("gpu")
+
+
+def _gpu_or_skip():
+    try:
+        return backend.get("gpu")
+    except backend.BackendUnavailable as error:
+        pytest.skip(str(error))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("C, O, size, k, s, p", RESNET56_CONV_SHAPES)
+def test_cupy_matches_numpy_for_every_resnet56_conv_shape(C, O, size, k, s, p):
+    gpu = _gpu_or_skip()
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((128, C, size, size)).astype(np.float32)
+    w = rng.standard_normal((O, C, k, k)).astype(np.float32)
+    hp = dict(stride=s, padding=p)
+    g = rng.standard_normal(conv2d(x, w, **hp).shape).astype(np.float32)
+    expected = conv_all(x, w, g, hp)
+    with backend.use(gpu):
+        got = conv_all(x, w, g, hp)
+    for e, r in zip(expected, got):
+        assert r.dtype == np.float32
+        np.testing.assert_allclose(r, e, rtol=1e-5, atol=1e-5 * np.abs(e).max())
+
+
+@pytest.mark.gpu
+def test_cupy_training_step_of_resnet56_s16u1_matches_numpy():
+    gpu = _gpu_or_skip()
+    from minibasis.tree import flatten
+
+    model = create_model("resnet56-s16u1")
+    params, state = model.init(0)
+    rng = np.random.default_rng(1)
+    x, y = rng.standard_normal((32, 3, 32, 32)).astype(np.float32), rng.integers(0, 10, 32)
+
+    def loss(params):
+        logits, _ = model.apply(params, state, x, train=True)
+        return cross_entropy(logits, y) + 10 * model.orthogonality(params)
+
+    expected = flatten(autograd.grad(loss)(params))
+    with backend.use(gpu):
+        got = flatten(autograd.grad(loss)(params))
+    for key in expected:
+        scale = np.abs(expected[key]).max() + 1e-30
+        np.testing.assert_allclose(got[key], expected[key], rtol=1e-5, atol=1e-5 * scale, err_msg=key)
