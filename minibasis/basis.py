@@ -148,6 +148,7 @@ def decompose(W, rank):
     ``coefficients (O, rank, 1, 1)`` (U·Σ). By Eckart–Young this is the best rank-r
     approximation: ‖W − coefficients·basis‖_F = √(Σ_{i>r} σ_i²).
     """
+    _check_finite("W", W)
     O = W.shape[0]
     matrix = W.reshape(O, -1)
     if not 1 <= rank <= min(matrix.shape):
@@ -156,6 +157,11 @@ def decompose(W, rank):
     basis = Vt[:rank].reshape((rank,) + W.shape[1:])
     coefficients = (U[:, :rank] * sigma[:rank]).reshape(O, rank, 1, 1)
     return basis, coefficients
+
+
+def _check_finite(name, a):
+    if not onp.all(onp.isfinite(a)):
+        raise ValueError(f"{name}: expected finite values, got {int(onp.sum(~onp.isfinite(a)))} NaN/inf entries")
 
 
 def reconstruct(basis, coefficients):
@@ -187,6 +193,8 @@ def shared_decompose(filters, shared_rank, unique_rank):
         raise ValueError(
             f"shared_rank, unique_rank: expected ranks ≥ 0 with 0 < sum ≤ C·kh·kw = {dim}, got {shared_rank}, {unique_rank}"
         )
+    for i, W in enumerate(filters):
+        _check_finite(f"filters[{i}]", W)
     mats = [W.reshape(W.shape[0], -1) for W in filters]
     _, _, Vt = onp.linalg.svd(onp.concatenate(mats), full_matrices=True)
     S, complement = Vt[:shared_rank], Vt[shared_rank:]  # orthonormal bases of span(S) and S⊥

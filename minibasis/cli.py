@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -72,7 +73,8 @@ def info_table(spec, num_classes=10, per_layer=False):
         groups = {}
         for name, p, m in rows:
             key = name.split(".")[0]
-            key = f"layer{key[13]}" if key.startswith("shared_basis_") else key
+            stage = re.fullmatch(r"shared_basis_(\d)(_\d)?", key)
+            key = f"layer{stage.group(1)}" if stage else key  # a stage's shared bases count with it
             totals = groups.setdefault(key, [0, 0])
             totals[0] += p
             totals[1] += m

@@ -92,7 +92,10 @@ def check_gradients(
         analytic = autograd.grad(f_of)(values)
 
         def f_at(perturbation, step):
-            return float(f_of([v + step * p for v, p in zip(values, perturbation)]))
+            value = float(f_of([v + step * p for v, p in zip(values, perturbation)]))
+            if not np.isfinite(value):
+                raise ValueError(f"fun: expected a finite value near the point checked, got {value} (argument {name})")
+            return value
 
         def compare(perturbation, label):
             nonlocal worst

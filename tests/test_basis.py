@@ -740,3 +740,12 @@ def test_shared_decompose_rejects_ranks_summing_past_the_dimension():
 def test_orthogonality_loss_skips_an_empty_shared_basis():
     U = np.eye(4)[:2].reshape(2, 1, 2, 2) * 2.0  # two rows of norm 2: D diagonal (4 − 1)² = 9
     assert orthogonality_loss([([np.zeros((0, 1, 2, 2))], [U])]) == pytest.approx(9 * 2 / 4)
+
+
+def test_decompositions_refuse_non_finite_filters():
+    bad = np.ones((2, 1, 3, 3))
+    bad[0, 0, 1, 1] = np.nan
+    with pytest.raises(ValueError, match="W"):
+        decompose(bad, 1)
+    with pytest.raises(ValueError, match=r"filters\[1\]"):
+        shared_decompose([np.ones((2, 1, 3, 3)), bad], 1, 1)

@@ -52,3 +52,8 @@ def test_bad_mode_and_index_are_refused():
         check_gradients(lambda x: anp.sum(x), np.ones(3), mode="forward")
     with pytest.raises(ValueError, match="wrt"):
         check_gradients(lambda x: anp.sum(x), np.ones(3), wrt=[1])
+
+
+def test_a_non_finite_function_value_is_a_clear_error():
+    with pytest.raises(ValueError, match="finite"):
+        check_gradients(lambda x: anp.sum(anp.log(x)), np.array([1e-7, 1.0]), eps=1e-6)
