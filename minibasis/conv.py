@@ -18,7 +18,7 @@ keyword-only: autograd traces only positional arguments, so an array passed by k
 silently bypass the hand-written VJPs (still correct, ~10⁴× slower). Python forbids that here.
 
 im2col ("flat shift"). Per image, the zero-padded input is flattened per channel to a vector
-``xflat[c]`` of length ``Hp·Wp`` (plus a few zero rows). Output pixel ``(a, b)`` at kernel offset
+``xflat[c]`` of length ``Hp·Wp`` (plus a few zero rows; stored channel-major, (C, N, ·)). Output pixel ``(a, b)`` at kernel offset
 ``(i, j)`` reads ``xflat[c, i·Wp + j + s·(a·Wp + b)]``. So, if we let ``b`` run over the whole
 padded width ``Wp`` instead of ``Wo``, the im2col row of offset ``(i, j)`` is *one slice*
 ``xflat[c, i·Wp + j :: s][:Ho·Wp]`` (contiguous for stride 1: a fast copy, not a gather).
@@ -80,35 +80,39 @@ class _Geometry:
         per_image = self.K * self.L * 8
         self.chunk = max(1, min(self.N, device.chunk_bytes // max(per_image, 1)))
 
+    # Internally the images of a chunk are channel-major, (C, n, ·): then im2col's slice copies
+    # and col2im's slice additions read and write the same layout (no transposes in the
+    # kh·kw-fold inner loop); the transposes to and from NCHW happen once, in pad and unpad.
+
     def pad_flat(self, x):
-        """x: (n, C, H, W) -> zero-padded, per-channel flattened (n, C, Hp·Wp)."""
+        """x: (n, C, H, W) -> zero-padded, per-channel flattened (C, n, Hp·Wp)."""
         n = x.shape[0]
-        xp = self.xp.zeros((n, self.C, self.Hp, self.Wp), dtype=x.dtype)
-        xp[:, :, self.ph : self.ph + self.H, self.pw : self.pw + self.W] = x
-        return xp.reshape(n, self.C, self.Hp * self.Wp)
+        xp = self.xp.zeros((self.C, n, self.Hp, self.Wp), dtype=x.dtype)
+        xp[:, :, self.ph : self.ph + self.H, self.pw : self.pw + self.W] = x.transpose(1, 0, 2, 3)
+        return xp.reshape(self.C, n, self.Hp * self.Wp)
 
     def im2col(self, xflat):
-        """(n, C, Hp·Wp) -> cols (C·kh·kw, n·L), rows ordered (c, i, j) like w.reshape(O, -1)."""
-        n = xflat.shape[0]
+        """(C, n, Hp·Wp) -> cols (C·kh·kw, n·L), rows ordered (c, i, j) like w.reshape(O, -1)."""
+        n = xflat.shape[1]
         cols = self.xp.empty((self.C, self.kh * self.kw, n, self.L), dtype=xflat.dtype)
         span = self.sw * (self.L - 1) + 1
         for k, off in enumerate(self.offsets):
-            cols[:, k] = xflat[:, :, off : off + span : self.sw].transpose(1, 0, 2)
+            cols[:, k] = xflat[:, :, off : off + span : self.sw]
         return cols.reshape(self.K, n * self.L)
 
     def col2im(self, cols, n):
-        """Adjoint of im2col: cols (C·kh·kw, n·L) -> (n, C, Hp·Wp), summing overlaps."""
+        """Adjoint of im2col: cols (C·kh·kw, n·L) -> (C, n, Hp·Wp), summing overlaps."""
         cols = cols.reshape(self.C, self.kh * self.kw, n, self.L)
-        xflat = self.xp.zeros((n, self.C, self.Hp * self.Wp), dtype=cols.dtype)
+        xflat = self.xp.zeros((self.C, n, self.Hp * self.Wp), dtype=cols.dtype)
         span = self.sw * (self.L - 1) + 1
         for k, off in enumerate(self.offsets):
-            xflat[:, :, off : off + span : self.sw] += cols[:, k].transpose(1, 0, 2)
+            xflat[:, :, off : off + span : self.sw] += cols[:, k]
         return xflat
 
     def unpad(self, xflat):
-        """(n, C, Hp·Wp) -> (n, C, H, W): drop the zero padding."""
-        xp = xflat.reshape(-1, self.C, self.Hp, self.Wp)
-        return xp[:, :, self.ph : self.ph + self.H, self.pw : self.pw + self.W]
+        """(C, n, Hp·Wp) -> (n, C, H, W) view: drop the zero padding."""
+        xp = xflat.reshape(self.C, -1, self.Hp, self.Wp)
+        return xp[:, :, self.ph : self.ph + self.H, self.pw : self.pw + self.W].transpose(1, 0, 2, 3)
 
     def wide(self, dy):
         """dy: (n, O, Ho, Wo) -> (O, n·L) on the wide output grid, zeros where b ≥ Wo."""
