@@ -94,6 +94,8 @@ def info_table(spec, num_classes=10, per_layer=False):
 
 def _eval(args):
     weights = Path(args.weights)
+    if not weights.is_file():
+        raise FileNotFoundError(f"weights: expected an existing .npz weight file, got {str(weights)!r}")
     config_path = weights.with_name("config.json")
     saved = json.loads(config_path.read_text()) if config_path.exists() else {}
     spec = args.model or saved.get("model")
@@ -126,7 +128,9 @@ def main(argv=None):
             out = args.out or f"runs/{config.model}"
             training.train(config, out, data_path=args.data, download=args.download, resume=args.resume, stop_after=args.stop_after, quiet=args.quiet, device=args.device)
             print(f"run folder: {out} (log.jsonl, checkpoint.npz, weights.npz)")
-    except (ValueError, TypeError, FileNotFoundError, ConnectionError, training.NonFiniteLoss, backend.BackendUnavailable) as error:
+    except BrokenPipeError:  # e.g. `minibasis info … | head`
+        return 0
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError, ConnectionError, training.NonFiniteLoss, backend.BackendUnavailable) as error:
         print(f"minibasis {args.command}: error: {error}", file=sys.stderr)
         return 1
     return 0

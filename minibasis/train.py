@@ -61,7 +61,18 @@ class TrainConfig:
         return DEFAULT_LAMBDA if variant in ("double", "single", "shared_only") else 0.0
 
     def check(self):
-        create_model(self.model)  # raises on a bad spec, listing the valid ones
+        try:
+            create_model(self.model)
+        except ValueError as error:  # it lists the valid specs
+            raise ValueError(f"model: {error}") from None
+        for name in ("lr", "momentum", "weight_decay"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name}: expected a finite number ≥ 0, got {value!r}")
+        for name in ("train_size", "test_size"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name}: expected a positive integer or None (all images), got {value!r}")
         if self.dataset not in DATASETS:
             raise ValueError(f"dataset: expected one of {sorted(DATASETS)}, got {self.dataset!r}")
         if self.schedule not in SCHEDULES:
@@ -223,6 +234,11 @@ def _train(config, out_dir, data_path, download, resume, stop_after, quiet, prin
         records = [json.loads(line) for line in log_path.read_text().splitlines()] if log_path.exists() else []
         records = [r for r in records if r["epoch"] <= done]
     else:
+        if checkpoint.exists():
+            raise FileExistsError(
+                f"out_dir: expected a folder without a run, but {checkpoint} exists; "
+                f"continue it with resume (--resume) or choose another folder (--out)"
+            )
         params, state = model.init(config.seed)
         momentum, done, rng, records = None, 0, np.random.default_rng(config.seed), []
     _write_log(log_path, records)
@@ -243,10 +259,10 @@ def _train(config, out_dir, data_path, download, resume, stop_after, quiet, prin
             ce = float(ce)
             if not math.isfinite(ce) or not all(np.isfinite(g).all() for g in flatten(grads).values()):
                 progress.close()
+                saved = f"The last good checkpoint (after epoch {epoch}) is {checkpoint}." if epoch else "No checkpoint was written yet."
                 raise NonFiniteLoss(
                     f"non-finite loss ({ce}) at epoch {epoch + 1}, step {step} (global step "
-                    f"{epoch * steps_per_epoch + step}); stopped. The last good checkpoint "
-                    f"(after epoch {epoch}) is {checkpoint}. Try a smaller --lr."
+                    f"{epoch * steps_per_epoch + step}); stopped. {saved} Try a smaller --lr."
                 )
             params, momentum = sgd_step(
                 params, grads, momentum, lr=lr, momentum=config.momentum,
@@ -271,9 +287,11 @@ def _train(config, out_dir, data_path, download, resume, stop_after, quiet, prin
             "seconds": time.perf_counter() - start,
         }
         records.append(record)
-        save_checkpoint(checkpoint, model, params, state, momentum, epoch + 1, rng, config)
+        # The checkpoint last: an epoch counts as done (for --resume) only once its weights
+        # and log line are written; resume drops log lines newer than the checkpoint.
         save_weights(out_dir / "weights.npz", model, params, state)
         _write_log(log_path, records)
+        save_checkpoint(checkpoint, model, params, state, momentum, epoch + 1, rng, config)
         print_fn(
             f"epoch {record['epoch']:3d}/{config.epochs}  train loss {record['train_loss']:.4f} acc {record['train_acc']:.4f}  "
             f"test loss {record['test_loss']:.4f} acc {record['test_acc']:.4f}  R {record['orthogonality']:.4g}  "

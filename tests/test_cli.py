@@ -1,0 +1,340 @@
+"""Tests of the ``minibasis`` command (minibasis.cli.main): info, --help, train/eval, data errors.
+
+``cli.main(argv)`` runs in this process and returns the exit code; stdout and stderr are
+captured with ``capsys``. The end-to-end run uses the shared CIFAR-10 subset
+(``../shared/data``) and is skipped where it is absent; the other runs use a tiny archive in
+the official format written to a temporary folder.
+"""
+
+import json
+import pickle
+import re
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from minibasis import cli
+from minibasis import train as T
+from minibasis.data import DATASETS, load_cifar, stratified_subset
+from minibasis.models import create_model
+from minibasis.weights import load_weights, save_weights
+
+
+def run(capsys, *argv):
+    """(exit code, stdout, stderr) of ``minibasis ARGV``."""
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def make_archive(root, n_train=20, n_test=30, seed=0):
+    """Write ``root/cifar-10-python.tar.gz`` in the official layout (balanced labels)."""
+    rng = np.random.default_rng(seed)
+    folder = Path(root) / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+
+    def dump(obj, name):
+        blob = pickle.dumps(obj, protocol=2)
+        (folder / name).write_bytes(blob.replace(b"cnumpy._core.multiarray\n", b"cnumpy.core.multiarray\n"))
+
+    def batch(n):
+        return {b"batch_label": b"tiny", b"labels": [i % 10 for i in range(n)],
+                b"data": rng.integers(0, 256, size=(n, 3072), dtype=np.uint8), b"filenames": [b"x.png"] * n}
+
+    dump({b"label_names": [f"c{i}".encode() for i in range(10)], b"num_vis": 3072}, "batches.meta")
+    dump(batch(n_train), "data_batch_1")
+    dump(batch(n_test), "test_batch")
+    archive = Path(root) / "cifar-10-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(folder, arcname=folder.name)
+    shutil.rmtree(folder)
+    return archive
+
+
+# ----------------------------------------------------------------------------------- info
+
+
+def total_line(out, name):
+    (line,) = [l for l in out.splitlines() if l.startswith(f"total {name}")]
+    return line
+
+
+def test_info_resnet56_s16u1(capsys):
+    code, out, err = run(capsys, "info", "resnet56-s16u1")
+    assert code == 0 and err == ""
+    line = total_line(out, "resnet56-s16u1")
+    assert "319,226" in line and "145,932,928" in line
+    assert "1.16× the MACs" in out and "0.37× the parameters" in out
+    assert "more MACs" in out  # sharing saves parameters, not compute
+    assert "against resnet56" in out
+    for stage in ("conv1", "layer1", "layer2", "layer3", "fc"):
+        assert re.search(rf"^{stage}\s", out, re.M), stage
+    assert "layer1.1.coeff_conv1" not in out  # only per stage without --layers
+
+
+def test_info_resnet56(capsys):
+    code, out, err = run(capsys, "info", "resnet56")
+    assert code == 0 and err == ""
+    line = total_line(out, "resnet56")
+    assert "853,018" in line and "125,485,696" in line
+    assert "1.00× the parameters, 1.00× the MACs" in out
+    assert "more MACs" not in out
+
+
+def test_info_layers(capsys):
+    code, out, _ = run(capsys, "info", "resnet56-s16u1", "--layers")
+    assert code == 0
+    rows = {l.split()[0]: l.split()[1:] for l in out.splitlines()[1:] if l and not l.startswith(("total", "against", "note"))}
+    for name in ("conv1", "layer1.0.conv1", "layer1.1.coeff_conv1", "layer1.1.basis_conv1", "shared_basis_1_1",
+                 "layer3.8.coeff_conv2", "fc"):
+        assert name in rows, name
+    # The rows add up to the totals.
+    params = sum(int(p.replace(",", "")) for p, _ in rows.values())
+    macs = sum(int(m.replace(",", "")) for _, m in rows.values())
+    assert (params, macs) == (319_226, 145_932_928)
+    assert "319,226" in total_line(out, "resnet56-s16u1")
+
+
+def test_info_num_classes(capsys):
+    code, out, _ = run(capsys, "info", "resnet56", "--num-classes", "100")
+    assert code == 0
+    assert f"{853_018 - 650 + 64 * 100 + 100:,}" in total_line(out, "resnet56")
+
+
+@pytest.mark.parametrize("spec", ["resnet9", "resnet56-x", "vgg16"])
+def test_info_invalid_spec(capsys, spec):
+    code, out, err = run(capsys, "info", spec)
+    assert code == 1
+    assert out == ""
+    assert err.startswith("minibasis info: error:")
+    assert spec in err and "valid model specs" in err and "resnet56-s16u1" in err
+    assert "Traceback" not in err
+
+
+# ----------------------------------------------------------------------------------- help
+
+
+@pytest.mark.parametrize("argv, expected", [
+    ([], ["train", "eval", "info"]),
+    (["train"], ["--model", "--data", "--download", "--train-size", "--test-size", "--epochs", "--batch-size",
+                 "--lr", "--lam", "--schedule", "--seed", "--out", "--resume", "--stop-after", "--quiet",
+                 "valid model specs"]),
+    (["eval"], ["weights", "--model", "--data", "--test-size", "--seed", "--batch-size"]),
+    (["info"], ["spec", "--layers", "--num-classes"]),
+])
+def test_help(capsys, argv, expected):
+    with pytest.raises(SystemExit) as info:
+        cli.main([*argv, "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: minibasis {' '.join(argv)}".rstrip())
+    for word in expected:
+        assert word in out, word
+
+
+def test_no_command_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main([])
+    assert info.value.code == 2
+    assert "usage: minibasis" in capsys.readouterr().err
+
+
+def test_console_script():
+    exe = shutil.which("minibasis")
+    if exe is None:
+        pytest.skip("the minibasis console script is not installed")
+    proc = subprocess.run([exe, "info", "resnet20"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "total resnet20" in proc.stdout
+    proc = subprocess.run([exe, "info", "resnet21"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "valid model specs" in proc.stderr
+
+
+# ---------------------------------------------------------------------------- train / eval
+
+
+@pytest.mark.slow
+def test_train_then_eval_end_to_end(shared_archive, tmp_path, capsys):
+    """The issue's run: a 1,000-image stratified subset of the shared CIFAR-10 archive, 2 epochs."""
+    out = tmp_path / "run"
+    code, stdout, err = run(capsys, "train", "--data", shared_archive, "--model", "resnet8",
+                            "--train-size", 1000, "--test-size", 100, "--epochs", 2, "--batch-size", 50,
+                            "--out", out, "--quiet")
+    assert code == 0, err
+    assert err == ""  # --quiet: no progress bar
+    assert f"run folder: {out}" in stdout
+    assert len(re.findall(r"^epoch +\d/2 ", stdout, re.M)) == 2
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.npz", "config.json", "log.jsonl", "weights.npz"]
+
+    records = [json.loads(l) for l in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert all(np.isfinite(r["train_loss"]) and np.isfinite(r["test_loss"]) for r in records)
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"] == "resnet8" and config["train_size"] == 1000 and config["test_size"] == 100
+    assert config["lam"] is None
+    model = create_model("resnet8")
+    assert T.load_checkpoint(out / "checkpoint.npz", model)[3] == 2
+    load_weights(out / "weights.npz", model)
+
+    code, stdout, err = run(capsys, "eval", out / "weights.npz", "--data", shared_archive, "--test-size", 100)
+    assert code == 0, err
+    (line,) = stdout.splitlines()
+    result = json.loads(line)
+    assert result["model"] == "resnet8" and result["images"] == 100
+    assert result["test_acc"] == records[-1]["test_acc"]  # the same subset: the run's seed + 1
+    assert result["test_loss"] == pytest.approx(records[-1]["test_loss"], rel=1e-6)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A saved resnet8 (untrained, running statistics perturbed) with config.json (seed 4) and a tiny archive."""
+    root = tmp_path_factory.mktemp("tiny")
+    archive = make_archive(root / "data")
+    model = create_model("resnet8")
+    params, state = model.init(0)
+    state = {**state, "bn1": {**state["bn1"], "running_mean": np.full_like(state["bn1"]["running_mean"], 0.3)}}
+    weights = save_weights(root / "run" / "weights.npz", model, params, state)
+    config = T.TrainConfig(model="resnet8", seed=4)
+    (root / "run" / "config.json").write_text(json.dumps(T.asdict(config)))
+    return archive, weights, model, params, state
+
+
+def expected_eval(archive, model, params, state, test_size, seed):
+    data = load_cifar(archive)
+    images, labels = data.test_images, data.test_labels
+    if test_size:
+        index = stratified_subset(labels, test_size, seed=seed)
+        images, labels = images[index], labels[index]
+    spec = DATASETS["cifar10"]
+    return len(labels), T.evaluate(model, params, state, images, labels, mean=spec.mean, std=spec.std)
+
+
+@pytest.mark.parametrize("extra, test_size, seed", [
+    ([], 0, None),                                # the whole test set
+    (["--test-size", 10], 10, 5),                 # default seed: config.json's seed + 1
+    (["--test-size", 10, "--seed", 9], 10, 9),
+    (["--test-size", 20, "--model", "resnet8", "--batch-size", 3], 20, 5),
+])
+def test_eval_on_tiny_archive(capsys, tiny_run, extra, test_size, seed):
+    archive, weights, model, params, state = tiny_run
+    code, out, err = run(capsys, "eval", weights, "--data", archive, *extra)
+    assert code == 0, err
+    result = json.loads(out)
+    n, (loss, acc) = expected_eval(archive, model, params, state, test_size, seed)
+    assert result["images"] == n == (test_size or 30)
+    assert result["test_acc"] == acc
+    assert result["test_loss"] == pytest.approx(loss, rel=1e-6)
+
+
+def test_eval_errors(capsys, tiny_run, tmp_path):
+    archive, weights, *_ = tiny_run
+    code, _, err = run(capsys, "eval", weights, "--data", archive, "--model", "resnet14-s2u1")
+    assert code == 1 and "minibasis eval: error:" in err and "missing key" in err
+    lone = tmp_path / "lone.npz"
+    shutil.copy(weights, lone)  # no config.json beside it
+    code, _, err = run(capsys, "eval", lone, "--data", archive)
+    assert code == 1 and "--model" in err
+    code, out, err = run(capsys, "eval", lone, "--data", archive, "--model", "resnet8", "--test-size", 10, "--seed", 5)
+    assert code == 0, err
+
+
+def test_eval_missing_weights_file(capsys, tiny_run, tmp_path):
+    archive, *_ = tiny_run
+    missing = tmp_path / "runs" / "typo" / "weights.npz"
+    code, _, err = run(capsys, "eval", missing, "--data", archive, "--model", "resnet8")
+    assert code == 1 and str(missing) in err
+    # Without --model the complaint must still be the missing file, not a missing --model.
+    code, _, err = run(capsys, "eval", missing, "--data", archive)
+    assert code == 1 and str(missing) in err
+    assert re.search(r"no such file|does not exist|not found|expected an existing", err), err
+
+
+@pytest.mark.parametrize("argv, field", [
+    (["--epochs", "0"], "epochs"),
+    (["--batch-size", "0"], "batch_size"),
+    (["--lam", "-1"], "lam"),
+    (["--model", "resnet9"], "valid model specs"),
+])
+def test_train_bad_values(capsys, tmp_path, argv, field):
+    out = tmp_path / "run"
+    code, stdout, err = run(capsys, "train", "--data", tmp_path / "nothing-here.tar.gz", "--out", out, *argv)
+    assert code == 1 and stdout == ""
+    assert err.startswith("minibasis train: error:") and field in err
+    assert not out.exists()  # checked before anything is written or read
+
+
+def test_train_size_not_a_multiple_of_the_classes(capsys, tiny_run, tmp_path):
+    archive, *_ = tiny_run
+    code, _, err = run(capsys, "train", "--data", archive, "--model", "resnet8", "--train-size", 15,
+                       "--epochs", 1, "--out", tmp_path / "run", "--quiet")
+    assert code == 1 and err.startswith("minibasis train: error:")
+    assert "15" in err and "multiple" in err and "Traceback" not in err
+
+
+def test_train_on_tiny_archive_then_resume(capsys, tiny_run, tmp_path):
+    """train --stop-after 1, then --resume: log and files as an uninterrupted 2-epoch run."""
+    archive, *_ = tiny_run
+    common = ["train", "--data", archive, "--model", "resnet8", "--train-size", 10, "--test-size", 10,
+              "--epochs", 2, "--batch-size", 10, "--quiet"]
+    code, stdout, err = run(capsys, *common, "--out", tmp_path / "a", "--stop-after", 1)
+    assert code == 0, err
+    assert len(re.findall(r"^epoch ", stdout, re.M)) == 1
+    code, stdout, err = run(capsys, *common, "--out", tmp_path / "a", "--resume")
+    assert code == 0, err
+    assert re.findall(r"^epoch +(\d)/2", stdout, re.M) == ["2"]
+    code, _, err = run(capsys, *common, "--out", tmp_path / "b")
+    assert code == 0, err
+    for name in ("weights.npz", "checkpoint.npz"):
+        with np.load(tmp_path / "a" / name) as a, np.load(tmp_path / "b" / name) as b:
+            assert sorted(a.files) == sorted(b.files)
+            assert all(np.array_equal(a[k], b[k]) for k in a.files), name
+    logs = [[{k: v for k, v in json.loads(l).items() if k not in ("seconds", "images_per_second")}
+             for l in (tmp_path / d / "log.jsonl").read_text().splitlines()] for d in "ab"]
+    assert logs[0] == logs[1] and len(logs[0]) == 2
+    # Resuming with another option names it.
+    code, _, err = run(capsys, *common, "--out", tmp_path / "a", "--resume", "--lr", 0.2)
+    assert code == 1 and "'lr'" in err
+
+
+# ----------------------------------------------------------------------------- data errors
+
+
+def test_data_path_does_not_exist(capsys, tmp_path):
+    missing = tmp_path / "nowhere" / "cifar-10-python.tar.gz"
+    code, stdout, err = run(capsys, "train", "--data", missing, "--model", "resnet8", "--out", tmp_path / "run")
+    assert code == 1
+    assert err.startswith("minibasis train: error:")
+    assert str(missing) in err and "no such file" in err
+    assert "Traceback" not in err
+    assert "run folder" not in stdout
+
+
+def test_no_data_and_empty_cache(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    for argv in (["train", "--model", "resnet8", "--out", tmp_path / "run"],
+                 ["train", "--model", "resnet8"]):  # default run folder, under the cwd (tmp_path)
+        code, _, err = run(capsys, *argv)
+        assert code == 1
+        assert err.startswith("minibasis train: error:")
+        assert str(tmp_path / "cache" / "minibasis") in err  # where it looked
+        assert "--data" in err and "--download" in err  # how to point at a local archive, or fetch it
+        assert "cifar-10-python.tar.gz" in err
+    assert not (tmp_path / "cache" / "minibasis").exists() or not any((tmp_path / "cache" / "minibasis").iterdir())
+
+    weights = tmp_path / "w.npz"
+    model = create_model("resnet8")
+    save_weights(weights, model, *model.init(0))
+    code, _, err = run(capsys, "eval", weights, "--model", "resnet8")
+    assert code == 1 and err.startswith("minibasis eval: error:") and "--data" in err and "--download" in err
+
+
+def test_data_path_is_not_cifar(capsys, tmp_path):
+    bogus = tmp_path / "cifar-10-python.tar.gz"
+    bogus.write_bytes(b"not a tar archive at all")
+    code, _, err = run(capsys, "train", "--data", bogus, "--model", "resnet8", "--out", tmp_path / "run")
+    assert code == 1 and str(bogus) in err and "Traceback" not in err
