@@ -1,0 +1,66 @@
+"""Batch norm + ReLU, forward and backward (training mode), against PyTorch CPU in the same run.
+
+    python bench/bench_batch_norm.py [--batch 128] [--dtype float32] [--repeat 5]
+
+For the ResNet-56 activation shapes. Target: ≤ 2× PyTorch CPU. Without torch only the
+minibasis times are printed.
+"""
+
+import argparse
+import time
+
+import autograd
+import autograd.numpy as anp
+import numpy as np
+
+from minibasis.layers import batch_norm, batch_norm_state, relu
+
+SHAPES = [(16, 32), (17, 32), (32, 16), (34, 16), (64, 8), (68, 8)]  # (channels, pixels per side)
+
+
+def best_time(fn, repeat):
+    fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    rng = np.random.default_rng(0)
+    print(f"batch {args.batch}, {args.dtype}; BN (train mode) + ReLU, forward + backward")
+    print(f"{'shape':<12} {'minibasis ms':>13}" + (f" {'torch ms':>9} {'ratio':>7}" if torch else ""))
+    for C, size in SHAPES:
+        x = rng.standard_normal((args.batch, C, size, size)).astype(args.dtype)
+        g = rng.standard_normal(x.shape).astype(args.dtype)
+        gamma, beta = np.ones(C, args.dtype), np.zeros(C, args.dtype)
+        state = batch_norm_state(C, np.dtype(args.dtype))
+
+        def loss(x, gamma, beta):
+            return anp.sum(relu(batch_norm(x, gamma, beta, state, train=True)[0]) * g)
+
+        grad = autograd.grad(loss, argnum=(0, 1, 2))
+        ours = best_time(lambda: grad(x, gamma, beta), args.repeat)
+        line = f"{C}×{size}×{size:<5} {ours * 1e3:13.2f}"
+        if torch:
+            bn = torch.nn.BatchNorm2d(C).to(getattr(torch, args.dtype)).train()
+            xt = torch.tensor(x, requires_grad=True)
+            gt = torch.tensor(g)
+            theirs = best_time(lambda: torch.relu(bn(xt)).backward(gt), args.repeat)
+            line += f" {theirs * 1e3:9.2f} {ours / theirs:6.2f}×"
+        print(line)
+
+
+if __name__ == "__main__":
+    main()
