@@ -48,13 +48,6 @@ def main():
     args = parser.parse_args()
     dtype = np.dtype(args.dtype)
     try:
-        import torch
-        import torch.nn.functional as F
-
-        torch.set_num_threads(max(1, torch.get_num_threads()))
-    except ImportError:
-        torch = None
-    try:
         from threadpoolctl import threadpool_info
 
         blas = ", ".join(f"{i['internal_api']} {i.get('version')} ({i['num_threads']} threads)" for i in threadpool_info())
@@ -67,7 +60,7 @@ def main():
     peak = 2 * n**3 / best_time(lambda: a @ b, args.repeat) / 1e9
     print(f"square GEMM peak ({n}³): {peak:.0f} GFLOP/s\n")
     header = f"{'shape':<18} {'fwd ms':>8} {'fwd+bwd ms':>11} {'GEMMs ms':>9} {'GEMM/conv':>10} {'GFLOP/s':>8}"
-    print(header + (f" {'torch ms':>9} {'vs torch':>9}" if torch else ""))
+    rows = []
     for name, C, O, size, k, s, p in SHAPES:
         x = rng.standard_normal((args.batch, C, size, size)).astype(dtype)
         w = rng.standard_normal((O, C, k, k)).astype(dtype)
@@ -92,7 +85,16 @@ def main():
 
         gemm = best_time(gemms, args.repeat)
         flops = 3 * 2 * O * K * P
-        line = f"{name:<18} {forward * 1e3:8.1f} {total * 1e3:11.1f} {gemm * 1e3:9.1f} {gemm / total:10.0%} {flops / total / 1e9:8.0f}"
+        rows.append((name, x, w, g, hp, total, f"{name:<18} {forward * 1e3:8.1f} {total * 1e3:11.1f} {gemm * 1e3:9.1f} {gemm / total:10.0%} {flops / total / 1e9:8.0f}"))
+    # PyTorch only after every NumPy timing: its OpenMP threads keep spinning after each call
+    # and would slow NumPy's BLAS threads down if interleaved.
+    try:
+        import torch
+        import torch.nn.functional as F
+    except ImportError:
+        torch = None
+    print(header + (f" {'torch ms':>9} {'vs torch':>9}" if torch else ""))
+    for name, x, w, g, hp, total, line in rows:
         if torch:
             xt = torch.tensor(x, requires_grad=True)
             wt = torch.tensor(w, requires_grad=True)

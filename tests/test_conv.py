@@ -138,9 +138,9 @@ def test_primitives_pass_autograd_check_grads_to_second_order(x_shape, w_shape, 
     x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
     hp = dict(stride=stride, padding=padding)
     dy = rng.standard_normal(conv2d(x, w, **hp).shape)
-    check_grads(lambda x, w: conv2d(x, w, **hp), modes=["fwd", "rev"], order=2)(x, w)
-    check_grads(lambda dy, w: conv2d_input_grad(dy, w, x_shape=x_shape, **hp), modes=["fwd", "rev"], order=2)(dy, w)
-    check_grads(lambda x, dy: conv2d_weight_grad(x, dy, w_shape=w_shape, **hp), modes=["fwd", "rev"], order=2)(x, dy)
+    check_grads(lambda x, w: conv2d(x, w, **hp), argnum=(0, 1), modes=["fwd", "rev"], order=2)(x, w)
+    check_grads(lambda dy, w: conv2d_input_grad(dy, w, x_shape=x_shape, **hp), argnum=(0, 1), modes=["fwd", "rev"], order=2)(dy, w)
+    check_grads(lambda x, dy: conv2d_weight_grad(x, dy, w_shape=w_shape, **hp), argnum=(0, 1), modes=["fwd", "rev"], order=2)(x, dy)
 
 
 def test_hand_written_vjps_are_used_not_traced_through():
