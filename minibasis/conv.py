@@ -94,6 +94,8 @@ class _Geometry:
     def im2col(self, xflat):
         """(C, n, Hp·Wp) -> cols (C·kh·kw, n·L), rows ordered (c, i, j) like w.reshape(O, -1)."""
         n = xflat.shape[1]
+        if self.offsets == [0] and self.sw == 1 and self.L == xflat.shape[2]:
+            return xflat.reshape(self.K, n * self.L)  # 1×1, stride 1, no padding: a view
         cols = self.xp.empty((self.C, self.kh * self.kw, n, self.L), dtype=xflat.dtype)
         span = self.sw * (self.L - 1) + 1
         for k, off in enumerate(self.offsets):
@@ -102,6 +104,8 @@ class _Geometry:
 
     def col2im(self, cols, n):
         """Adjoint of im2col: cols (C·kh·kw, n·L) -> (C, n, Hp·Wp), summing overlaps."""
+        if self.offsets == [0] and self.sw == 1 and self.L == self.Hp * self.Wp:
+            return cols.reshape(self.C, n, self.L)  # 1×1, stride 1, no padding: nothing overlaps
         cols = cols.reshape(self.C, self.kh * self.kw, n, self.L)
         xflat = self.xp.zeros((self.C, n, self.Hp * self.Wp), dtype=cols.dtype)
         span = self.sw * (self.L - 1) + 1
