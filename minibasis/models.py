@@ -78,8 +78,8 @@ def parse_spec(spec, num_classes=10):
     """'resnet56-s16u1' -> ModelSpec. An unknown or malformed spec is a ValueError listing what is valid."""
     if not isinstance(spec, str):
         raise TypeError(f"spec: expected a string such as 'resnet56-s16u1', got {type(spec).__name__}")
-    match = re.fullmatch(r"resnet(\d+)(?:-(single|double)?-?s(\d+)u(\d+))?", spec.strip().lower())
-    if not match or (match.group(2) and f"-{match.group(2)}-s" not in spec.lower()):
+    match = re.fullmatch(r"resnet(\d+)(?:-(?:(single|double)-)?s(\d+)u(\d+))?", spec.strip().lower())
+    if not match:
         raise ValueError(f"spec: expected a model spec, got {spec!r}; {SPEC_HELP}")
     depth = int(match.group(1))
     if depth < 8 or (depth - 2) % 6:
