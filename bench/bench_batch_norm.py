@@ -7,25 +7,15 @@ minibasis times are printed.
 """
 
 import argparse
-import time
 
 import autograd
 import autograd.numpy as anp
 import numpy as np
+from timing import best_time
 
 from minibasis.layers import batch_norm, batch_norm_state, relu
 
 SHAPES = [(16, 32), (17, 32), (32, 16), (34, 16), (64, 8), (68, 8)]  # (channels, pixels per side)
-
-
-def best_time(fn, repeat):
-    fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main():

@@ -11,9 +11,9 @@ shapes: ≥ 60 %. When torch is installed the same conv in PyTorch CPU is timed 
 """
 
 import argparse
-import time
 
 import numpy as np
+from timing import best_time
 
 from minibasis.conv import conv2d, conv2d_input_grad, conv2d_weight_grad
 
@@ -28,16 +28,6 @@ SHAPES = [
     ("1x1 34->32 @16", 34, 32, 16, 1, 1, 0),
     ("1x1 68->64 @8", 68, 64, 8, 1, 1, 0),
 ]
-
-
-def best_time(fn, repeat):
-    fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main():

@@ -25,35 +25,7 @@ VARIANT_SPECS = ["resnet20", "resnet20-s16u1", "resnet20-single-s8u1", "resnet20
                  "resnet20-s16u0", "resnet20-s0u1", "resnet32-s4u2"]
 
 
-def authors_state_dict_keys(depth, variant, unique_rank=1):
-    """The authors' ``state_dict().keys()``: modules in registration order, a block's reference
-    to a shared basis listed again under the block (before its own convs), BN buffers after
-    the affine weights."""
-    n = (depth - 2) // 6
-
-    def bn(name):
-        return [f"{name}.{k}" for k in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")]
-
-    keys = ["conv1.weight"] + bn("bn1")
-    for g in (1, 2, 3):
-        if variant in ("double", "shared_only"):
-            owners, local = [f"shared_basis_{g}_1", f"shared_basis_{g}_2"], ["shared_basis_1", "shared_basis_2"]
-        elif variant == "single":
-            owners, local = [f"shared_basis_{g}"], ["shared_basis"]
-        else:
-            owners, local = [], []
-        keys += [f"{o}.weight" for o in owners]
-        for b in range(n):
-            p = f"layer{g}.{b}"
-            if b == 0 or variant == "original":
-                keys += [f"{p}.conv1.weight"] + bn(f"{p}.bn1") + [f"{p}.conv2.weight"] + bn(f"{p}.bn2")
-                continue
-            keys += [f"{p}.{name}.weight" for name in local]
-            for layer in (1, 2):
-                if variant in ("double", "single", "non_shared") and unique_rank > 0:
-                    keys.append(f"{p}.basis_conv{layer}.weight")
-                keys += bn(f"{p}.basis_bn{layer}") + [f"{p}.coeff_conv{layer}.weight"] + bn(f"{p}.bn{layer}")
-    return keys + ["fc.weight", "fc.bias"]
+from authors_layout import authors_state_dict_keys  # noqa: E402
 
 
 def random_trees(model, seed, dtype=np.float32):
