@@ -193,11 +193,16 @@ def load_checkpoint(path, model):
         return params, state, unflatten(momentum) if momentum else None, int(f["epoch"]), _rng_from_json(str(f["rng_state"])), config
 
 
-def _write_log(path, records):
-    """Rewrite the JSON-lines log atomically."""
+def _write_text(path, text):
+    """Write a text file atomically: a temp file beside it, then rename."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+    tmp.write_text(text)
     tmp.replace(path)
+
+
+def _write_log(path, records):
+    """Rewrite the JSON-lines log (one record per epoch) atomically."""
+    _write_text(path, "".join(json.dumps(r) + "\n" for r in records))
 
 
 def train(config, out_dir, *, data_path=None, download=False, resume=False, stop_after=None, quiet=False, device="cpu", print_fn=print):
@@ -242,7 +247,7 @@ def _train(config, out_dir, data_path, download, resume, stop_after, quiet, prin
         params, state = model.init(config.seed)
         momentum, done, rng, records = None, 0, np.random.default_rng(config.seed), []
     _write_log(log_path, records)
-    (out_dir / "config.json").write_text(json.dumps(asdict(config), indent=1) + "\n")
+    _write_text(out_dir / "config.json", json.dumps(asdict(config), indent=1) + "\n")
 
     step_fn = gradient_and_aux(lambda p, s, x, y: training_loss(model, p, s, x, y, lam))
     steps_per_epoch = math.ceil(len(train_y) / config.batch_size)
