@@ -58,7 +58,7 @@ if FAST:
     SIZES = dict(train_size=40, test_size=40, epochs=1, batch_size=20)
 else:
     PLAIN, SHARED = "resnet20", "resnet20-s16u1"
-    SIZES = dict(train_size=5000, test_size=1000, epochs=3, batch_size=128)
+    SIZES = dict(train_size=5000, test_size=1000, epochs=6, batch_size=128)
 COMMON = dict(lr=0.1, momentum=0.9, weight_decay=5e-4, schedule="cosine", seed=0, **SIZES)
 print(f"mode: {'FAST' if FAST else 'full'}; {PLAIN} vs {SHARED}; {SIZES}")
 
