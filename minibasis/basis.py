@@ -30,8 +30,9 @@ def stack_basis(unique_basis, shared_basis):
     return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
 
 
-def basis_layer(x, params, state, /, *, train, stride=1):
-    """One basis layer: basis conv → BN over r channels → 1×1 coefficients → BN. No ReLU inside.
+def basis_layer(x, params, state, /, *, train, stride=1, relu=False):
+    """One basis layer: basis conv → BN over r channels → 1×1 coefficients → BN. No ReLU
+    between basis and coefficients; ``relu=True`` applies one after the last BN (fused with it).
 
     ``x: (N, C, H, W)``. ``params``: ``unique_basis (u, C, k, k)`` or None, ``shared_basis
     (s, C, k, k)`` or None, ``basis_bn`` and ``bn`` (``{"weight", "bias"}``), ``coefficients
@@ -43,7 +44,7 @@ def basis_layer(x, params, state, /, *, train, stride=1):
     h = conv2d(x, basis, stride=stride, padding=k // 2)
     h, basis_bn_state = batch_norm(h, params["basis_bn"]["weight"], params["basis_bn"]["bias"], state["basis_bn"], train=train)
     h = conv2d(h, params["coefficients"])
-    h, bn_state = batch_norm(h, params["bn"]["weight"], params["bn"]["bias"], state["bn"], train=train)
+    h, bn_state = batch_norm(h, params["bn"]["weight"], params["bn"]["bias"], state["bn"], train=train, relu=relu)
     return h, {"basis_bn": basis_bn_state, "bn": bn_state}
 
 

@@ -245,8 +245,7 @@ class Model:
             raise ValueError(f"x: expected shape (N, 3, H, W), got {getattr(x, 'shape', type(x).__name__)}")
         new = {}
         h = conv2d(x, params["conv1"]["weight"], padding=1)
-        h, new["bn1"] = _bn(h, params["bn1"], state["bn1"], train)
-        h = relu(h)
+        h, new["bn1"] = _bn(h, params["bn1"], state["bn1"], train, relu=True)
         for g, width in enumerate(WIDTHS, start=1):
             stage, stage_state = params[f"layer{g}"], state[f"layer{g}"]
             new_stage = new[f"layer{g}"] = {}
@@ -309,16 +308,15 @@ class Model:
         return sum(m for _, _, m in self.accounting())
 
 
-def _bn(h, p, s, train):
-    return batch_norm(h, p["weight"], p["bias"], s, train=train)
+def _bn(h, p, s, train, relu=False):
+    return batch_norm(h, p["weight"], p["bias"], s, train=train, relu=relu)
 
 
 def _basic_block(x, p, s, width, stride, train):
     """conv → BN → ReLU → conv → BN, + shortcut (option A when the shape changes), ReLU."""
     new = {}
     h = conv2d(x, p["conv1"]["weight"], stride=stride, padding=1)
-    h, new["bn1"] = _bn(h, p["bn1"], s["bn1"], train)
-    h = relu(h)
+    h, new["bn1"] = _bn(h, p["bn1"], s["bn1"], train, relu=True)
     h = conv2d(h, p["conv2"]["weight"], padding=1)
     h, new["bn2"] = _bn(h, p["bn2"], s["bn2"], train)
     shortcut = x if stride == 1 and x.shape[1] == width else shortcut_a(x, out_channels=width)
@@ -338,10 +336,8 @@ def _basis_block(x, p, s, shared, train):
             "bn": p[f"bn{layer}"],
         }
         layer_state = {"basis_bn": s[f"basis_bn{layer}"], "bn": s[f"bn{layer}"]}
-        h, out = basis_layer(h, layer_params, layer_state, train=train)
+        h, out = basis_layer(h, layer_params, layer_state, train=train, relu=layer == 1)
         new[f"basis_bn{layer}"], new[f"bn{layer}"] = out["basis_bn"], out["bn"]
-        if layer == 1:
-            h = relu(h)
     return relu(h + x), new
 
 

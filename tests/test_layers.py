@@ -208,3 +208,22 @@ def test_fused_batch_norm_equals_the_reference_formulation(shape, seed):
         for f, r in zip(grads_fast, grads_ref):
             assert f.dtype == dtype
             np.testing.assert_allclose(f, r, rtol=tol * 10, atol=tol * 10)
+
+
+@given(shapes.filter(lambda s: s[0] * s[2] * s[3] > 1), st.booleans(), st.integers(0, 2**32 - 1))
+def test_batch_norm_with_fused_relu_equals_batch_norm_then_relu(shape, train, seed):
+    rng = np.random.default_rng(seed)
+    x, C = rng.standard_normal(shape), shape[1]
+    gamma, beta, g = rng.standard_normal(C), rng.standard_normal(C), rng.standard_normal(shape)
+    state = {"running_mean": rng.standard_normal(C), "running_var": rng.uniform(0.5, 2, C), "num_batches_tracked": np.int64(0)}
+
+    def fused(x, gamma, beta):
+        return anp.sum(batch_norm(x, gamma, beta, state, train=train, relu=True)[0] * g)
+
+    def separate(x, gamma, beta):
+        return anp.sum(relu(batch_norm(x, gamma, beta, state, train=train)[0]) * g)
+
+    assert fused(x, gamma, beta) == pytest.approx(separate(x, gamma, beta), rel=1e-12, abs=1e-12)
+    for a, b in zip(autograd.grad(fused, (0, 1, 2))(x, gamma, beta), autograd.grad(separate, (0, 1, 2))(x, gamma, beta)):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    check_gradients(fused, x, gamma, beta, rtol=1e-5, atol=1e-8)
