@@ -20,31 +20,14 @@
 # Output: `tutorials/figures/01_im2col_matrix.png` (fast mode writes to a temporary folder).
 
 # %%
-import os
-import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # the minibasis of this checkout, installed or not
+from tutorial_setup import FAST, FIGURES, plt  # this checkout's minibasis, the mode, the paths
 from minibasis import col2im, conv2d, im2col
 
-try:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-except ImportError:  # matplotlib is an optional extra: the claims are still checked
-    plt = None
-    print("matplotlib is not installed: figures are skipped (pip install -e '.[plot]')")
-
-FAST = os.environ.get("MINIBASIS_FAST") == "1"
-# full mode writes the figures shown in the README; fast mode (CI) leaves the checkout untouched
-FIGURES = Path(tempfile.gettempdir()) / "minibasis-tutorial-figures" if FAST else ROOT / "tutorials" / "figures"
-FIGURES.mkdir(parents=True, exist_ok=True)
 START = time.perf_counter()
 rng = np.random.default_rng(0)
 print(f"mode: {'FAST' if FAST else 'full'}")

@@ -21,8 +21,6 @@
 # No figures.
 
 # %%
-import os
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -34,13 +32,11 @@ from autograd.extend import defvjp, primitive
 from autograd.test_util import check_grads
 from autograd.tracer import getval
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # the minibasis of this checkout, installed or not
+from tutorial_setup import FAST  # this checkout's minibasis, the mode, the paths
 import minibasis
 from minibasis import col2im, conv2d, conv2d_input_grad, conv2d_weight_grad, im2col
 from minibasis.testing import GradientCheckError, check_gradients
 
-FAST = os.environ.get("MINIBASIS_FAST") == "1"
 START = time.perf_counter()
 rng = np.random.default_rng(0)
 print(f"mode: {'FAST' if FAST else 'full'}")

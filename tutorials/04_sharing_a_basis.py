@@ -19,17 +19,13 @@
 # (fast mode writes to a temporary folder).
 
 # %%
-import os
-import sys
-import tempfile
 import time
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # the minibasis of this checkout, installed or not
+from tutorial_setup import DATA, FAST, FIGURES, plt  # this checkout's minibasis, the mode, the paths
 from minibasis import conv2d
 from minibasis.basis import (
     basis_layer,
@@ -43,20 +39,6 @@ from minibasis.basis import (
 from minibasis.models import create_model
 from minibasis.weights import load_weights
 
-try:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-except ImportError:  # matplotlib is an optional extra: the claims are still checked
-    plt = None
-    print("matplotlib is not installed: figures are skipped (pip install -e '.[plot]')")
-
-FAST = os.environ.get("MINIBASIS_FAST") == "1"
-# full mode writes the figures shown in the README; fast mode (CI) leaves the checkout untouched
-FIGURES = Path(tempfile.gettempdir()) / "minibasis-tutorial-figures" if FAST else ROOT / "tutorials" / "figures"
-FIGURES.mkdir(parents=True, exist_ok=True)
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 WEIGHTS = DATA / "official" / "resnet56-double-s16u1.npz"
 START = time.perf_counter()
 print(f"mode: {'FAST' if FAST else 'full'}")

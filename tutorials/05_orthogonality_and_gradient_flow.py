@@ -21,30 +21,19 @@
 # Output: `tutorials/figures/05_gradient_flow.png` (fast mode: in `$TMPDIR/minibasis-tutorial-figures/`).
 
 # %%
-import os
-import sys
-import tempfile
 import time
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import autograd.numpy as np
 import numpy as onp
 from autograd import grad, value_and_grad
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # the minibasis of this checkout, installed or not
+from tutorial_setup import FAST, FIGURES, plt  # this checkout's minibasis, the mode, the paths
 from minibasis import conv2d
 from minibasis.basis import orthogonal, shared_orthogonality_loss
 from minibasis.models import create_model
 
-FAST = os.environ.get("MINIBASIS_FAST") == "1"
 # Full mode draws the figure kept in the repository; fast mode draws into a scratch folder.
-FIGURES = Path(tempfile.gettempdir()) / "minibasis-tutorial-figures" if FAST else ROOT / "tutorials" / "figures"
-FIGURES.mkdir(parents=True, exist_ok=True)
 START = time.perf_counter()
 
 L = 12 if FAST else 30  # depth: how many layers reuse the one basis

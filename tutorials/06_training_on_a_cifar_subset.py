@@ -28,29 +28,18 @@
 
 # %%
 import json
-import os
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # the minibasis of this checkout, installed or not
+from tutorial_setup import DATA, FAST, FIGURES, plt  # this checkout's minibasis, the mode, the paths
 from minibasis.models import create_model
 from minibasis.train import TrainConfig, train
 
-FAST = os.environ.get("MINIBASIS_FAST") == "1"
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 ARCHIVE = DATA / "cifar-10-subset-python.tar.gz"
 # Full mode draws the figure kept in the repository; fast mode draws into a scratch folder.
-FIGURES = Path(tempfile.gettempdir()) / "minibasis-tutorial-figures" if FAST else ROOT / "tutorials" / "figures"
-FIGURES.mkdir(parents=True, exist_ok=True)
 START = time.perf_counter()
 
 if FAST:

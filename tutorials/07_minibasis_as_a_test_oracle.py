@@ -24,9 +24,7 @@
 # (`resnet14-s2u1`, 4 images of 16×16, 10 official images) about 10 s.
 
 # %%
-import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -36,8 +34,7 @@ import autograd.numpy as anp
 import numpy as np
 from autograd.extend import defvjp, primitive
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # the minibasis of this checkout, installed or not
+from tutorial_setup import DATA, FAST  # this checkout's minibasis, the mode, the paths
 from minibasis import conv2d, conv2d_input_grad, conv2d_weight_grad, cross_entropy
 from minibasis.basis import reconstruct
 from minibasis.data import DATASETS, load_cifar, normalize
@@ -46,8 +43,6 @@ from minibasis.testing import GradientCheckError, check_gradients
 from minibasis.tree import flatten, tree_map, unflatten
 from minibasis.weights import load_weights, save_weights
 
-FAST = os.environ.get("MINIBASIS_FAST") == "1"
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 START = time.perf_counter()
 TOL = 1e-8  # float64 agreement demanded everywhere below (relative to the array's scale)
 
