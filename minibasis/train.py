@@ -21,8 +21,9 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
-from autograd import grad
-from autograd.tracer import getval
+from autograd.core import VJPNode, add_outgrads
+from autograd.tracer import getval, isbox, new_box, trace_stack
+from autograd.util import toposort
 
 from . import backend
 from .data import DATASETS, augment, batches, load_cifar, normalize, resolve_data, stratified_subset
@@ -99,20 +100,32 @@ def training_loss(model, params, state, x, labels, lam):
 def gradient_and_aux(loss_fn):
     """fn(params, *args) -> (∇_params loss, aux) for loss_fn returning (loss, aux).
 
-    (autograd's own grad_and_aux needs a vector space for the aux output, which the integer
-    ``num_batches_tracked`` in the BN state does not have.)
+    Each leaf of the parameter tree is its own root of autograd's trace, and the tree handed
+    to ``loss_fn`` is a plain dict of boxed arrays. (``autograd.grad`` of a dict boxes the
+    dict itself: every ``params[key]`` then records a node whose VJP builds and adds a whole
+    zero tree, about 8 % of a ResNet-56-S16U1 step. Its ``grad_and_aux`` also needs a vector
+    space for the aux output, which the integer ``num_batches_tracked`` does not have.) The
+    backward pass is autograd's own, collecting the gradient at every root.
     """
+
     def fn(params, *args):
-        aux = []
-
-        def loss_only(p):
-            loss, out = loss_fn(p, *args)
-            aux.append(out)
-            return loss
-
-        grads = grad(loss_only)(params)
-        ce, logits, state = aux[0]
-        return grads, (getval(ce), getval(logits), state)
+        leaves = flatten(params)
+        roots = {name: VJPNode.new_root() for name in leaves}
+        with trace_stack.new_trace() as trace_id:
+            boxed = unflatten({name: new_box(leaf, trace_id, roots[name]) for name, leaf in leaves.items()})
+            loss, (ce, logits, state) = loss_fn(boxed, *args)
+        if not isbox(loss) or loss._trace != trace_id:
+            raise ValueError("loss_fn: expected a loss that depends on params, got a constant")
+        root_names = {node: name for name, node in roots.items()}
+        outgrads = {loss._node: (np.ones_like(loss._value), False)}
+        grads = {name: np.zeros_like(leaf) for name, leaf in leaves.items()}  # for unused leaves
+        for node in toposort(loss._node):  # autograd.core.backward_pass, keeping every root's sum
+            g = outgrads.pop(node)[0]
+            if node in root_names:
+                grads[root_names[node]] = g
+            for parent, parent_g in zip(node.parents, node.vjp(g)):
+                outgrads[parent] = add_outgrads(outgrads.get(parent), parent_g)
+        return unflatten(grads), (getval(ce), getval(logits), state)
 
     return fn
 

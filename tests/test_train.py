@@ -489,3 +489,39 @@ def test_log_of_shared_model(straight):
     # epochs=2: both milestones int(1.0) = int(1.5) = 1, so the 2nd epoch decays twice (MultiStepLR).
     assert [r["lr"] for r in logged] == pytest.approx([0.1, 0.001])
     assert json.loads((run / "config.json").read_text()) == asdict(SHARED)
+
+
+# ------------------------------------------------------------------ the gradient of a step
+
+
+@pytest.mark.parametrize("spec", ["resnet8", "resnet14-s2u1", "resnet14-single-s2u1"])
+def test_gradient_and_aux_equals_autograd_grad_of_the_tree(spec):
+    """Per-leaf roots give the gradient that autograd.grad of the whole dict gives: shared
+    bases summed over the blocks that use them, and zeros for a leaf the loss never reads."""
+    from autograd import grad
+    from autograd.tracer import isbox
+
+    model = create_model(spec)
+    params, state = model.init(seed=1, dtype=np.float64)
+    params = dict(params, unused={"weight": np.ones(3)})
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((4, 3, 8, 8)), rng.integers(0, 10, 4)
+    lam = 0.0 if model.spec.variant == "original" else 10.0
+    grads, (ce, logits, new_state) = T.gradient_and_aux(lambda p, s, x, y: T.training_loss(model, p, s, x, y, lam))(params, state, x, y)
+    expected = grad(lambda p: T.training_loss(model, p, state, x, y, lam)[0])(params)
+    assert list(flatten(grads)) == list(flatten(expected))
+    for name, g in flatten(expected).items():
+        np.testing.assert_allclose(flatten(grads)[name], g, rtol=1e-12, atol=1e-14, err_msg=name)
+    np.testing.assert_array_equal(grads["unused"]["weight"], np.zeros(3))
+    reference_logits, reference_state = model.apply(params, state, x, train=True)
+    np.testing.assert_array_equal(logits, reference_logits)
+    np.testing.assert_array_equal(ce, T.cross_entropy(reference_logits, y))
+    for name, value in flatten(reference_state).items():
+        assert not isbox(flatten(new_state)[name]), name
+        np.testing.assert_array_equal(flatten(new_state)[name], value, err_msg=name)
+
+
+def test_gradient_and_aux_refuses_a_loss_that_ignores_params():
+    fn = T.gradient_and_aux(lambda p, z: (np.float64(1.0), (0.0, np.zeros(1), {})))
+    with pytest.raises(ValueError, match="loss_fn"):
+        fn({"w": np.ones(2)}, 0)
