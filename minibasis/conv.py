@@ -33,7 +33,8 @@ autograd only ever sees NumPy arrays.
 """
 
 import numpy as np
-from autograd.extend import defjvp, defvjp, primitive
+from autograd.extend import defjvp, defvjp, defvjp_argnums, primitive
+from autograd.tracer import isbox
 
 from . import backend
 
@@ -209,11 +210,40 @@ def conv2d_input_grad(dy, w, /, *, x_shape, stride=1, padding=0):
     device = backend.current()
     geo = _grad_geometry(x_shape, w.shape, stride, padding, dy, "dy", dtype=w.dtype, device=device)
     dy, w = device.to_device(dy), device.to_device(w)
-    if geo.sh == geo.sw == 1 and geo.ph < geo.kh and geo.pw < geo.kw:
-        w_flipped = w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3).copy()  # (C, O, kh, kw)
-        padding_t = (geo.kh - 1 - geo.ph, geo.kw - 1 - geo.pw)
-        return device.to_host(_correlate(_Geometry(dy.shape, w_flipped.shape, (1, 1), padding_t, device), dy, w_flipped))
+    transposed = _transposed(geo, w, device)
+    if transposed:
+        geo_t, w_flipped = transposed
+        return device.to_host(_correlate(geo_t, dy, w_flipped))
     return device.to_host(_input_grad_by_col2im(geo, dy, w))
+
+
+def _transposed(geo, w, device):
+    """(geometry, w') of the stride-1 transposed convolution as a convolution of dy, or None."""
+    if (geo.sh, geo.sw) != (1, 1) or geo.ph >= geo.kh or geo.pw >= geo.kw:
+        return None
+    w_flipped = w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3).copy()  # (C, O, kh, kw)
+    padding = (geo.kh - 1 - geo.ph, geo.kw - 1 - geo.pw)
+    return _Geometry((geo.N, geo.O, geo.Ho, geo.Wo), w_flipped.shape, (1, 1), padding, device), w_flipped
+
+
+def _both_grads(geo_t, w_flipped, dy, x):
+    """(dx, dw) of a stride-1 conv from one im2col of dy per chunk, on device arrays.
+
+    With ``Q = im2col(dy)`` of the transposed convolution (rows ``(o, i', j')``, columns the
+    input pixels on its wide grid): ``dx = W'·Q`` and ``dw[o, c, i, j] = (Q·xᵀ)[(o, kh−1−i,
+    kw−1−j), c]``, since ``∂⟨dy, x ⋆ w⟩/∂w[o,c,i,j] = Σ x[c, u, v]·dy_pad[o, u + kh−1−i, v + kw−1−j]``.
+    The weight gradient then needs no im2col of x of its own.
+    """
+    C, O, kh, kw = w_flipped.shape
+    dx = geo_t.xp.empty((geo_t.N, C, geo_t.Ho, geo_t.Wo), dtype=dy.dtype)
+    dw_t = geo_t.xp.zeros((geo_t.K, C), dtype=dy.dtype)
+    w_mat = w_flipped.reshape(C, geo_t.K)
+    for part in geo_t.chunks():
+        cols = geo_t.im2col(geo_t.pad_flat(dy[part]))
+        dx[part] = geo_t.narrow(w_mat @ cols, part.stop - part.start)
+        dw_t += cols @ geo_t.wide(x[part]).T
+    dw = dw_t.reshape(O, kh, kw, C)[:, ::-1, ::-1].transpose(0, 3, 1, 2)
+    return dx, dw
 
 
 def _input_grad_by_col2im(geo, dy, w):
@@ -263,11 +293,26 @@ def _grad_geometry(x_shape, w_shape, stride, padding, dy, dy_name, dtype, device
     return geo
 
 
-defvjp(
-    conv2d,
-    lambda y, x, w, **hp: lambda g: conv2d_input_grad(g, w, x_shape=x.shape, **hp),
-    lambda y, x, w, **hp: lambda g: conv2d_weight_grad(x, g, w_shape=w.shape, **hp),
-)
+def _conv2d_vjp(argnums, y, args, hp):
+    """VJP of conv2d: the two gradient primitives; at first order, when both gradients are
+    wanted and the input gradient is a stride-1 convolution, both from one im2col of dy."""
+    x, w = args
+
+    def vjp(g):
+        device = backend.current()
+        geo = _Geometry(x.shape, w.shape, _pair("stride", hp.get("stride", 1), 1), _pair("padding", hp.get("padding", 0), 0), device)
+        if argnums == (0, 1) and not geo.pointwise and not any(isbox(a) for a in (g, x, w)):
+            transposed = _transposed(geo, device.to_device(w), device)
+            if transposed:  # no outer trace: nobody differentiates these results again
+                dx, dw = _both_grads(*transposed, device.to_device(g), device.to_device(x))
+                return device.to_host(dx), device.to_host(dw)
+        grads = {0: lambda: conv2d_input_grad(g, w, x_shape=x.shape, **hp), 1: lambda: conv2d_weight_grad(x, g, w_shape=w.shape, **hp)}
+        return tuple(grads[i]() for i in argnums)
+
+    return vjp
+
+
+defvjp_argnums(conv2d, _conv2d_vjp)
 defvjp(
     conv2d_input_grad,
     lambda dx, dy, w, *, x_shape, **hp: lambda g: conv2d(g, w, **hp),
