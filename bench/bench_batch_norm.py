@@ -9,10 +9,10 @@ minibasis times are printed.
 import argparse
 
 import numpy as np
-from autograd import make_vjp
 from timing import best_time
 
 from minibasis.layers import batch_norm, batch_norm_state
+from minibasis.train import tree_vjp
 
 SHAPES = [(16, 32), (17, 32), (32, 16), (34, 16), (64, 8), (68, 8)]  # (channels, pixels per side)
 
@@ -36,11 +36,8 @@ def main():
         gamma, beta = np.ones(C, args.dtype), np.zeros(C, args.dtype)
         state = batch_norm_state(C, np.dtype(args.dtype))
 
-        def forward(x, gamma, beta):
-            return batch_norm(x, gamma, beta, state, train=True, relu=True)[0]
-
         def forward_backward():  # what torch's .backward(g) does: the VJP applied to g, no loss
-            vjp, _ = make_vjp(forward, argnum=(0, 1, 2))(x, gamma, beta)
+            _, vjp = tree_vjp(lambda p: batch_norm(p["x"], p["weight"], p["bias"], state, train=True, relu=True)[0], {"x": x, "weight": gamma, "bias": beta})
             return vjp(g)
 
         ours = best_time(forward_backward, args.repeat)

@@ -3,7 +3,7 @@
     python bench/bench_conv.py [--batch 128] [--dtype float32] [--repeat 5]
 
 For every CIFAR ResNet-56 conv shape: the time of conv2d forward and of forward + both
-gradients, and of the three ``numpy.matmul`` calls with the same GEMM sizes (forward
+gradients (conv2d's VJP, as a training step runs it), and of the three ``numpy.matmul`` calls with the same GEMM sizes (forward
 (O, K) @ (K, P), input gradient (K, O) @ (O, P), weight gradient (K, P) @ (P, O), with
 K = C·kh·kw and P = N·Ho·Wo). The ratio GEMM time / conv time is the fraction of the GEMM
 throughput the conv reaches (the rest is im2col/col2im data movement). Target for the 3×3
@@ -15,7 +15,8 @@ import argparse
 import numpy as np
 from timing import best_time
 
-from minibasis.conv import conv2d, conv2d_input_grad, conv2d_weight_grad
+from minibasis.conv import conv2d
+from minibasis.train import tree_vjp
 
 # (name, C_in, C_out, size, kernel, stride, padding)
 SHAPES = [
@@ -59,10 +60,9 @@ def main():
         g = rng.standard_normal(y.shape).astype(dtype)
         forward = best_time(lambda: conv2d(x, w, **hp), args.repeat)
 
-        def both():
-            conv2d(x, w, **hp)
-            conv2d_input_grad(g, w, x_shape=x.shape, **hp)
-            conv2d_weight_grad(x, g, w_shape=w.shape, **hp)
+        def both():  # as in a training step and as torch's backward(g): forward, then the VJP
+            _, vjp = tree_vjp(lambda p: conv2d(p["x"], p["w"], **hp), {"x": x, "w": w})
+            vjp(g)
 
         total = best_time(both, args.repeat)
         K, P = C * k * k, y.shape[0] * y.shape[2] * y.shape[3]

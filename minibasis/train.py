@@ -97,35 +97,57 @@ def training_loss(model, params, state, x, labels, lam):
     return loss, (ce, logits, new_state)
 
 
-def gradient_and_aux(loss_fn):
-    """fn(params, *args) -> (∇_params loss, aux) for loss_fn returning (loss, aux).
+def tree_vjp(fn, tree):
+    """``(fn(tree), vjp)``, ``vjp(g)`` giving the tree of ∂⟨g, fn(tree)⟩/∂leaf (autograd's make_vjp).
 
-    Each leaf of the parameter tree is its own root of autograd's trace, and the tree handed
-    to ``loss_fn`` is a plain dict of boxed arrays. (``autograd.grad`` of a dict boxes the
-    dict itself: every ``params[key]`` then records a node whose VJP builds and adds a whole
-    zero tree, about 8 % of a ResNet-56-S16U1 step. Its ``grad_and_aux`` also needs a vector
-    space for the aux output, which the integer ``num_batches_tracked`` does not have.) The
-    backward pass is autograd's own, collecting the gradient at every root.
+    Each leaf is its own root of autograd's trace and ``fn`` gets a plain dict of boxed
+    arrays. (``autograd.make_vjp`` of a dict boxes the dict itself: every ``tree[key]`` then
+    records a node whose VJP builds and adds a whole zero tree, about 8 % of a
+    ResNet-56-S16U1 step.) The backward pass is autograd's own, keeping every root's sum.
     """
+    leaves = flatten(tree)
+    roots = {name: VJPNode.new_root() for name in leaves}
+    with trace_stack.new_trace() as trace_id:
+        out = fn(unflatten({name: new_box(leaf, trace_id, roots[name]) for name, leaf in leaves.items()}))
+    if not isbox(out) or out._trace != trace_id:
+        raise ValueError("fn: expected an output that depends on the tree, got a constant")
+    root_names = {node: name for name, node in roots.items()}
 
-    def fn(params, *args):
-        leaves = flatten(params)
-        roots = {name: VJPNode.new_root() for name in leaves}
-        with trace_stack.new_trace() as trace_id:
-            boxed = unflatten({name: new_box(leaf, trace_id, roots[name]) for name, leaf in leaves.items()})
-            loss, (ce, logits, state) = loss_fn(boxed, *args)
-        if not isbox(loss) or loss._trace != trace_id:
-            raise ValueError("loss_fn: expected a loss that depends on params, got a constant")
-        root_names = {node: name for name, node in roots.items()}
-        outgrads = {loss._node: (np.ones_like(loss._value), False)}
+    def vjp(g):
+        outgrads = {out._node: (g, False)}
         grads = {name: np.zeros_like(leaf) for name, leaf in leaves.items()}  # for unused leaves
-        for node in toposort(loss._node):  # autograd.core.backward_pass, keeping every root's sum
+        for node in toposort(out._node):  # autograd.core.backward_pass
             g = outgrads.pop(node)[0]
             if node in root_names:
                 grads[root_names[node]] = g
             for parent, parent_g in zip(node.parents, node.vjp(g)):
                 outgrads[parent] = add_outgrads(outgrads.get(parent), parent_g)
-        return unflatten(grads), (getval(ce), getval(logits), state)
+        return unflatten(grads)
+
+    return out._value, vjp
+
+
+def gradient_and_aux(loss_fn):
+    """fn(params, *args) -> (∇_params loss, aux) for loss_fn returning (loss, aux).
+
+    Through :func:`tree_vjp`. (autograd's own grad_and_aux needs a vector space for the aux
+    output, which the integer ``num_batches_tracked`` in the BN state does not have.)
+    """
+
+    def fn(params, *args):
+        aux = []
+
+        def loss_only(p):
+            loss, out = loss_fn(p, *args)
+            aux.append(out)
+            return loss
+
+        try:
+            loss, vjp = tree_vjp(loss_only, params)
+        except ValueError:
+            raise ValueError("loss_fn: expected a loss that depends on params, got a constant") from None
+        ce, logits, state = aux[0]
+        return vjp(np.ones_like(loss)), (getval(ce), getval(logits), state)
 
     return fn
 
