@@ -18,14 +18,23 @@ keyword-only: autograd traces only positional arguments, so an array passed by k
 silently bypass the hand-written VJPs (still correct, ~10⁴× slower). Python forbids that here.
 
 im2col ("flat shift"). Per image, the zero-padded input is flattened per channel to a vector
-``xflat[c]`` of length ``Hp·Wp`` (plus a few zero rows; stored channel-major, (C, N, ·)). Output pixel ``(a, b)`` at kernel offset
-``(i, j)`` reads ``xflat[c, i·Wp + j + s·(a·Wp + b)]``. So, if we let ``b`` run over the whole
-padded width ``Wp`` instead of ``Wo``, the im2col row of offset ``(i, j)`` is *one slice*
-``xflat[c, i·Wp + j :: s][:Ho·Wp]`` (contiguous for stride 1: a fast copy, not a gather).
-The columns with ``b ≥ Wo`` are wasted work (a factor ``Wp/Wo``: 1.06 at 32 px, 1.25 at 8 px,
-about 2 for stride 2) and are dropped after the GEMM; in the gradients they are zero.
-Images are processed in chunks so that the im2col block stays small (in cache), and it is
-never kept for the backward pass: the weight gradient rebuilds it from ``x``.
+``xflat[c]`` of length ``Hq·Wq`` (plus a few zero rows; stored channel-major, (C, N, ·)). For
+stride 1, output pixel ``(a, b)`` at kernel offset ``(i, j)`` reads ``xflat[c, (a + i)·Wq + b + j]``.
+So, if we let ``b`` run over the whole padded width ``Wq`` instead of ``Wo``, the im2col row of
+offset ``(i, j)`` is *one contiguous slice* ``xflat[c, i·Wq + j :][:Ho·Wq]``: a fast copy, not a
+gather. The columns with ``b ≥ Wo`` are wasted work (a factor ``Wq/Wo``: 1.06 at 32 px, 1.25 at
+8 px) and are dropped after the GEMM; in the gradients they are zero. A stride ``s`` is turned
+into stride 1 by splitting the padded input into its ``sh·sw`` phases (see ``_Geometry``).
+Images are processed in chunks so that the im2col block stays small (in cache), and it is never
+kept for the backward pass. 1×1 stride-1 convolutions skip im2col: a matrix product per image.
+
+The backward pass. At stride 1 the input gradient (a transposed convolution) is the forward
+convolution of dy with the flipped, transposed kernel, so it runs the same fast im2col + GEMM
+instead of col2im's read-add-write passes; col2im stays as the textbook reference
+(:func:`conv2d_input_grad_reference`) and serves the other strides. When autograd wants both
+gradients at first order (a training step), conv2d's VJP computes them from one im2col of dy
+(``_both_grads``): the weight gradient then needs no im2col of x. The separate primitives
+serve higher orders; tests hold the two paths to each other.
 
 Inside a ``minibasis.backend.use(...)`` block the primitives move their inputs to that
 backend's device, run the same code with its array module, and return host arrays, so
@@ -87,7 +96,8 @@ class _Geometry:
         self.K = self.C * self.kh * self.kw
         # 1×1, stride 1, no padding: a plain matrix product per image, no im2col at all.
         self.pointwise = (self.kh, self.kw, self.sh, self.sw, self.ph, self.pw) == (1, 1, 1, 1, 0, 0)
-        # Images per chunk, so that the im2col block (K × chunk·L) stays small (in cache).
+        # Images per chunk, so that the im2col block (K × chunk·L) stays small (in cache); sized
+        # for 8-byte floats, so a float32 block is half of device.chunk_bytes.
         per_image = self.K * self.L * 8
         self.chunk = max(1, min(self.N, device.chunk_bytes // max(per_image, 1)))
 
