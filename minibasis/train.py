@@ -114,15 +114,14 @@ def tree_vjp(fn, tree):
     root_names = {node: name for name, node in roots.items()}
 
     def vjp(g):
-        outgrads = {out._node: (g, False)}
-        grads = {name: np.zeros_like(leaf) for name, leaf in leaves.items()}  # for unused leaves
+        outgrads, grads = {out._node: (g, False)}, {}
         for node in toposort(out._node):  # autograd.core.backward_pass
             g = outgrads.pop(node)[0]
             if node in root_names:
                 grads[root_names[node]] = g
             for parent, parent_g in zip(node.parents, node.vjp(g)):
                 outgrads[parent] = add_outgrads(outgrads.get(parent), parent_g)
-        return unflatten(grads)
+        return unflatten({name: grads[name] if name in grads else np.zeros_like(leaf) for name, leaf in leaves.items()})
 
     return out._value, vjp
 
