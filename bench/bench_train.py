@@ -63,6 +63,9 @@ print(json.dumps({"seconds": min(times[2:] if which == "torch" else times[1:]), 
 """
 
 
+TIME_TARGETS = {"resnet56": 2.5, "resnet56-s16u1": 1.5}  # minibasis / PyTorch CPU, float32
+
+
 def measure(spec, which, args):
     payload = json.dumps(
         {"spec": spec, "batch": args.batch, "steps": args.steps, "dtype": args.dtype, "which": which}
@@ -104,6 +107,13 @@ def main():
             mem = f"{r['peak_mib'] / reference['peak_mib']:.2f}×" if reference else ""
             name = "minibasis" if which == "cpu" else ("minibasis-gpu" if which == "gpu" else "pytorch")
             print(f"{spec:<18} {name:<10} {r['seconds']:7.3f} {args.batch / r['seconds']:7.0f} {r['peak_mib']:9.0f} {ratio:>11} {mem:>13}")
+        if "torch" in results and "cpu" in results:  # issue 8's targets for the CPU step
+            time_target = TIME_TARGETS.get(spec)
+            time_ratio = results["cpu"]["seconds"] / results["torch"]["seconds"]
+            mem_ratio = results["cpu"]["peak_mib"] / results["torch"]["peak_mib"]
+            verdict = lambda ratio, target: f"{ratio:.2f}× {'≤' if ratio <= target else '>'} {target}×"
+            time_part = f"time {verdict(time_ratio, time_target)}, " if time_target else ""
+            print(f"{'':<18} target     {time_part}memory {verdict(mem_ratio, 2)}")
     print("ratios: against PyTorch CPU when installed, else against minibasis CPU")
 
 
