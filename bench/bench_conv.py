@@ -3,11 +3,13 @@
     python bench/bench_conv.py [--batch 128] [--dtype float32] [--repeat 5]
 
 For every CIFAR ResNet-56 conv shape: the time of conv2d forward and of forward + both
-gradients (conv2d's VJP, as a training step runs it), and of the three ``numpy.matmul`` calls with the same GEMM sizes (forward
-(O, K) @ (K, P), input gradient (K, O) @ (O, P), weight gradient (K, P) @ (P, O), with
-K = C·kh·kw and P = N·Ho·Wo). The ratio GEMM time / conv time is the fraction of the GEMM
-throughput the conv reaches (the rest is im2col/col2im data movement). Target for the 3×3
-shapes: ≥ 60 %. When torch is installed the same conv in PyTorch CPU is timed too.
+gradients (conv2d's VJP, as a training step runs it), and of three ``numpy.matmul`` calls of
+a conv's GEMM sizes, 2·O·K·P flops each (forward (O, K) @ (K, P), input gradient as the
+textbook (K, O) @ (O, P), weight gradient (K, P) @ (P, O), with K = C·kh·kw and
+P = N·Ho·Wo; minibasis' stride-1 input gradient runs a GEMM of the forward's shape instead,
+with the same flops). The ratio GEMM time / conv time is the fraction of the GEMM throughput
+the conv reaches (the rest is im2col data movement). Target for the 3×3 shapes (issue 2):
+≥ 60 %. When torch is installed the same conv in PyTorch CPU is timed too.
 """
 
 import argparse

@@ -26,15 +26,17 @@ gather. The columns with ``b ≥ Wo`` are wasted work (a factor ``Wq/Wo``: 1.06 
 8 px) and are dropped after the GEMM; in the gradients they are zero. A stride ``s`` is turned
 into stride 1 by splitting the padded input into its ``sh·sw`` phases (see ``_Geometry``).
 Images are processed in chunks so that the im2col block stays small (in cache), and it is never
-kept for the backward pass. 1×1 stride-1 convolutions skip im2col: a matrix product per image.
+kept for the backward pass. 1×1 convolutions with stride 1 and no padding skip im2col: a
+matrix product per image.
 
 The backward pass. At stride 1 the input gradient (a transposed convolution) is the forward
 convolution of dy with the flipped, transposed kernel, so it runs the same fast im2col + GEMM
 instead of col2im's read-add-write passes; col2im stays as the textbook reference
-(:func:`conv2d_input_grad_reference`) and serves the other strides. When autograd wants both
-gradients at first order (a training step), conv2d's VJP computes them from one im2col of dy
-(``_both_grads``): the weight gradient then needs no im2col of x. The separate primitives
-serve higher orders; tests hold the two paths to each other.
+(:func:`conv2d_input_grad_reference`) and serves the other strides (and padding ≥ kernel).
+When autograd wants both gradients at first order (a training step) of a stride-1 k×k
+convolution, conv2d's VJP computes them from one im2col of dy (``_both_grads``): the weight
+gradient then needs no im2col of x. Everything else (higher orders, one gradient only, 1×1,
+other strides) calls the separate primitives; tests hold the two paths to each other.
 
 Inside a ``minibasis.backend.use(...)`` block the primitives move their inputs to that
 backend's device, run the same code with its array module, and return host arrays, so
@@ -106,7 +108,8 @@ class _Geometry:
     # kh·kw-fold inner loop); the transposes to and from NCHW happen once, in pad and unpad.
 
     def phase_windows(self):
-        """For each phase p: x rows r0::sh and columns c0::sw land at phase (y0:, x0:) of size (hr, wr)."""
+        """(p, x window, phase window) for each phase p: x rows r0::sh and columns c0::sw fill
+        the phase's rows y0 : y0 + (their number) and columns x0 : x0 + (theirs)."""
         for p in range(self.sh * self.sw):
             ri, rj = divmod(p, self.sw)
             r0, c0 = (ri - self.ph) % self.sh, (rj - self.pw) % self.sw  # first x row/column in phase p
@@ -192,7 +195,7 @@ def _correlate(geo, x, w):
     """The forward loop on device arrays: per chunk, y = W · im2col(x).  -> (N, O, Ho, Wo)."""
     w_mat = w.reshape(geo.O, geo.K)
     if geo.pointwise:  # y[n] = W · x[n], batched over images, in NCHW (no transposes)
-        return geo.xp.matmul(w_mat, x.reshape(geo.N, geo.C, -1)).reshape(geo.N, geo.O, geo.Ho, geo.Wo)
+        return geo.xp.matmul(w_mat, x.reshape(geo.N, geo.C, geo.H * geo.W)).reshape(geo.N, geo.O, geo.Ho, geo.Wo)
     y = geo.xp.empty((geo.N, geo.O, geo.Ho, geo.Wo), dtype=x.dtype)
     for part in geo.chunks():
         y[part] = geo.narrow(w_mat @ geo.im2col(geo.pad_flat(x[part])), part.stop - part.start)
@@ -252,7 +255,7 @@ def _both_grads(geo_t, w_flipped, dy, x):
         cols = geo_t.im2col(geo_t.pad_flat(dy[part]))
         dx[part] = geo_t.narrow(w_mat @ cols, part.stop - part.start)
         dw_t += cols @ geo_t.wide(x[part]).T
-    dw = dw_t.reshape(O, kh, kw, C)[:, ::-1, ::-1].transpose(0, 3, 1, 2)
+    dw = dw_t.reshape(O, kh, kw, C)[:, ::-1, ::-1].transpose(0, 3, 1, 2).copy()  # OIHW, contiguous
     return dx, dw
 
 
@@ -283,7 +286,8 @@ def conv2d_weight_grad(x, dy, /, *, w_shape, stride=1, padding=0):
     geo = _grad_geometry(x.shape, w_shape, stride, padding, dy, "dy", dtype=x.dtype, device=device)
     x, dy = device.to_device(x), device.to_device(dy)
     if geo.pointwise:  # dW = Σ_n dy[n] · x[n]ᵀ
-        dw = geo.xp.matmul(dy.reshape(geo.N, geo.O, -1), x.reshape(geo.N, geo.C, -1).transpose(0, 2, 1)).sum(axis=0)
+        pixels = geo.H * geo.W
+        dw = geo.xp.matmul(dy.reshape(geo.N, geo.O, pixels), x.reshape(geo.N, geo.C, pixels).transpose(0, 2, 1)).sum(axis=0)
         return device.to_host(dw.reshape(w_shape))
     dw_t = geo.xp.zeros((geo.K, geo.O), dtype=x.dtype)
     for part in geo.chunks():
@@ -310,7 +314,7 @@ def _conv2d_vjp(argnums, y, args, hp):
 
     def vjp(g):
         device = backend.current()
-        geo = _Geometry(x.shape, w.shape, _pair("stride", hp.get("stride", 1), 1), _pair("padding", hp.get("padding", 0), 0), device)
+        geo = _grad_geometry(x.shape, w.shape, hp.get("stride", 1), hp.get("padding", 0), g, "g", dtype=x.dtype, device=device)
         if argnums == (0, 1) and not geo.pointwise and not any(isbox(a) for a in (g, x, w)):
             transposed = _transposed(geo, device.to_device(w), device)
             if transposed:  # no outer trace: nobody differentiates these results again

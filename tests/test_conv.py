@@ -243,3 +243,24 @@ def test_mixed_dtypes_are_refused_not_silently_cast():
 def test_gradient_primitives_check_the_shape_of_dy():
     with pytest.raises(ValueError, match="dy"):
         conv2d_input_grad(np.zeros((1, 2, 4, 4)), np.zeros((2, 1, 3, 3)), x_shape=(1, 1, 5, 5))
+
+
+@pytest.mark.parametrize("w_shape, hp", [((4, 3, 1, 1), {}), ((4, 3, 3, 3), {"padding": 1}), ((4, 3, 3, 3), {"stride": 2})])
+def test_an_empty_batch_gives_empty_results(w_shape, hp):
+    x, w = np.zeros((0, 3, 6, 6)), np.ones(w_shape)
+    y = conv2d(x, w, **hp)
+    assert y.shape[:2] == (0, 4)
+    dx, dw = autograd.grad(lambda x, w: anp.sum(conv2d(x, w, **hp)), argnum=(0, 1))(x, w)
+    assert dx.shape == x.shape and dw.shape == w.shape and not dw.any()
+
+
+def test_first_order_vjp_checks_the_incoming_gradient_and_returns_contiguous_weights():
+    rng = np.random.default_rng(0)
+    x, w = rng.standard_normal((2, 3, 6, 6)).astype(np.float32), rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    vjp, y = autograd.make_vjp(lambda x, w: conv2d(x, w, padding=1), argnum=(0, 1))(x, w)
+    with pytest.raises(ValueError, match="g: expected dtype float32"):
+        vjp(np.zeros(y.shape))
+    with pytest.raises(ValueError, match=r"g: expected shape \(2, 4, 6, 6\)"):
+        vjp(np.zeros((2, 4, 6, 5), np.float32))
+    dx, dw = vjp(np.ones(y.shape, np.float32))
+    assert dw.flags.c_contiguous and dx.flags.c_contiguous

@@ -521,7 +521,18 @@ def test_gradient_and_aux_equals_autograd_grad_of_the_tree(spec):
         np.testing.assert_array_equal(flatten(new_state)[name], value, err_msg=name)
 
 
-def test_gradient_and_aux_refuses_a_loss_that_ignores_params():
+def test_gradient_and_aux_refuses_a_loss_that_ignores_params_or_is_not_scalar():
     fn = T.gradient_and_aux(lambda p, z: (np.float64(1.0), (0.0, np.zeros(1), {})))
-    with pytest.raises(ValueError, match="loss_fn"):
+    with pytest.raises(ValueError, match="loss_fn: expected an output that depends"):
         fn({"w": np.ones(2)}, 0)
+    fn = T.gradient_and_aux(lambda p, z: (p["w"] * 2, (0.0, np.zeros(1), {})))
+    with pytest.raises(ValueError, match=r"loss_fn: expected a scalar loss, got shape \(2,\)"):
+        fn({"w": np.ones(2)}, 0)
+
+
+def test_gradient_and_aux_lets_errors_inside_the_loss_through():
+    model = create_model("resnet8")
+    params, state = model.init(seed=0)
+    fn = T.gradient_and_aux(lambda p, s, x, y: T.training_loss(model, p, s, x, y, 0.0))
+    with pytest.raises(ValueError, match=r"x: expected shape \(N, 3, H, W\)"):
+        fn(params, state, np.zeros((2, 3, 8), np.float32), np.zeros(2, int))
