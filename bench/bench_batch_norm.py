@@ -9,7 +9,7 @@ minibasis times are printed.
 import argparse
 
 import numpy as np
-from timing import best_time
+from timing import best_time, machine
 
 from minibasis.layers import batch_norm, batch_norm_state
 from minibasis.train import tree_vjp
@@ -28,6 +28,7 @@ def main():
     except ImportError:
         torch = None
     rng = np.random.default_rng(0)
+    print(machine(args.dtype, args.repeat))
     print(f"batch {args.batch}, {args.dtype}; BN (train mode) + ReLU, forward + backward")
     print(f"{'shape':<12} {'minibasis ms':>13}" + (f" {'torch ms':>9} {'ratio':>7} {'target':>6}" if torch else ""))
     for C, size in SHAPES:

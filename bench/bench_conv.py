@@ -15,7 +15,7 @@ the conv reaches (the rest is im2col data movement). Target for the 3×3 shapes 
 import argparse
 
 import numpy as np
-from timing import best_time
+from timing import best_time, machine
 
 from minibasis.conv import conv2d
 from minibasis.train import tree_vjp
@@ -40,18 +40,9 @@ def main():
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     dtype = np.dtype(args.dtype)
-    try:
-        from threadpoolctl import threadpool_info
-
-        blas = ", ".join(f"{i['internal_api']} {i.get('version')} ({i['num_threads']} threads)" for i in threadpool_info())
-    except ImportError:
-        blas = "unknown (pip install threadpoolctl)"
-    print(f"numpy {np.__version__}, BLAS: {blas}, batch {args.batch}, {dtype}")
+    print(machine(dtype, args.repeat))
+    print(f"batch {args.batch}, {dtype}\n")
     rng = np.random.default_rng(0)
-    n = 1024
-    a, b = rng.standard_normal((n, n)).astype(dtype), rng.standard_normal((n, n)).astype(dtype)
-    peak = 2 * n**3 / best_time(lambda: a @ b, args.repeat) / 1e9
-    print(f"square GEMM peak ({n}³): {peak:.0f} GFLOP/s\n")
     header = f"{'shape':<18} {'fwd ms':>8} {'fwd+bwd ms':>11} {'GEMMs ms':>9} {'GEMM/conv':>10} {'GFLOP/s':>8}"
     rows = []
     for name, C, O, size, k, s, p in SHAPES:

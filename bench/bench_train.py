@@ -16,6 +16,8 @@ import json
 import subprocess
 import sys
 
+from timing import machine
+
 CHILD = r"""
 import json, resource, sys, time
 import numpy as np
@@ -90,6 +92,7 @@ def main():
         have_torch = True
     except ImportError:
         have_torch = False
+    print(machine(args.dtype))
     print(f"batch {args.batch}, {args.dtype}, best of {args.steps} steps, each model in its own process")
     print(f"{'model':<18} {'runner':<10} {'s/step':>7} {'img/s':>7} {'peak MiB':>9} {'time ratio':>11} {'memory ratio':>13}")
     for spec in args.models:

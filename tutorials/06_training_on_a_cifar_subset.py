@@ -16,8 +16,8 @@
 # momentum 0.9, weight decay 5e-4, lr 0.1 on a cosine schedule.
 #
 # **Time.** Full mode trains 3 × 30,000 images (plus 3 × 6 test passes over 1,000): about
-# **21 minutes** on an idle 2-core machine (measured: 1,234 s; `resnet20` ~115 images/s,
-# `resnet20-s16u1` ~75 images/s). Two jobs sharing the two cores make multithreaded OpenBLAS
+# **14 minutes** on an idle 2-core machine (measured: 843 s; `resnet20` ~125 images/s,
+# `resnet20-s16u1` ~118 images/s). Two jobs sharing the two cores make multithreaded OpenBLAS
 # many times slower. Fast mode (`MINIBASIS_FAST=1`: `resnet14` vs. `resnet14-s2u1`, 40
 # training images, 1 epoch) takes about 15 s. The runs live in `$TMPDIR/minibasis-tutorial-06/`;
 # an interrupted full run resumes where it stopped when you start the script again.
