@@ -74,9 +74,13 @@ def inner(a, b):
 #
 #     ∂L/∂x = col2im(G_mat · W_mat)       (scatter-add the rows back to their windows).
 #
-# Written with the matrices transposed (X_col as K × M, the convention of most texts and of the
-# library's internals) these are "∂L/∂W = G · im2colᵀ" and "∂L/∂x = col2im(Wᵀ · G)". Both cost
-# one GEMM of the forward's size: the backward pass costs about twice the forward.
+# Written with the matrices transposed (X_col as K × M, the convention of most texts) these are
+# "∂L/∂W = G · im2colᵀ" and "∂L/∂x = col2im(Wᵀ · G)", the latter word for word
+# `minibasis.conv2d_input_grad_reference`. Both cost one GEMM of the forward's size: the
+# backward pass costs about twice the forward. (At stride 1 the library computes the same
+# ∂L/∂x as a convolution of G with the flipped kernel w′[c, o, i, j] = w[o, c, kh−1−i, kw−1−j]
+# and padding k−1−p, because contiguous im2col copies beat col2im's scatter-adds in NumPy;
+# and a training step gets ∂L/∂W from that same im2col of G.)
 
 
 # %%
