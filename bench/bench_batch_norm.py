@@ -6,10 +6,8 @@ For the ResNet-56 activation shapes. Target: ≤ 2× PyTorch CPU. Without torch 
 minibasis times are printed.
 """
 
-import argparse
-
 import numpy as np
-from timing import best_time, machine
+from timing import arguments, best_time, machine
 
 from minibasis.layers import batch_norm, batch_norm_state
 from minibasis.train import tree_vjp
@@ -18,19 +16,11 @@ SHAPES = [(16, 32), (17, 32), (32, 16), (34, 16), (64, 8), (68, 8)]  # (channels
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    parser.add_argument("--repeat", type=int, default=5)
-    args = parser.parse_args()
-    try:
-        import torch
-    except ImportError:
-        torch = None
+    args = arguments(__doc__).parse_args()
     rng = np.random.default_rng(0)
     print(machine(args.dtype, args.repeat))
     print(f"batch {args.batch}, {args.dtype}; BN (train mode) + ReLU, forward + backward")
-    print(f"{'shape':<12} {'minibasis ms':>13}" + (f" {'torch ms':>9} {'ratio':>7} {'target':>6}" if torch else ""))
+    rows = []
     for C, size in SHAPES:
         x = rng.standard_normal((args.batch, C, size, size)).astype(args.dtype)
         g = rng.standard_normal(x.shape).astype(args.dtype)
@@ -42,7 +32,15 @@ def main():
             return vjp(g)
 
         ours = best_time(forward_backward, args.repeat)
-        line = f"{C}×{size}×{size:<5} {ours * 1e3:13.2f}"
+        rows.append((C, x, g, ours, f"{C}×{size}×{size:<5} {ours * 1e3:13.2f}"))
+    # PyTorch only after every NumPy timing: its OpenMP threads keep spinning after each call
+    # and would slow NumPy's BLAS threads down if interleaved (as in bench_conv.py).
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    print(f"{'shape':<12} {'minibasis ms':>13}" + (f" {'torch ms':>9} {'ratio':>7} {'target':>6}" if torch else ""))
+    for C, x, g, ours, line in rows:
         if torch:
             bn = torch.nn.BatchNorm2d(C).to(getattr(torch, args.dtype)).train()
             xt = torch.tensor(x, requires_grad=True)

@@ -12,10 +12,8 @@ the conv reaches (the rest is im2col data movement). Target for the 3×3 shapes 
 ≥ 60 %. When torch is installed the same conv in PyTorch CPU is timed too.
 """
 
-import argparse
-
 import numpy as np
-from timing import best_time, machine
+from timing import arguments, best_time, machine
 
 from minibasis.conv import conv2d
 from minibasis.train import tree_vjp
@@ -34,11 +32,7 @@ SHAPES = [
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    parser.add_argument("--repeat", type=int, default=5)
-    args = parser.parse_args()
+    args = arguments(__doc__).parse_args()
     dtype = np.dtype(args.dtype)
     print(machine(dtype, args.repeat))
     print(f"batch {args.batch}, {dtype}\n")

@@ -4,25 +4,29 @@
                                 [--device cpu|gpu] [--dtype float32]
 
 A step = forward (train mode), cross-entropy + λ·orthogonality, backward, SGD update
-(momentum 0.9, weight decay 5e-4). Every measurement runs in its own subprocess, so the peak
-resident memory (ru_maxrss) is that step's alone. PyTorch runs when torch is installed (the
-optional ``bench`` extra) with the authors' model structure built from minibasis' weights,
-and the ratios printed are minibasis time / PyTorch time measured in the same run.
+(momentum 0.9, weight decay 5e-4), λ as ``minibasis train`` sets it by default
+(``TrainConfig.resolved_lambda()``: 10 for the shared variants, 0 for the original and
+NonShared). Every measurement runs in its own subprocess, so the peak resident memory
+(ru_maxrss) is that step's alone. PyTorch runs when torch is installed (the optional ``bench``
+extra) with the authors' model structure built from minibasis' weights, and the ratios
+printed are minibasis time / PyTorch time measured in the same run.
 With ``--device gpu`` the convolutions run on CuPy and the CPU path is measured beside it.
 """
 
-import argparse
 import json
 import subprocess
 import sys
 
-from timing import machine
+from timing import arguments, machine
+
+from minibasis import backend
+from minibasis.train import TrainConfig
 
 CHILD = r"""
 import json, resource, sys, time
 import numpy as np
 args = json.loads(sys.argv[1])
-spec, batch, steps, dtype, which = args["spec"], args["batch"], args["steps"], args["dtype"], args["which"]
+spec, batch, steps, dtype, which, lam = (args[k] for k in ("spec", "batch", "steps", "dtype", "which", "lam"))
 rng = np.random.default_rng(0)
 x = rng.standard_normal((batch, 3, 32, 32)).astype(dtype)
 y = rng.integers(0, 10, batch)
@@ -41,7 +45,7 @@ if which == "torch":
     for _ in range(steps + 2):  # PyTorch (oneDNN) needs a few steps to settle
         t = time.perf_counter()
         opt.zero_grad()
-        loss = F.cross_entropy(net(xt), yt) + (10 * net.orthogonality() if model.spec.variant != "original" else 0)
+        loss = F.cross_entropy(net(xt), yt) + (lam * net.orthogonality() if lam else 0)
         loss.backward()
         opt.step()
         times.append(time.perf_counter() - t)
@@ -52,7 +56,6 @@ else:
     from minibasis.train import gradient_and_aux, training_loss
     model = create_model(spec)
     params, state = model.init(0, dtype=np.dtype(dtype))
-    lam = 10.0 if model.spec.variant != "original" else 0.0
     step = gradient_and_aux(lambda p, s, x, y: training_loss(model, p, s, x, y, lam))
     momentum = None
     with backend.use(backend.get(which)):
@@ -70,7 +73,8 @@ TIME_TARGETS = {"resnet56": 2.5, "resnet56-s16u1": 1.5}  # minibasis / PyTorch C
 
 def measure(spec, which, args):
     payload = json.dumps(
-        {"spec": spec, "batch": args.batch, "steps": args.steps, "dtype": args.dtype, "which": which}
+        {"spec": spec, "batch": args.batch, "steps": args.steps, "dtype": args.dtype, "which": which,
+         "lam": TrainConfig(model=spec).resolved_lambda()}  # λ = 10 for the shared variants, else 0
     )
     out = subprocess.run([sys.executable, "-c", CHILD, payload], capture_output=True, text=True)
     if out.returncode:
@@ -79,12 +83,10 @@ def measure(spec, which, args):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = arguments(__doc__, repeat=False)
     parser.add_argument("--models", nargs="+", default=["resnet56", "resnet56-s16u1"])
-    parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
-    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    parser.add_argument("--device", default="cpu", choices=backend.NAMES)
     args = parser.parse_args()
     try:
         import torch  # noqa: F401

@@ -1,8 +1,21 @@
-"""The timer and the machine description the benchmarks share."""
+"""What the benchmarks share: the command-line header, the timer and the machine description."""
 
+import argparse
 import time
 
 import numpy as np
+
+
+def arguments(doc, repeat=True):
+    """An argument parser with ``doc`` as its help and the options every benchmark takes:
+    ``--batch`` (128), ``--dtype`` (float32 or float64) and, when ``repeat``, ``--repeat`` (5).
+    Add a script's own options to it, then ``parse_args()``."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", type=int, default=128, help="images per batch (default 128)")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"], help="default float32")
+    if repeat:
+        parser.add_argument("--repeat", type=int, default=5, help="timed calls per measurement, the best one counts (default 5)")
+    return parser
 
 
 def best_time(fn, repeat):

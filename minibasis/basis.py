@@ -101,17 +101,10 @@ def shared_orthogonality_loss(stages):
     ``stages``: per stage, the list of its shared bases. With S_g their stacked rows
     (m_g of them): ``R = Σ_g ‖S_g S_gᵀ − I‖²_F / Σ_g m_g²``.
     """
-    numerator, denominator = 0.0, 0
-    for shared in stages:
-        if not shared:
-            continue
-        S = np.concatenate([_rows(b) for b in shared], axis=0)
-        m = S.shape[0]
-        numerator = numerator + np.sum((np.dot(S, S.T) - onp.eye(m, dtype=S.dtype)) ** 2)
-        denominator += m * m
-    if denominator == 0:
+    if not any(shared for shared in stages):
         raise ValueError("stages: expected at least one shared basis, got none")
-    return numerator / denominator
+    # With no unique rows, N_g = m_g and the joint form's Σ_a Σ_c D_g[a, c] is ‖S_g S_gᵀ − I‖²_F.
+    return orthogonality_loss([(shared, []) for shared in stages])
 
 
 def orthogonal(rng, shape, dtype=onp.float32):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from . import backend
 from . import train as training
-from .data import DATASETS, load_cifar, resolve_data, stratified_subset
+from .data import DATASETS
 from .models import SPEC_HELP, create_model
 from .optim import SCHEDULES
 from .weights import load_weights
@@ -101,16 +101,16 @@ def _eval(args):
     spec = args.model or saved.get("model")
     if spec is None:
         raise ValueError(f"--model: expected a model spec (no config.json beside {weights}), got none")
-    model = create_model(spec, num_classes=100 if args.dataset == "cifar100" else 10)
+    data = training.load_run_data(args.data, args.dataset, download=args.download)
+    model = create_model(spec, num_classes=data.num_classes)
     params, state = load_weights(weights, model)
-    data = load_cifar(resolve_data(args.data, name=args.dataset, download=args.download))
-    images, labels = data.test_images, data.test_labels
-    if args.test_size:
-        seed = args.seed if args.seed is not None else saved.get("seed", 0) + 1
-        index = stratified_subset(labels, args.test_size, seed=seed)
-        images, labels = images[index], labels[index]
-    spec_data = DATASETS[args.dataset]
-    loss, acc = training.evaluate(model, params, state, images, labels, mean=spec_data.mean, std=spec_data.std, batch_size=args.batch_size)
+    size = args.test_size or None
+    if args.seed is None:  # the images the run itself evaluated on
+        images, labels = training.evaluation_subset(data, size, seed=saved.get("seed", 0))
+    else:
+        images, labels = training.subset(data.test_images, data.test_labels, size, seed=args.seed)
+    mean, std = data.stats
+    loss, acc = training.evaluate(model, params, state, images, labels, mean=mean, std=std, batch_size=args.batch_size)
     print(json.dumps({"model": model.spec.name, "images": int(len(labels)), "test_loss": loss, "test_acc": acc}))
 
 

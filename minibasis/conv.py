@@ -98,6 +98,8 @@ class _Geometry:
         self.K = self.C * self.kh * self.kw
         # 1×1, stride 1, no padding: a plain matrix product per image, no im2col at all.
         self.pointwise = (self.kh, self.kw, self.sh, self.sw, self.ph, self.pw) == (1, 1, 1, 1, 0, 0)
+        # Stride 1 and padding < kernel: the transposed convolution is a convolution (see _transposed).
+        self.transposable = (self.sh, self.sw) == (1, 1) and self.ph < self.kh and self.pw < self.kw
         # Images per chunk, so that the im2col block (K × chunk·L) stays small (in cache); sized
         # for 8-byte floats, so a float32 block is half of device.chunk_bytes.
         per_image = self.K * self.L * 8
@@ -148,15 +150,16 @@ class _Geometry:
         return out
 
     def wide(self, dy):
-        """dy: (n, O, Ho, Wo) -> (O, n·L) on the wide output grid, zeros where b ≥ Wo."""
-        n = dy.shape[0]
-        grid = self.xp.zeros((self.O, n, self.Ho, self.Wq), dtype=dy.dtype)
+        """dy: (n, R, Ho, Wo) -> (R, n·L) on the wide output grid, zeros where b ≥ Wo (R: any
+        number of rows: O output channels, or K im2col rows)."""
+        n, rows = dy.shape[:2]
+        grid = self.xp.zeros((rows, n, self.Ho, self.Wq), dtype=dy.dtype)
         grid[..., : self.Wo] = dy.transpose(1, 0, 2, 3)
-        return grid.reshape(self.O, n * self.L)
+        return grid.reshape(rows, n * self.L)
 
     def narrow(self, out, n):
-        """(O, n·L) on the wide grid -> (n, O, Ho, Wo)."""
-        return out.reshape(self.O, n, self.Ho, self.Wq)[..., : self.Wo].transpose(1, 0, 2, 3)
+        """(R, n·L) on the wide grid -> (n, R, Ho, Wo)."""
+        return out.reshape(-1, n, self.Ho, self.Wq)[..., : self.Wo].transpose(1, 0, 2, 3)
 
     def chunks(self):
         return [slice(n0, min(n0 + self.chunk, self.N)) for n0 in range(0, self.N, self.chunk)]
@@ -223,17 +226,14 @@ def conv2d_input_grad(dy, w, /, *, x_shape, stride=1, padding=0):
     device = backend.current()
     geo = _grad_geometry(x_shape, w.shape, stride, padding, dy, "dy", dtype=w.dtype, device=device)
     dy, w = device.to_device(dy), device.to_device(w)
-    transposed = _transposed(geo, w, device)
-    if transposed:
-        geo_t, w_flipped = transposed
+    if geo.transposable:
+        geo_t, w_flipped = _transposed(geo, w, device)
         return device.to_host(_correlate(geo_t, dy, w_flipped))
     return device.to_host(_input_grad_by_col2im(geo, dy, w))
 
 
 def _transposed(geo, w, device):
-    """(geometry, w') of the stride-1 transposed convolution as a convolution of dy, or None."""
-    if (geo.sh, geo.sw) != (1, 1) or geo.ph >= geo.kh or geo.pw >= geo.kw:
-        return None
+    """(geometry, w') of the transposed convolution as a convolution of dy (geo.transposable)."""
     w_flipped = w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3).copy()  # (C, O, kh, kw)
     padding = (geo.kh - 1 - geo.ph, geo.kw - 1 - geo.pw)
     return _Geometry((geo.N, geo.O, geo.Ho, geo.Wo), w_flipped.shape, (1, 1), padding, device), w_flipped
@@ -315,11 +315,10 @@ def _conv2d_vjp(argnums, y, args, hp):
     def vjp(g):
         device = backend.current()
         geo = _grad_geometry(x.shape, w.shape, hp.get("stride", 1), hp.get("padding", 0), g, "g", dtype=x.dtype, device=device)
-        if argnums == (0, 1) and not geo.pointwise and not any(isbox(a) for a in (g, x, w)):
-            transposed = _transposed(geo, device.to_device(w), device)
-            if transposed:  # no outer trace: nobody differentiates these results again
-                dx, dw = _both_grads(*transposed, device.to_device(g), device.to_device(x))
-                return device.to_host(dx), device.to_host(dw)
+        fused = argnums == (0, 1) and geo.transposable and not geo.pointwise
+        if fused and not any(isbox(a) for a in (g, x, w)):  # no outer trace differentiates these results
+            dx, dw = _both_grads(*_transposed(geo, device.to_device(w), device), device.to_device(g), device.to_device(x))
+            return device.to_host(dx), device.to_host(dw)
         grads = {0: lambda: conv2d_input_grad(g, w, x_shape=x.shape, **hp), 1: lambda: conv2d_weight_grad(x, g, w_shape=w.shape, **hp)}
         return tuple(grads[i]() for i in argnums)
 
@@ -365,9 +364,8 @@ def im2col(x, /, *, kernel_size, stride=1, padding=0):
     kh, kw = _pair("kernel_size", kernel_size, 1)
     w_like = np.empty((1, x.shape[1], kh, kw), dtype=x.dtype)
     geo = _check(x, w_like, stride, padding)
-    cols = geo.im2col(geo.pad_flat(x))  # (K, N·L) on the wide grid
-    cols = cols.reshape(geo.K, geo.N, geo.Ho, geo.Wq)[..., : geo.Wo]
-    return cols.reshape(geo.K, -1).T.copy()
+    cols = geo.narrow(geo.im2col(geo.pad_flat(x)), geo.N)  # (N, K, Ho, Wo)
+    return cols.transpose(0, 2, 3, 1).reshape(-1, geo.K)
 
 
 def col2im(cols, /, *, x_shape, kernel_size, stride=1, padding=0):
@@ -377,6 +375,5 @@ def col2im(cols, /, *, x_shape, kernel_size, stride=1, padding=0):
     expected = (geo.N * geo.Ho * geo.Wo, geo.K)
     if cols.shape != expected:
         raise ValueError(f"cols: expected shape {expected}, got {cols.shape}")
-    wide = np.zeros((geo.K, geo.N, geo.Ho, geo.Wq), dtype=cols.dtype)
-    wide[..., : geo.Wo] = cols.T.reshape(geo.K, geo.N, geo.Ho, geo.Wo)
-    return geo.unpad(geo.col2im(wide.reshape(geo.K, -1), geo.N), out=np.empty(tuple(x_shape), dtype=cols.dtype))
+    wide = geo.wide(cols.reshape(geo.N, geo.Ho, geo.Wo, geo.K).transpose(0, 3, 1, 2))
+    return geo.unpad(geo.col2im(wide, geo.N), out=np.empty(tuple(x_shape), dtype=cols.dtype))

@@ -27,7 +27,6 @@ import pickle
 import posixpath
 import re
 import tarfile
-import tempfile
 import urllib.error
 import urllib.request
 import zlib
@@ -36,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
+
+from .weights import atomic_write
 
 
 @dataclass(frozen=True)
@@ -379,21 +380,16 @@ def download_cifar(name, cache_dir):
     target = cache_dir / spec.filename
     if target.is_file() and file_md5(target) == spec.md5:
         return target
-    fd, tmp = tempfile.mkstemp(prefix=f".{spec.filename}.", suffix=".part", dir=cache_dir)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            received = _fetch(spec, out)
+
+    def fetch_verified(out):  # raising here leaves nothing under the final name
+        received = _fetch(spec, out)
         if received != spec.md5:
             raise ValueError(
                 f"{spec.url}: MD5 mismatch, expected {spec.md5}, received {received} "
                 "(a damaged or altered download); nothing was saved"
             )
-        os.replace(tmp, target)  # atomic: the final name only ever holds a verified archive
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return target
+
+    return atomic_write(target, fetch_verified)
 
 
 def resolve_data(path=None, *, name="cifar10", download=False, cache_dir=None):

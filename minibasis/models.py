@@ -38,10 +38,10 @@ from dataclasses import dataclass
 
 import numpy as onp
 
-from .basis import basis_layer, basis_layer_macs, orthogonal, orthogonal_bases, orthogonality_loss
+from .basis import basis_layer, orthogonal, orthogonal_bases, orthogonality_loss
 from .conv import conv2d
 from .layers import batch_norm, batch_norm_state, global_avg_pool, linear, relu, shortcut_a
-from .tree import flatten, unflatten
+from .tree import unflatten
 
 VARIANTS = ("original", "double", "single", "shared_only", "non_shared")
 WIDTHS = (16, 32, 64)
@@ -144,18 +144,24 @@ class Model:
             return [f"shared_basis_{stage}"]
         return []
 
-    def _block_shared(self, stage):
+    def block_shared(self, stage):
         """[(name inside a block, model-level name)] for layer 1 and layer 2 of a basis block."""
         names = self.shared_names(stage)
         if self.spec.variant == "single":
             return [("shared_basis", names[0])]
         return [(f"shared_basis_{i + 1}", n) for i, n in enumerate(names)]
 
-    def _layer_shared_name(self, stage, layer):
+    def _layer_shared_names(self, stage):
+        """Model-level names of the shared basis of a basis block's layer 1 and layer 2 (None: none)."""
         names = self.shared_names(stage)
-        if not names:
-            return None
-        return names[0] if len(names) == 1 else names[layer - 1]
+        return (names * 2)[:2] if names else [None, None]
+
+    def basis_layer_trees(self, params, state, stage, block, layer):
+        """``(params, state)`` of basis layer ``layer`` (1 or 2) of ``block`` in ``stage``, as
+        :func:`minibasis.basis.basis_layer` (and ``fold_basis_layer``) take them."""
+        name = self._layer_shared_names(stage)[layer - 1]
+        shared = params[name]["weight"] if name else None
+        return _basis_layer_trees(params[f"layer{stage}"][str(block)], state[f"layer{stage}"][str(block)], shared, layer)
 
     def _build_modules(self):
         spec = self.spec
@@ -177,7 +183,7 @@ class Model:
                     ]
                     c_in = width
                     continue
-                for local, owner in self._block_shared(g):
+                for local, owner in self.block_shared(g):
                     uses = 2 if spec.variant == "single" else 1  # one shared basis, both layers
                     mods.append(Module(f"{p}.{local}", "conv", (s, width, 3, 3), alias=owner, out_pixels=uses * size * size))
                 for layer in (1, 2):
@@ -249,16 +255,13 @@ class Model:
         for g, width in enumerate(WIDTHS, start=1):
             stage, stage_state = params[f"layer{g}"], state[f"layer{g}"]
             new_stage = new[f"layer{g}"] = {}
+            shared = [params[n]["weight"] if n else None for n in self._layer_shared_names(g)]
             for b in range(self.spec.blocks_per_stage):
                 key = str(b)
                 if b == 0 or self.spec.variant == "original":
                     stride = 2 if g > 1 and b == 0 else 1
                     h, new_stage[key] = _basic_block(h, stage[key], stage_state[key], width, stride, train)
                 else:
-                    shared = [
-                        params[n]["weight"] if n else None
-                        for n in (self._layer_shared_name(g, 1), self._layer_shared_name(g, 2))
-                    ]
                     h, new_stage[key] = _basis_block(h, stage[key], stage_state[key], shared, train)
         logits = linear(global_avg_pool(h), params["fc"]["weight"], params["fc"]["bias"])
         return logits, new
@@ -328,17 +331,22 @@ def _basis_block(x, p, s, shared, train):
     new = {}
     h = x
     for layer, shared_basis in zip((1, 2), shared):
-        layer_params = {
-            "unique_basis": p[f"basis_conv{layer}"]["weight"] if f"basis_conv{layer}" in p else None,
-            "shared_basis": shared_basis,
-            "basis_bn": p[f"basis_bn{layer}"],
-            "coefficients": p[f"coeff_conv{layer}"]["weight"],
-            "bn": p[f"bn{layer}"],
-        }
-        layer_state = {"basis_bn": s[f"basis_bn{layer}"], "bn": s[f"bn{layer}"]}
+        layer_params, layer_state = _basis_layer_trees(p, s, shared_basis, layer)
         h, out = basis_layer(h, layer_params, layer_state, train=train, relu=layer == 1)
         new[f"basis_bn{layer}"], new[f"bn{layer}"] = out["basis_bn"], out["bn"]
     return relu(h + x), new
+
+
+def _basis_layer_trees(p, s, shared_basis, layer):
+    """A basis block's ``state_dict``-named params/state -> basis_layer's trees for one layer."""
+    layer_params = {
+        "unique_basis": p[f"basis_conv{layer}"]["weight"] if f"basis_conv{layer}" in p else None,
+        "shared_basis": shared_basis,
+        "basis_bn": p[f"basis_bn{layer}"],
+        "coefficients": p[f"coeff_conv{layer}"]["weight"],
+        "bn": p[f"bn{layer}"],
+    }
+    return layer_params, {"basis_bn": s[f"basis_bn{layer}"], "bn": s[f"bn{layer}"]}
 
 
 def create_model(spec, num_classes=10):

@@ -5,7 +5,7 @@
 
 Each argument may be an array or a tree (nested dicts / lists / tuples of arrays). All floating
 leaves must be float64: central differences in float32 have an error around 1e-3 and prove
-nothing. Two checks, per argument:
+nothing. Three modes, per argument:
 
 * ``directional``: for random unit directions v, compare ∇f·v with
   (f(θ + εv) − f(θ − εv)) / 2ε. Two function calls per direction: cheap for a whole network.
@@ -77,11 +77,11 @@ def check_gradients(
             raise ValueError(f"wrt: expected indices in [0, {len(args)}), got {index}")
         name = names[index]
         leaves = _leaves(args[index])
-        for path, leaf in leaves:
+        labels = [f"{name}.{path}" if path else name for path, _ in leaves]  # what a failure names
+        for (path, leaf), label in zip(leaves, labels):
             if not isinstance(leaf, np.ndarray) or leaf.dtype != np.float64:
                 got = leaf.dtype if isinstance(leaf, np.ndarray) else type(leaf).__name__
-                where = f"{name}.{path}" if path else name
-                raise ValueError(f"{where}: expected a float64 array for finite differences, got {got}")
+                raise ValueError(f"{label}: expected a float64 array for finite differences, got {got}")
 
         def f_of(values):
             new_args = list(args)
@@ -116,16 +116,16 @@ def check_gradients(
                 norm = np.sqrt(sum(np.sum(p * p) for p in perturbation)) or 1.0
                 compare([p / norm for p in perturbation], f"{name}, random direction {d}")
         elif mode == "leafwise":
-            for k, (path, leaf) in enumerate(leaves):
+            for k, ((_, leaf), label) in enumerate(zip(leaves, labels)):
                 perturbation = [np.zeros_like(v) for v in values]
                 direction = rng.standard_normal(leaf.shape)
                 perturbation[k] = direction / (np.linalg.norm(direction) or 1.0)
-                compare(perturbation, f"{name}.{path}" if path else name)
+                compare(perturbation, label)
         else:
-            for k, (path, leaf) in enumerate(leaves):
+            perturbation = [np.zeros_like(v) for v in values]
+            for k, ((_, leaf), label) in enumerate(zip(leaves, labels)):
                 for element in np.ndindex(leaf.shape):
-                    perturbation = [np.zeros_like(v) for v in values]
-                    perturbation[k][element] = 1.0
-                    where = f"{name}.{path}" if path else name
-                    compare(perturbation, f"{where}{list(element)}")
+                    perturbation[k][element] = 1.0  # the basis vector e_element of leaf k
+                    compare(perturbation, f"{label}{list(element)}")
+                    perturbation[k][element] = 0.0
     return worst

@@ -81,10 +81,9 @@ class ResNet(nn.Module):
         in_planes = 16
         for g, (planes, m) in enumerate(zip((16, 32, 64), (1, 2, 4)), start=1):
             shared = []
-            for name in minibasis_model.shared_names(g):
+            for local, name in minibasis_model.block_shared(g):
                 module = nn.Conv2d(planes, spec.shared_rank * m, 3, 1, 1, bias=False)
                 setattr(self, name, module)
-                local = "shared_basis" if spec.variant == "single" else f"shared_basis_{name[-1]}"
                 shared.append((local, module))
             blocks = [BasicBlock(in_planes, planes, 1 if g == 1 else 2)]
             for _ in range(1, spec.blocks_per_stage):

@@ -29,9 +29,9 @@ from . import backend
 from .data import DATASETS, augment, batches, load_cifar, normalize, resolve_data, stratified_subset
 from .layers import cross_entropy
 from .models import create_model
-from .optim import SCHEDULES, learning_rate, sgd_step
+from .optim import SCHEDULES, _integer, _nonnegative, learning_rate, sgd_step
 from .tree import flatten, unflatten
-from .weights import atomic_savez, from_state_dict, save_weights, to_state_dict
+from .weights import atomic_savez, atomic_write, from_state_dict, save_weights, to_state_dict
 
 DEFAULT_LAMBDA = 10.0  # the authors' λ for the shared variants (train_cifar10.py, --lambdaR)
 
@@ -58,31 +58,27 @@ class TrainConfig:
     def resolved_lambda(self):
         if self.lam is not None:
             return float(self.lam)
-        variant = create_model(self.model).spec.variant
-        return DEFAULT_LAMBDA if variant in ("double", "single", "shared_only") else 0.0
+        return DEFAULT_LAMBDA if create_model(self.model).shared_names(1) else 0.0  # R needs shared bases
 
     def check(self):
+        """Every field, before any data or file is touched (the rules of optim's own checks)."""
         try:
             create_model(self.model)
         except ValueError as error:  # it lists the valid specs
             raise ValueError(f"model: {error}") from None
         for name in ("lr", "momentum", "weight_decay"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name}: expected a finite number ≥ 0, got {value!r}")
+            _nonnegative(name, getattr(self, name))
+        for name in ("epochs", "batch_size"):
+            _integer(name, getattr(self, name), 1)
         for name in ("train_size", "test_size"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise ValueError(f"{name}: expected a positive integer or None (all images), got {value!r}")
+            if getattr(self, name) is not None:  # None: all images
+                _integer(name, getattr(self, name), 1)
+        if self.lam is not None:
+            _nonnegative("lam", self.lam)
         if self.dataset not in DATASETS:
             raise ValueError(f"dataset: expected one of {sorted(DATASETS)}, got {self.dataset!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule: expected one of {list(SCHEDULES)}, got {self.schedule!r}")
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: expected an integer ≥ 1, got {getattr(self, name)}")
-        if self.lam is not None and not self.lam >= 0:
-            raise ValueError(f"lam: expected λ ≥ 0, got {self.lam}")
 
 
 class NonFiniteLoss(RuntimeError):
@@ -144,8 +140,8 @@ def gradient_and_aux(loss_fn):
         loss, vjp = tree_vjp(loss_only, params, name="loss_fn")
         if np.ndim(loss) != 0:
             raise ValueError(f"loss_fn: expected a scalar loss, got shape {np.shape(loss)}")
-        ce, logits, state = aux[0]
-        return vjp(np.ones_like(loss)), (getval(ce), getval(logits), state)
+        aux_values = tuple(getval(a) for a in aux[0]) if isinstance(aux[0], tuple) else getval(aux[0])
+        return vjp(np.ones_like(loss)), aux_values
 
     return fn
 
@@ -182,17 +178,26 @@ class Progress:
             sys.stderr.write("\n")
 
 
-def _subsets(config, data):
-    """The seeded, stratified train and test subsets (uint8 images, labels)."""
-    def pick(images, labels, size, seed):
-        if size is None or size >= len(labels):
-            return images, labels
-        index = stratified_subset(labels, size, seed=seed)
-        return images[index], labels[index]
+def subset(images, labels, size, *, seed):
+    """The seeded, stratified ``size``-image subset (all images when ``size`` is None or at
+    least their number): ``(images, labels)``."""
+    if size is None or size >= len(labels):
+        return images, labels
+    index = stratified_subset(labels, size, seed=seed)
+    return images[index], labels[index]
 
-    train = pick(data.train_images, data.train_labels, config.train_size, config.seed)
-    test = pick(data.test_images, data.test_labels, config.test_size, config.seed + 1)
-    return train, test
+
+def evaluation_subset(data, size, *, seed):
+    """The test images a run with ``seed`` evaluates on (``minibasis eval`` picks the same)."""
+    return subset(data.test_images, data.test_labels, size, seed=seed + 1)  # + 1: not the training draw
+
+
+def load_run_data(data_path, dataset, *, download=False):
+    """``load_cifar`` of what ``resolve_data`` finds, refusing an archive of another dataset."""
+    data = load_cifar(resolve_data(data_path, name=dataset, download=download))
+    if data.name != dataset:
+        raise ValueError(f"dataset: expected a {dataset} archive, got {data.name} data from {data_path}")
+    return data
 
 
 def _rng_to_json(rng):
@@ -227,10 +232,7 @@ def load_checkpoint(path, model):
 
 
 def _write_text(path, text):
-    """Write a text file atomically: a temp file beside it, then rename."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def _write_log(path, records):
@@ -253,14 +255,14 @@ def train(config, out_dir, *, data_path=None, download=False, resume=False, stop
 
 
 def _train(config, out_dir, data_path, download, resume, stop_after, quiet, print_fn):
+    data = load_run_data(data_path, config.dataset, download=download)  # before the run folder exists
     out_dir.mkdir(parents=True, exist_ok=True)
     checkpoint, log_path = out_dir / "checkpoint.npz", out_dir / "log.jsonl"
-    model = create_model(config.model, num_classes=100 if config.dataset == "cifar100" else 10)
+    model = create_model(config.model, num_classes=data.num_classes)
     lam = config.resolved_lambda()
-
-    data = load_cifar(resolve_data(data_path, name=config.dataset, download=download))
-    mean, std = DATASETS[config.dataset].mean, DATASETS[config.dataset].std
-    (train_x, train_y), (test_x, test_y) = _subsets(config, data)
+    mean, std = data.stats
+    train_x, train_y = subset(data.train_images, data.train_labels, config.train_size, seed=config.seed)
+    test_x, test_y = evaluation_subset(data, config.test_size, seed=config.seed)
 
     if resume:
         if not checkpoint.exists():

@@ -75,21 +75,18 @@ def from_state_dict(model, state_dict):
 
 def save_weights(path, model, params, state):
     """Write the state_dict to ``path`` (.npz) atomically: a temp file, then rename."""
-    path = Path(path)
-    arrays = to_state_dict(model, params, state)
-    atomic_savez(path, arrays)
-    return path
+    return atomic_savez(path, to_state_dict(model, params, state))
 
 
-def atomic_savez(path, arrays):
-    """np.savez to a temp file in the same folder, then os.replace: a crash never leaves a
-    half-written file under ``path``."""
+def atomic_write(path, write):
+    """Call ``write(f)`` on a temp file in ``path``'s folder, fsync, then os.replace it onto
+    ``path``: a crash, or an exception from ``write``, never leaves a half-written file there."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -97,6 +94,12 @@ def atomic_savez(path, arrays):
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    return path
+
+
+def atomic_savez(path, arrays):
+    """np.savez through :func:`atomic_write`."""
+    return atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def load_weights(path, model):

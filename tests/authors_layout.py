@@ -10,6 +10,17 @@ MULTIPLIERS = (1, 2, 4)
 # ---- the authors' model, re-derived from their PyTorch code --------------------------------
 
 
+def shared_owner_names(variant, g):
+    """The model-level shared bases of stage ``g`` (1-based), in registration order:
+    ``shared_basis_g_1, shared_basis_g_2`` (DoubleShared, SharedOnly), ``shared_basis_g``
+    (SingleShared), none (original, NonShared)."""
+    if variant in ("double", "shared_only"):
+        return [f"shared_basis_{g}_1", f"shared_basis_{g}_2"]
+    if variant == "single":
+        return [f"shared_basis_{g}"]
+    return []
+
+
 def authors_modules(depth, variant, s=0, u=0, num_classes=10):
     """The authors' modules in ``state_dict`` order: [(name, kind, shape, alias, uses)].
 
@@ -25,12 +36,9 @@ def authors_modules(depth, variant, s=0, u=0, num_classes=10):
     in_planes, size = 16, 32
     for g, (planes, m) in enumerate(zip(WIDTHS, MULTIPLIERS), start=1):
         S, U = s * m, u * m
-        if variant in ("double", "shared_only"):
-            owners, local = [f"shared_basis_{g}_1", f"shared_basis_{g}_2"], ["shared_basis_1", "shared_basis_2"]
-        elif variant == "single":
-            owners, local = [f"shared_basis_{g}"], ["shared_basis"]
-        else:
-            owners, local = [], []
+        owners = shared_owner_names(variant, g)
+        local = {"double": ["shared_basis_1", "shared_basis_2"], "shared_only": ["shared_basis_1", "shared_basis_2"],
+                 "single": ["shared_basis"]}.get(variant, [])  # a block's attributes referencing them
         for name in owners:
             mods.append((name, "conv", (S, planes, 3, 3), False, []))
         for b in range(n):

@@ -6,6 +6,7 @@ Profiles: ``ci`` (default, fast) and ``thorough``; pick one with
 
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -22,11 +23,43 @@ settings.load_profile(os.environ.get("MINIBASIS_HYPOTHESIS_PROFILE", "ci"))
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SHARED_ARCHIVE = SHARED_DATA / "cifar-10-subset-python.tar.gz"
 OFFICIAL = SHARED_DATA / "official"
+# The authors' released ResNet56-S16U1 (double) weights, converted to their state_dict layout,
+# and PyTorch's logits of the first 1,000 shared test images with them.
+OFFICIAL_WEIGHTS = OFFICIAL / "resnet56-double-s16u1.npz"
+OFFICIAL_LOGITS = OFFICIAL / "resnet56-double-s16u1.logits.npz"
+
+
+def _present(path, what):
+    """``path``, or skip the test (with where it looked) when it is absent."""
+    if not path.exists():
+        pytest.skip(f"{what} not found at {path}")
+    return path
 
 
 @pytest.fixture
 def shared_archive():
     """Path of the shared CIFAR-10 subset archive; skips the test when it is absent."""
-    if not SHARED_ARCHIVE.exists():
-        pytest.skip(f"shared CIFAR-10 subset not found at {SHARED_ARCHIVE}")
-    return SHARED_ARCHIVE
+    return _present(SHARED_ARCHIVE, "shared CIFAR-10 subset")
+
+
+@pytest.fixture(scope="session")
+def official_weights():
+    """Path of the authors' released checkpoint (.npz); skips the test when it is absent."""
+    return _present(OFFICIAL_WEIGHTS, "the authors' checkpoint")
+
+
+class OfficialCheckpoint(NamedTuple):
+    weights: Path  # the authors' checkpoint, state_dict layout
+    logits: Path  # PyTorch's logits ("logits") and labels ("labels") of the first 1,000 test images
+    archive: Path  # the shared CIFAR-10 subset those images come from
+
+
+@pytest.fixture(scope="session")
+def official_checkpoint(official_weights):
+    """The authors' checkpoint, PyTorch's reference logits and the shared CIFAR-10 subset
+    (:class:`OfficialCheckpoint` of paths); skips the test when any of them is absent."""
+    return OfficialCheckpoint(
+        official_weights,
+        _present(OFFICIAL_LOGITS, "PyTorch's reference logits of the authors' checkpoint"),
+        _present(SHARED_ARCHIVE, "shared CIFAR-10 subset"),
+    )

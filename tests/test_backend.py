@@ -9,8 +9,8 @@ import pytest
 
 from minibasis import backend
 from minibasis.conv import conv2d, conv2d_input_grad, conv2d_weight_grad
-from minibasis.layers import cross_entropy
 from minibasis.models import create_model
+from minibasis.train import training_loss
 
 RESNET56_CONV_SHAPES = [  # (C_in, C_out, size, kernel, stride, padding)
     (3, 16, 32, 3, 1, 1), (16, 16, 32, 3, 1, 1), (16, 17, 32, 3, 1, 1), (17, 16, 32, 1, 1, 0),
@@ -61,6 +61,35 @@ def test_device_code_path_equals_the_host_path(C, O, size, k, s, p, chunk_bytes)
     # Each primitive moves its two inputs in and its result out, once.
     assert counts == {"in": 6, "out": 3}
 
+    # conv2d's first-order VJP of both arguments (what a training step asks for): for a
+    # stride-1 k×k conv it is the fused path (conv._both_grads, one im2col of g per chunk).
+    def make_vjp():
+        return autograd.make_vjp(lambda x, w: conv2d(x, w, **hp), (0, 1))(x, w)
+
+    expected_vjp, expected_y = make_vjp()
+    expected_grads = expected_vjp(g)
+    counts.update({"in": 0, "out": 0})
+    with backend.use(device):
+        vjp, y = make_vjp()
+        assert counts == {"in": 2, "out": 1}  # the forward conv2d
+        counts.update({"in": 0, "out": 0})
+        grads = vjp(g)
+    np.testing.assert_allclose(y, expected_y, rtol=1e-12, atol=1e-12)
+    for e, r, a in zip(expected_grads, grads, (x, w)):
+        assert type(r) is np.ndarray and r.dtype == e.dtype and r.shape == a.shape
+        np.testing.assert_allclose(r, e, rtol=1e-12, atol=1e-12)
+    # ...and both equal the separate primitives (conv_all above): dx exactly as computed, dw to
+    # rounding (the fused path sums the products in another order).
+    np.testing.assert_allclose(grads[0], expected[1], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(grads[1], expected[2], rtol=1e-12, atol=1e-12)
+    if k > 1 and s == 1 and p < k:
+        # Fused: w, g and x moved in once each; dx and dw out.
+        assert counts == {"in": 3, "out": 2}
+    else:
+        # 1×1 (pointwise) or stride 2: the two separate gradient primitives, two in and one
+        # out each; nothing moved for a fused path that does not apply.
+        assert counts == {"in": 4, "out": 2}
+
 
 def test_a_whole_training_step_on_the_device_path_equals_the_host_path():
     model = create_model("resnet14-s2u1")
@@ -69,8 +98,7 @@ def test_a_whole_training_step_on_the_device_path_equals_the_host_path():
     x, y = rng.standard_normal((4, 3, 8, 8)), np.array([0, 1, 2, 3])
 
     def loss(params):
-        logits, _ = model.apply(params, state, x, train=True)
-        return cross_entropy(logits, y) + 10 * model.orthogonality(params)
+        return training_loss(model, params, state, x, y, 10.0)[0]  # CE + 10·R
 
     expected = autograd.grad(loss)(params)
     with backend.use(backend.stand_in()):
@@ -143,8 +171,7 @@ def test_cupy_training_step_of_resnet56_s16u1_matches_numpy():
     x, y = rng.standard_normal((32, 3, 32, 32)).astype(np.float32), rng.integers(0, 10, 32)
 
     def loss(params):
-        logits, _ = model.apply(params, state, x, train=True)
-        return cross_entropy(logits, y) + 10 * model.orthogonality(params)
+        return training_loss(model, params, state, x, y, 10.0)[0]  # CE + 10·R
 
     expected = flatten(autograd.grad(loss)(params))
     with backend.use(gpu):

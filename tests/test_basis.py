@@ -636,6 +636,18 @@ def test_shared_basis_gradient_is_the_sum_over_the_layers_that_use_it(C, u, s, k
         assert np.abs(g1).max() > 0 and np.abs(g2).max() > 0
     np.testing.assert_allclose(g_tied, g1 + g2, rtol=1e-10, atol=1e-12)
 
+    # tied(S) is untied(S, S), so the sum above holds for any gradient rule of basis_layer.
+    # Hold g_tied to gradients that do not go through basis_layer: the same net built from the
+    # two-conv reference layer, and central finite differences of tied itself.
+    def reference_tied(S):
+        h, _ = reference_basis_layer(x, {**p1, "shared_basis": S}, st1, True, 1)
+        y, _ = reference_basis_layer(anp.tanh(h), {**p2, "shared_basis": S}, st2, True, 1)
+        return anp.sum(anp.tanh(y) * g)
+
+    assert tied(shared) == pytest.approx(reference_tied(shared), rel=1e-10, abs=1e-12)
+    np.testing.assert_allclose(g_tied, autograd.grad(reference_tied)(shared), rtol=1e-8, atol=1e-10)
+    check_gradients(tied, shared, directions=3, rtol=1e-5, atol=1e-7)  # atol: FD round-off of an O(10) loss
+
 
 # ---- folding --------------------------------------------------------------------------------
 

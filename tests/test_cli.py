@@ -7,12 +7,9 @@ the official format written to a temporary folder.
 """
 
 import json
-import pickle
 import re
 import shutil
 import subprocess
-import tarfile
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,36 +20,15 @@ from minibasis.data import DATASETS, load_cifar, stratified_subset
 from minibasis.models import create_model
 from minibasis.weights import load_weights, save_weights
 
+from cifar_files import write_cifar10_archive
+from run_files import assert_npz_identical, evaluate_by_hand, logits_by_hand, read_log, without_timing
+
 
 def run(capsys, *argv):
     """(exit code, stdout, stderr) of ``minibasis ARGV``."""
     code = cli.main([str(a) for a in argv])
     out, err = capsys.readouterr()
     return code, out, err
-
-
-def make_archive(root, n_train=20, n_test=30, seed=0):
-    """Write ``root/cifar-10-python.tar.gz`` in the official layout (balanced labels)."""
-    rng = np.random.default_rng(seed)
-    folder = Path(root) / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-
-    def dump(obj, name):
-        blob = pickle.dumps(obj, protocol=2)
-        (folder / name).write_bytes(blob.replace(b"cnumpy._core.multiarray\n", b"cnumpy.core.multiarray\n"))
-
-    def batch(n):
-        return {b"batch_label": b"tiny", b"labels": [i % 10 for i in range(n)],
-                b"data": rng.integers(0, 256, size=(n, 3072), dtype=np.uint8), b"filenames": [b"x.png"] * n}
-
-    dump({b"label_names": [f"c{i}".encode() for i in range(10)], b"num_vis": 3072}, "batches.meta")
-    dump(batch(n_train), "data_batch_1")
-    dump(batch(n_test), "test_batch")
-    archive = Path(root) / "cifar-10-python.tar.gz"
-    with tarfile.open(archive, "w:gz") as tar:
-        tar.add(folder, arcname=folder.name)
-    shutil.rmtree(folder)
-    return archive
 
 
 # ----------------------------------------------------------------------------------- info
@@ -191,12 +167,23 @@ def test_train_then_eval_end_to_end(shared_archive, tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    """A saved resnet8 (untrained, running statistics perturbed) with config.json (seed 4) and a tiny archive."""
+    """A saved resnet8 (untrained, running statistics and fc perturbed) with config.json (seed 4) and a tiny archive."""
     root = tmp_path_factory.mktemp("tiny")
-    archive = make_archive(root / "data")
+    # 20 training and 30 test images (2 and 3 per class), seed 0.
+    archive = write_cifar10_archive(root / "data", train_per_class=2, test_per_class=3, seed=0)
     model = create_model("resnet8")
     params, state = model.init(0)
     state = {**state, "bn1": {**state["bn1"], "running_mean": np.full_like(state["bn1"]["running_mean"], 0.3)}}
+    # An untrained network predicts one class for every noise image, and then any rule (argmax,
+    # argmin, ...) scores 1/10 on balanced labels. Through the linear fc layer, standardise each
+    # logit over the test images, so that the predictions vary from image to image.
+    spec, test_images = DATASETS["cifar10"], load_cifar(archive).test_images
+    logits = logits_by_hand(model, params, state, test_images, spec.mean, spec.std)
+    scale = 1 / logits.std(axis=0)
+    params = {**params, "fc": {"weight": (params["fc"]["weight"] * scale[:, None]).astype(np.float32),
+                               "bias": ((params["fc"]["bias"] - logits.mean(axis=0)) * scale).astype(np.float32)}}
+    predicted = logits_by_hand(model, params, state, test_images, spec.mean, spec.std).argmax(axis=1)
+    assert len(set(predicted.tolist())) >= 4, predicted
     weights = save_weights(root / "run" / "weights.npz", model, params, state)
     config = T.TrainConfig(model="resnet8", seed=4)
     (root / "run" / "config.json").write_text(json.dumps(T.asdict(config)))
@@ -204,13 +191,14 @@ def tiny_run(tmp_path_factory):
 
 
 def expected_eval(archive, model, params, state, test_size, seed):
+    """(number of images, (loss, accuracy) computed by hand) of the subset stratified_subset picks."""
     data = load_cifar(archive)
     images, labels = data.test_images, data.test_labels
     if test_size:
         index = stratified_subset(labels, test_size, seed=seed)
         images, labels = images[index], labels[index]
     spec = DATASETS["cifar10"]
-    return len(labels), T.evaluate(model, params, state, images, labels, mean=spec.mean, std=spec.std)
+    return len(labels), evaluate_by_hand(model, params, state, images, labels, spec.mean, spec.std)
 
 
 @pytest.mark.parametrize("extra, test_size, seed", [
@@ -289,11 +277,8 @@ def test_train_on_tiny_archive_then_resume(capsys, tiny_run, tmp_path):
     code, _, err = run(capsys, *common, "--out", tmp_path / "b")
     assert code == 0, err
     for name in ("weights.npz", "checkpoint.npz"):
-        with np.load(tmp_path / "a" / name) as a, np.load(tmp_path / "b" / name) as b:
-            assert sorted(a.files) == sorted(b.files)
-            assert all(np.array_equal(a[k], b[k]) for k in a.files), name
-    logs = [[{k: v for k, v in json.loads(l).items() if k not in ("seconds", "images_per_second")}
-             for l in (tmp_path / d / "log.jsonl").read_text().splitlines()] for d in "ab"]
+        assert_npz_identical(tmp_path / "a" / name, tmp_path / "b" / name)
+    logs = [without_timing(read_log(tmp_path / d)) for d in "ab"]
     assert logs[0] == logs[1] and len(logs[0]) == 2
     # Resuming with another option names it.
     code, _, err = run(capsys, *common, "--out", tmp_path / "a", "--resume", "--lr", 0.2)

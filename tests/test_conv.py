@@ -1,14 +1,17 @@
 """conv2d against independent references, its adjoints, and its gradients to second order."""
 
+import dataclasses
+
 import autograd
 import autograd.numpy as anp
 import numpy as np
 import pytest
 import scipy.signal
 from autograd.test_util import check_grads
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
+from minibasis import backend
 from minibasis.conv import col2im, conv2d, conv2d_input_grad, conv2d_input_grad_reference, conv2d_weight_grad, im2col
 from minibasis.testing import check_gradients
 
@@ -169,15 +172,23 @@ def test_hand_written_vjps_are_used_not_traced_through():
     np.testing.assert_allclose(dw, conv2d_weight_grad(x, g, w_shape=w.shape, padding=1), rtol=1e-13, atol=1e-13)
 
 
+@pytest.mark.parametrize("chunk_bytes", [None, 1], ids=["default-chunks", "one-image-per-chunk"])
 @given(geometries(max_channels=5, max_stride=1), st.integers(0, 2**32 - 1), st.sampled_from([np.float64, np.float32]))
-def test_first_order_vjp_of_both_arguments_equals_the_gradient_primitives(geo, seed, dtype):
+@example(  # several chunks for certain: 3 images, a 3×3 stride-1 conv (the fused path)
+    geo=dict(x=(3, 2, 5, 4), w=(3, 2, 3, 3), stride=(1, 1), padding=(1, 0), out=(3, 3, 5, 2)), seed=0, dtype=np.float64
+)
+def test_first_order_vjp_of_both_arguments_equals_the_gradient_primitives(chunk_bytes, geo, seed, dtype):
     """At first order the VJP computes dx and dw from one im2col of dy (stride 1); it must
-    give what the separate primitives give: 1e-12 in float64, 1e-6 in float32."""
+    give what the separate primitives give: 1e-12 in float64, 1e-6 in float32. With
+    ``chunk_bytes=1`` the VJP runs one image per chunk (dw summed over the chunks), while the
+    expected values are computed with the default chunking."""
     x, w = random_pair(geo, seed, dtype)
     g = np.random.default_rng(seed + 1).standard_normal(geo["out"]).astype(dtype)
     hp = dict(stride=geo["stride"], padding=geo["padding"])
-    vjp, _ = autograd.make_vjp(lambda x, w: conv2d(x, w, **hp), argnum=(0, 1))(x, w)
-    dx, dw = vjp(g)
+    host = backend.CPU if chunk_bytes is None else dataclasses.replace(backend.CPU, chunk_bytes=chunk_bytes)
+    with backend.use(host):
+        vjp, _ = autograd.make_vjp(lambda x, w: conv2d(x, w, **hp), argnum=(0, 1))(x, w)
+        dx, dw = vjp(g)
     expected_dx = conv2d_input_grad(g, w, x_shape=x.shape, **hp)
     expected_dw = conv2d_weight_grad(x, g, w_shape=w.shape, **hp)
     tol = 1e-12 if dtype == np.float64 else 1e-6

@@ -5,7 +5,6 @@ import hashlib
 import io
 import os
 import pickle
-import tarfile
 import urllib.error
 import urllib.request
 
@@ -16,63 +15,18 @@ from hypothesis import strategies as st
 
 from minibasis import data as D
 
-CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer",
-                 "dog", "frog", "horse", "ship", "truck"]
+from cifar_files import CIFAR10_NAMES, dump, make_tar, to_rows, write_cifar10
+
+# The CIFAR-10 folders here: data_batch_1, _2 and _10 (5, 4 and 3 images: listed in numeric,
+# not lexical, order) and 6 test images, random labels; written by cifar_files.
 
 
-# ----------------------------------------------------------------- archive builders
+def make_cifar10(root, seed, train=(("data_batch_1", 5), ("data_batch_2", 4), ("data_batch_10", 3)), skip=()):
+    """root/cifar-10-batches-py/ and the arrays it holds, in the expected order."""
+    return write_cifar10(root, train=train, test=6, labels="random", seed=seed, skip=skip)
 
 
-def to_rows(images):
-    """(N, 3, 32, 32) -> N x 3072 rows as documented: 1024 R, then 1024 G, then 1024 B,
-    each plane row-major. Written with explicit planes, independently of the loader."""
-    return np.stack([np.concatenate([img[0].ravel(), img[1].ravel(), img[2].ravel()])
-                     for img in images]).astype(np.uint8)
-
-
-def dump(obj, path):
-    """Pickle as the official files: protocol 2 (Python 2), NumPy under ``numpy.core``."""
-    blob = pickle.dumps(obj, protocol=2)  # protocol 2 names globals as text lines
-    path.write_bytes(blob.replace(b"cnumpy._core.multiarray\n", b"cnumpy.core.multiarray\n"))
-
-
-def make_batch(rng, n, num_classes, labels_key=b"labels"):
-    images = rng.integers(0, 256, size=(n, 3, 32, 32), dtype=np.uint8)
-    labels = rng.integers(0, num_classes, size=n)
-    batch = {b"batch_label": b"a batch", labels_key: [int(v) for v in labels],
-             b"data": to_rows(images), b"filenames": [b"x.png"] * n}
-    return images, labels, batch
-
-
-def make_cifar10(root, rng, train=(("data_batch_1", 5), ("data_batch_2", 4), ("data_batch_10", 3)),
-                 n_test=6, skip=()):
-    """Write root/cifar-10-batches-py/ and return what it holds, in the expected order."""
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    dump({b"num_cases_per_batch": 10000, b"label_names": [n.encode() for n in CIFAR10_NAMES],
-          b"num_vis": 3072}, folder / "batches.meta")
-    expected = {"train_images": [], "train_labels": []}
-    for name, n in train:  # listed in numeric order
-        images, labels, batch = make_batch(rng, n, 10)
-        dump(batch, folder / name)
-        expected["train_images"].append(images)
-        expected["train_labels"].append(labels)
-    expected = {k: np.concatenate(v) for k, v in expected.items()}
-    expected["test_images"], expected["test_labels"], batch = make_batch(rng, n_test, 10)
-    dump(batch, folder / "test_batch")
-    for name in skip:
-        (folder / name).unlink()
-    return folder, expected
-
-
-def make_tar(folder, path, order=None):
-    """Pack ``folder`` as the official archive does: members under the top folder's name."""
-    names = order or sorted(p.name for p in folder.iterdir())
-    with tarfile.open(path, "w:gz") as tar:
-        tar.add(folder, arcname=folder.name, recursive=False)
-        for name in names:
-            tar.add(folder / name, arcname=f"{folder.name}/{name}")
-    return path
+# ------------------------------------------------------------------------- helpers
 
 
 def md5_of(path):
@@ -91,7 +45,7 @@ def check_equal(data, expected):
 
 @pytest.fixture
 def cifar10(tmp_path):
-    folder, expected = make_cifar10(tmp_path / "extracted", np.random.default_rng(0))
+    folder, expected = make_cifar10(tmp_path / "extracted", seed=0)
     # Members in a scrambled order: batch order must come from the names, not the archive.
     order = ["test_batch", "data_batch_10", "batches.meta", "data_batch_2", "data_batch_1"]
     archive = make_tar(folder, tmp_path / "cifar-10-python.tar.gz", order)
@@ -122,7 +76,7 @@ def test_load_accepts_path_as_str_and_parent_of_archive(cifar10):
 
 
 def test_rows_are_channel_major_red_plane_first(tmp_path):
-    folder, _ = make_cifar10(tmp_path, np.random.default_rng(1), train=(("data_batch_1", 2),))
+    folder, _ = make_cifar10(tmp_path, seed=1, train=(("data_batch_1", 2),))
     row = np.random.default_rng(2).integers(0, 256, size=3072, dtype=np.uint8)
     batch = {b"labels": [3], b"data": row[None, :]}
     dump(batch, folder / "data_batch_1")
@@ -175,7 +129,7 @@ def test_truncated_or_garbage_archive_is_a_clear_valueerror(cifar10, tmp_path):
      (("batches.meta",), "batches.meta")],
 )
 def test_missing_files_named_in_error(tmp_path, skip, needle, as_archive):
-    folder, _ = make_cifar10(tmp_path / "x", np.random.default_rng(0), skip=skip)
+    folder, _ = make_cifar10(tmp_path / "x", seed=0, skip=skip)
     path = make_tar(folder, tmp_path / "a.tar.gz") if as_archive else folder
     with pytest.raises(ValueError, match=needle) as err:
         D.load_cifar(path)
@@ -193,7 +147,7 @@ def test_missing_files_named_in_error(tmp_path, skip, needle, as_archive):
      ([1, 2, 3], "dict")],
 )
 def test_bad_batch_contents(tmp_path, batch, needle):
-    folder, _ = make_cifar10(tmp_path, np.random.default_rng(0))
+    folder, _ = make_cifar10(tmp_path, seed=0)
     dump(batch, folder / "data_batch_2")
     with pytest.raises(ValueError, match=needle) as err:
         D.load_cifar(folder)
@@ -209,7 +163,7 @@ class _Evil:
 
 
 def test_foreign_pickle_code_is_refused_not_run(tmp_path):
-    folder, _ = make_cifar10(tmp_path / "x", np.random.default_rng(0))
+    folder, _ = make_cifar10(tmp_path / "x", seed=0)
     target = tmp_path / "pwned"
     (folder / "test_batch").write_bytes(pickle.dumps({b"data": _Evil(str(target))}))
     with pytest.raises(ValueError, match="test_batch"):
@@ -222,7 +176,7 @@ def test_missing_or_empty_paths(tmp_path):
         D.load_cifar(tmp_path / "nowhere")
     with pytest.raises(ValueError, match="cifar-10-python.tar.gz"):
         D.load_cifar(tmp_path)  # an empty folder
-    folder, _ = make_cifar10(tmp_path / "x", np.random.default_rng(0))
+    folder, _ = make_cifar10(tmp_path / "x", seed=0)
     with pytest.raises(ValueError, match="md5"):
         D.load_cifar(folder, md5="0" * 32)
 

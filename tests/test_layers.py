@@ -68,15 +68,20 @@ def test_batch_norm_running_statistics_after_three_steps_equal_the_closed_form()
     state = batch_norm_state(C, np.float64)
     for x in batches:
         _, state = batch_norm(x, np.ones(C), np.zeros(C), state, train=True)
-    n = 4 * 3 * 2
+    n = 4 * 3 * 2  # values per channel in a batch (N·H·W)
     means = [x.mean(axis=(0, 2, 3)) for x in batches]
-    unbiased = [x.var(axis=(0, 2, 3), ddof=1) for x in batches]
+    biased = [((x - m[None, :, None, None]) ** 2).mean(axis=(0, 2, 3)) for x, m in zip(batches, means)]
+    unbiased = [v * n / (n - 1) for v in biased]  # Bessel's correction: the running var uses n − 1
+    for x, v in zip(batches, unbiased):  # n is the right count: NumPy's ddof=1 variance agrees
+        np.testing.assert_allclose(v, x.var(axis=(0, 2, 3), ddof=1), rtol=1e-12)
     expected_mean = sum(0.1 * 0.9 ** (2 - t) * means[t] for t in range(3))
     expected_var = 0.9**3 * np.ones(C) + sum(0.1 * 0.9 ** (2 - t) * unbiased[t] for t in range(3))
     np.testing.assert_allclose(state["running_mean"], expected_mean, rtol=1e-12)
     np.testing.assert_allclose(state["running_var"], expected_var, rtol=1e-12)
     assert state["num_batches_tracked"] == 3 and state["num_batches_tracked"].dtype == np.int64
-    assert n == 24
+    assert n == 24 and all(x.size == n * C for x in batches)  # n is the per-channel count used above
+    # Without the n / (n − 1) correction the expectation would differ: n matters here.
+    assert not np.allclose(0.9**3 * np.ones(C) + sum(0.1 * 0.9 ** (2 - t) * biased[t] for t in range(3)), expected_var, rtol=1e-3)
 
 
 @given(shapes.filter(lambda s: s[0] * s[2] * s[3] > 1), st.booleans(), st.integers(0, 2**32 - 1))

@@ -15,6 +15,8 @@ from hypothesis import strategies as st
 from minibasis.optim import SCHEDULES, cosine_lr, learning_rate, sgd_step, step_lr
 from minibasis.tree import flatten, unflatten
 
+from run_files import assert_trees_equal
+
 # ------------------------------------------------------------------------------ helpers
 
 
@@ -55,14 +57,6 @@ def tolerance(dtype):
 
 def deep_copy(tree):
     return unflatten({k: onp.array(v, copy=True) for k, v in flatten(tree).items()})
-
-
-def assert_tree_equal(a, b):
-    fa, fb = flatten(a), flatten(b)
-    assert list(fa) == list(fb)
-    for k in fa:
-        assert fa[k].dtype == fb[k].dtype, k
-        onp.testing.assert_array_equal(fa[k], fb[k], err_msg=k)
 
 
 KEYS = st.sampled_from(["conv", "bn", "weight", "bias", "0", "1", "coeff", "basis"])
@@ -216,10 +210,10 @@ def test_inputs_not_mutated(spec, options, seed):
     options = dict(options, lr=0.1)  # a nonzero step, so aliasing would show
     new_params, new_bufs = sgd_step(params, grads, None, **options)
     new_params2, new_bufs2 = sgd_step(params, grads, bufs, **options)
-    assert_tree_equal(params, snapshot[0])
-    assert_tree_equal(grads, snapshot[1])
+    assert_trees_equal(params, snapshot[0])
+    assert_trees_equal(grads, snapshot[1])
     if bufs is not None:
-        assert_tree_equal(bufs, snapshot[2])
+        assert_trees_equal(bufs, snapshot[2])
     inputs = list(flatten(params).values()) + list(flatten(grads).values())
     if bufs is not None:
         inputs += list(flatten(bufs).values())

@@ -10,12 +10,10 @@ shared bases, their orthogonality loss and their momentum must take part), with 
 import json
 import math
 import os
-import pickle
 import re
 import shutil
 import subprocess
 import sys
-import tarfile
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -23,52 +21,25 @@ import numpy as np
 import pytest
 
 import minibasis.train as T
-from minibasis.data import DATASETS, normalize
+from minibasis.data import DATASETS
 from minibasis.models import create_model
-from minibasis.optim import learning_rate
 from minibasis.tree import flatten, tree_map, unflatten
 
+from cifar_files import write_cifar10_archive
+from run_files import (assert_npz_identical, assert_trees_equal, logits_by_hand, loss_and_accuracy,
+                       npz_arrays, read_log, without_timing)
+
 ROOT = Path(__file__).resolve().parents[1]
-TIMING_FIELDS = ("seconds", "images_per_second")
 LOG_KEYS = {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "orthogonality", "lr", "seconds"}
 
 
 # ------------------------------------------------------------------ a tiny CIFAR-10 archive
 
 
-def _dump(obj, path):
-    """Pickle as the official files do: protocol 2, NumPy under ``numpy.core``."""
-    blob = pickle.dumps(obj, protocol=2)
-    path.write_bytes(blob.replace(b"cnumpy._core.multiarray\n", b"cnumpy.core.multiarray\n"))
-
-
-def _batch(rng, n):
-    images = rng.integers(0, 256, size=(n, 3 * 32 * 32), dtype=np.uint8)
-    labels = [i % 10 for i in range(n)]  # balanced: stratified subsets of multiples of 10 work
-    return {b"batch_label": b"tiny", b"labels": labels, b"data": images, b"filenames": [b"x.png"] * n}
-
-
-def make_archive(root, n_train=40, n_test=20, seed=0):
-    """Write ``root/cifar-10-python.tar.gz`` in the official layout and return its path."""
-    rng = np.random.default_rng(seed)
-    folder = Path(root) / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    names = [f"c{i}".encode() for i in range(10)]
-    _dump({b"num_cases_per_batch": n_train, b"label_names": names, b"num_vis": 3072}, folder / "batches.meta")
-    _dump(_batch(rng, n_train), folder / "data_batch_1")
-    _dump(_batch(rng, n_test), folder / "test_batch")
-    archive = Path(root) / "cifar-10-python.tar.gz"
-    with tarfile.open(archive, "w:gz") as tar:
-        tar.add(folder, arcname=folder.name, recursive=False)
-        for name in ("batches.meta", "data_batch_1", "test_batch"):
-            tar.add(folder / name, arcname=f"{folder.name}/{name}")
-    shutil.rmtree(folder)
-    return archive
-
-
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory):
-    return make_archive(tmp_path_factory.mktemp("data"))
+    """cifar-10-python.tar.gz: 40 training and 20 test images (4 and 2 per class), seed 0."""
+    return write_cifar10_archive(tmp_path_factory.mktemp("data"), train_per_class=4, test_per_class=2, seed=0)
 
 
 # The configuration of the resume / checkpoint tests: shared bases (two per stage), λ = 10,
@@ -95,27 +66,6 @@ def cli_args(config, out, archive):
     args += [] if config.augment else ["--no-augment"]
     args += [] if config.lam is None else ["--lam", repr(config.lam)]
     return args
-
-
-def read_log(run):
-    return [json.loads(line) for line in (Path(run) / "log.jsonl").read_text().splitlines()]
-
-
-def npz_arrays(path):
-    with np.load(path, allow_pickle=False) as f:
-        return {k: f[k] for k in f.files}
-
-
-def assert_npz_identical(a, b):
-    arrays_a, arrays_b = npz_arrays(a), npz_arrays(b)
-    assert sorted(arrays_a) == sorted(arrays_b)
-    for key in arrays_a:
-        assert arrays_a[key].dtype == arrays_b[key].dtype, key
-        assert np.array_equal(arrays_a[key], arrays_b[key]), key
-
-
-def without_timing(records):
-    return [{k: v for k, v in r.items() if k not in TIMING_FIELDS} for r in records]
 
 
 @pytest.fixture(scope="module")
@@ -293,15 +243,12 @@ def test_evaluate_counts_argmax_and_averages_cross_entropy():
     images = rng.integers(0, 256, size=(25, 3, 32, 32), dtype=np.uint8)
     mean, std = DATASETS["cifar10"].mean, DATASETS["cifar10"].std
 
-    logits, _ = model.apply(params, state, normalize(images, mean, std), train=False)
-    logits = np.asarray(logits, dtype=np.float64)
+    # By hand (run_files): normalised with the constants, eval mode, a hand-written log-softmax.
+    logits = logits_by_hand(model, params, state, images, mean, std)
     predicted = logits.argmax(axis=1)
     labels = np.where(np.arange(25) < 12, predicted, (predicted + 1 + np.arange(25) % 9) % 10).astype(np.int64)
-    expected_acc = np.sum(predicted == labels) / 25
+    expected_loss, expected_acc = loss_and_accuracy(logits, labels)
     assert expected_acc == 12 / 25
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    log_softmax = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-    expected_loss = -np.mean(log_softmax[np.arange(25), labels])
 
     for batch_size in (500, 10, 7):  # one batch; uneven last batches are weighted by their size
         loss, acc = T.evaluate(model, params, state, images, labels, mean=mean, std=std, batch_size=batch_size)
@@ -393,9 +340,7 @@ def test_save_load_checkpoint_round_trip(tmp_path):
     assert rng2.bit_generator.state == rng.bit_generator.state
     assert np.array_equal(rng2.random(5), rng.random(5))
     for a, b in ((params, p2), (state, s2), (momentum, m2)):
-        fa, fb = flatten(a), flatten(b)
-        assert sorted(fa) == sorted(fb)
-        assert all(np.array_equal(fa[k], fb[k]) for k in fa)
+        assert_trees_equal(b, a)
     assert [p.name for p in tmp_path.iterdir()] == ["ck.npz"]
 
 
@@ -443,6 +388,20 @@ def test_bad_config_values(change, field, archive, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_dataset_must_match_the_archive(archive, tmp_path, monkeypatch):
+    """dataset="cifar100" given a CIFAR-10 archive: a ValueError naming the dataset, before any training."""
+    def no_training(*args, **kwargs):
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(T, "training_loss", no_training, raising=False)
+    run = tmp_path / "run"
+    config = replace(TINY, dataset="cifar100")
+    with pytest.raises(ValueError, match="dataset"):
+        T.train(config, run, data_path=archive, quiet=True, print_fn=lambda *a: None)
+    assert not (run / "checkpoint.npz").exists() and not (run / "weights.npz").exists()
+    assert not (run / "log.jsonl").exists() or read_log(run) == []
+
+
 @pytest.mark.parametrize("spec", ["resnet9", "vgg16", "resnet20-s0u0", ""])
 def test_unknown_model(spec, tmp_path):
     config = T.TrainConfig(model=spec)
@@ -477,7 +436,8 @@ def test_log_has_one_json_line_per_epoch_and_step_schedule(archive, tmp_path):
     # Step schedule: ×0.1 at epochs int(0.5·4) = 2 and int(0.75·4) = 3 (0-based).
     lrs = [r["lr"] for r in logged]
     assert lrs == pytest.approx([0.05, 0.05, 0.005, 0.0005], rel=1e-12)
-    assert lrs == [learning_rate("step", e, base_lr=0.05, epochs=4) for e in range(4)]
+    # Exactly what step_lr's closed form base_lr · gamma ** (milestones passed) gives, to the bit.
+    assert lrs == [0.05, 0.05, 0.05 * 0.1 ** 1, 0.05 * 0.1 ** 2]
     assert [re.match(r"epoch +(\d+)/4 ", line).group(1) for line in printed] == ["1", "2", "3", "4"]
 
 

@@ -11,21 +11,18 @@ import time
 
 import numpy as np
 import pytest
-from conftest import OFFICIAL, SHARED_ARCHIVE
 
 from minibasis.data import CIFAR10, load_cifar, normalize
 from minibasis.models import create_model
 from minibasis.tree import flatten, unflatten
 from minibasis.weights import from_state_dict, load_weights, save_weights, state_dict_layout, to_state_dict
 
-CHECKPOINT = OFFICIAL / "resnet56-double-s16u1.npz"
-REFERENCE_LOGITS = OFFICIAL / "resnet56-double-s16u1.logits.npz"
-
 VARIANT_SPECS = ["resnet20", "resnet20-s16u1", "resnet20-single-s8u1", "resnet20-single-s4u0",
                  "resnet20-s16u0", "resnet20-s0u1", "resnet32-s4u2"]
 
 
 from authors_layout import authors_state_dict_keys  # noqa: E402
+from run_files import assert_trees_equal  # noqa: E402
 
 
 def random_trees(model, seed, dtype=np.float32):
@@ -42,15 +39,6 @@ def random_trees(model, seed, dtype=np.float32):
     return params, unflatten(flat_state)
 
 
-def assert_same_trees(a, b):
-    fa, fb = flatten(a), flatten(b)
-    assert list(fa) == list(fb)
-    for key in fa:
-        assert np.asarray(fa[key]).dtype == np.asarray(fb[key]).dtype, key
-        assert np.asarray(fa[key]).shape == np.asarray(fb[key]).shape, key
-        assert np.array_equal(fa[key], fb[key]), key
-
-
 # ---- 1. exact round trip, the authors' layout ---------------------------------------------
 
 
@@ -60,8 +48,8 @@ def test_save_load_round_trip_is_exact(tmp_path, spec):
     params, state = random_trees(model, seed=1)
     path = save_weights(tmp_path / "w.npz", model, params, state)
     loaded_params, loaded_state = load_weights(path, model)
-    assert_same_trees(loaded_params, params)
-    assert_same_trees(loaded_state, state)
+    assert_trees_equal(loaded_params, params)
+    assert_trees_equal(loaded_state, state)
     with np.load(path, allow_pickle=False) as f:
         keys = list(f.files)
         assert keys == authors_state_dict_keys(model.spec.depth, model.spec.variant, model.spec.unique_rank)
@@ -102,8 +90,8 @@ def test_float64_round_trip(tmp_path):
     params, state = random_trees(model, seed=3, dtype=np.float64)
     path = save_weights(tmp_path / "sub" / "w64.npz", model, params, state)  # folders are created
     loaded_params, loaded_state = load_weights(path, model)
-    assert_same_trees(loaded_params, params)
-    assert_same_trees(loaded_state, state)
+    assert_trees_equal(loaded_params, params)
+    assert_trees_equal(loaded_state, state)
 
 
 def test_to_and_from_state_dict_round_trip():
@@ -112,8 +100,8 @@ def test_to_and_from_state_dict_round_trip():
     sd = to_state_dict(model, params, state)
     assert list(sd) == authors_state_dict_keys(20, "shared_only", 0)
     p, s = from_state_dict(model, sd)
-    assert_same_trees(p, params)
-    assert_same_trees(s, state)
+    assert_trees_equal(p, params)
+    assert_trees_equal(s, state)
 
 
 def test_missing_file_is_a_file_not_found_error(tmp_path):
@@ -228,36 +216,31 @@ def test_a_failed_save_leaves_the_old_file_and_no_temp_file(tmp_path, monkeypatc
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["w.npz"]
     # the old file still loads, and a later save succeeds
-    assert_same_trees(load_weights(path, model)[0], random_trees(model, seed=7)[0])
+    assert_trees_equal(load_weights(path, model)[0], random_trees(model, seed=7)[0])
     save_weights(path, model, *random_trees(model, seed=8))
-    assert_same_trees(load_weights(path, model)[0], random_trees(model, seed=8)[0])
+    assert_trees_equal(load_weights(path, model)[0], random_trees(model, seed=8)[0])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["w.npz"]
 
 
 # ---- 4. the authors' released checkpoint --------------------------------------------------------
 
-needs_official = pytest.mark.skipif(
-    not (CHECKPOINT.exists() and REFERENCE_LOGITS.exists() and SHARED_ARCHIVE.exists()),
-    reason=f"the authors' checkpoint or the shared CIFAR-10 subset is absent ({OFFICIAL})",
-)
+# The paths come from conftest's fixtures ``official_weights`` and ``official_checkpoint``,
+# which skip the test when the shared data is absent.
 EVAL_BATCH = 500
-_cache = {}
 
 
-def official():
-    """(model, params, state, test images uint8, test labels), loaded once per session."""
-    if "official" not in _cache:
-        model = create_model("resnet56-s16u1")
-        params, state = load_weights(CHECKPOINT, model)
-        data = load_cifar(SHARED_ARCHIVE)
-        _cache["official"] = (model, params, state, data.test_images, data.test_labels)
-    return _cache["official"]
+@pytest.fixture(scope="module")
+def official(official_checkpoint):
+    """(model, params, state, test images uint8, test labels, memo of logits), once per module."""
+    model = create_model("resnet56-s16u1")
+    params, state = load_weights(official_checkpoint.weights, model)
+    data = load_cifar(official_checkpoint.archive)
+    return model, params, state, data.test_images, data.test_labels, []
 
 
-def official_logits(stop):
+def official_logits(official, stop):
     """Eval-mode logits of the first ``stop`` test images, in batches of 500 (memoised)."""
-    model, params, state, images, _ = official()
-    done = _cache.setdefault("logits", [])
+    model, params, state, images, _, done = official
     while len(done) * EVAL_BATCH < stop:
         start = len(done) * EVAL_BATCH
         x = normalize(images[start:start + EVAL_BATCH], CIFAR10.mean, CIFAR10.std)
@@ -267,37 +250,34 @@ def official_logits(stop):
     return np.concatenate(done)[:stop]
 
 
-@pytest.mark.skipif(not CHECKPOINT.exists(), reason=f"the authors' checkpoint is absent ({OFFICIAL})")
-def test_official_checkpoint_has_the_authors_layout():
+def test_official_checkpoint_has_the_authors_layout(official_weights):
     model = create_model("resnet56-s16u1")
-    with np.load(CHECKPOINT, allow_pickle=False) as f:
+    with np.load(official_weights, allow_pickle=False) as f:
         keys = list(f.files)
         assert len(keys) == 674
         assert keys == authors_state_dict_keys(56, "double")
         assert keys == [k for k, *_ in state_dict_layout(model)]
-    params, state = load_weights(CHECKPOINT, model)
+    params, state = load_weights(official_weights, model)
     assert sum(v.size for v in flatten(params).values()) == 319_226
     assert all(v.dtype == np.float32 for v in flatten(params).values())
 
 
-@needs_official
-def test_official_checkpoint_logits_match_pytorch():
-    reference = np.load(REFERENCE_LOGITS)
-    _, _, _, _, labels = official()
+def test_official_checkpoint_logits_match_pytorch(official_checkpoint, official):
+    reference = np.load(official_checkpoint.logits)
+    labels = official[4]
     assert reference["logits"].shape == (1000, 10)
     assert np.array_equal(reference["labels"], labels[:1000])
-    logits = official_logits(1000)
+    logits = official_logits(official, 1000)
     np.testing.assert_allclose(logits, reference["logits"], rtol=0, atol=1e-4)
     assert np.array_equal(logits.argmax(1), reference["logits"].argmax(1))
 
 
 @pytest.mark.slow
-@needs_official
-def test_official_checkpoint_accuracy_is_82_68_percent():
+def test_official_checkpoint_accuracy_is_82_68_percent(official):
     """All 10,000 (JPEG re-encoded) test images, eval mode, in batches of 500."""
-    _, _, _, _, labels = official()
+    labels = official[4]
     start = time.perf_counter()
-    logits = official_logits(len(labels))
+    logits = official_logits(official, len(labels))
     assert logits.shape == (10_000, 10)
     correct = int(np.sum(logits.argmax(1) == labels))
     assert correct == 8268, f"{correct} of 10,000 correct ({time.perf_counter() - start:.0f} s)"

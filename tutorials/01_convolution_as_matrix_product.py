@@ -21,11 +21,10 @@
 
 # %%
 import time
-from pathlib import Path
 
 import numpy as np
 
-from tutorial_setup import FAST, FIGURES, plt  # this checkout's minibasis, the mode, the paths
+from tutorial_setup import FAST, plt, save_figure  # this checkout's minibasis, the mode, the paths
 from minibasis import col2im, conv2d, im2col
 
 START = time.perf_counter()
@@ -319,9 +318,7 @@ if plt is not None:
     ax1.set_xlabel("weight index (c, i, j)")
     ax1.set_title("im2col(x): one row per output pixel, one column per filter weight", fontsize=9)
     fig.tight_layout()
-    fig.savefig(FIGURES / "01_im2col_matrix.png", dpi=100)
-    plt.close(fig)
-    print("wrote", FIGURES / "01_im2col_matrix.png")
+    save_figure(fig, "01_im2col_matrix.png")
 
 # %% [markdown]
 # Multiply this matrix by a filter flattened in the same (c, i, j) order and each row gives one

@@ -23,7 +23,6 @@
 # %%
 import time
 import warnings
-from pathlib import Path
 
 import autograd
 import autograd.numpy as anp

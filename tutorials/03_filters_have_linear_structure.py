@@ -24,15 +24,15 @@
 
 # %%
 import time
-from pathlib import Path
 
 import numpy as np
 
-from tutorial_setup import DATA, FAST, FIGURES, plt  # this checkout's minibasis, the mode, the paths
+from tutorial_setup import DATA, FAST, plt, save_figure  # this checkout's minibasis, the mode, the paths
 from minibasis import conv2d
 from minibasis.basis import decompose, fold_basis_layer, reconstruct
 from minibasis.data import CIFAR10, load_cifar, normalize
 from minibasis.models import create_model
+from minibasis.tree import flatten, tree_map, unflatten
 from minibasis.weights import load_weights
 
 WEIGHTS = DATA / "official" / "resnet56-double-s16u1.npz"
@@ -56,12 +56,7 @@ else:
           "freshly initialised model instead (its filters are random, so their spectra are flat)")
 
 PLAIN = [f"layer{g}.0.conv{c}" for g in (1, 2, 3) for c in (1, 2)]  # the plain 3×3 convs
-
-
-def get(tree, dotted):
-    for key in dotted.split("."):
-        tree = tree[key]
-    return tree
+flat_params = flatten(params)  # {"layer2.0.conv2.weight": array, …}, the state_dict names
 
 
 def matrix(W):
@@ -89,7 +84,7 @@ def matrix(W):
 # (basis (r, C, k, k), coefficients (O, r, 1, 1)). At full rank it is exact.
 
 # %%
-W = get(params, "layer2.0.conv2.weight").astype(np.float64)  # (32, 32, 3, 3)
+W = flat_params["layer2.0.conv2.weight"].astype(np.float64)  # (32, 32, 3, 3)
 x = np.random.default_rng(0).standard_normal((2, 32, 8, 8))
 full = min(matrix(W).shape)
 for r in (4, full):
@@ -115,7 +110,7 @@ assert exact < 1e-10, f"at full rank the basis layer should reproduce the conv e
 # matrix of the same shape.
 
 # %%
-plain = {name: get(params, name + ".weight").astype(np.float64) for name in PLAIN}
+plain = {name: flat_params[name + ".weight"].astype(np.float64) for name in PLAIN}
 spectra = {name: np.linalg.svd(matrix(W), compute_uv=False) for name, W in plain.items()}
 
 
@@ -165,18 +160,14 @@ if TRAINED:
 
 
 # %%
+def float64(leaf):
+    return None if leaf is None else np.asarray(leaf, dtype=np.float64)  # a variant without U or S has None
+
+
 def layer_in_float64(g, b, layer):
     """(params, state) of basis layer `layer` (1, 2) of block b in stage g, as fold_basis_layer wants them."""
-    blk, st = params[f"layer{g}"][str(b)], state[f"layer{g}"][str(b)]
-    f64 = lambda d: {k: np.asarray(v, dtype=np.float64) for k, v in d.items()}  # noqa: E731
-    lp = {
-        "unique_basis": np.asarray(blk[f"basis_conv{layer}"]["weight"], np.float64),
-        "shared_basis": np.asarray(params[f"shared_basis_{g}_{layer}"]["weight"], np.float64),
-        "basis_bn": f64(blk[f"basis_bn{layer}"]),
-        "coefficients": np.asarray(blk[f"coeff_conv{layer}"]["weight"], np.float64),
-        "bn": f64(blk[f"bn{layer}"]),
-    }
-    return lp, {"basis_bn": f64(st[f"basis_bn{layer}"]), "bn": f64(st[f"bn{layer}"])}
+    layer_params, layer_state = model.basis_layer_trees(params, state, g, b, layer)
+    return tree_map(float64, layer_params), tree_map(float64, layer_state)
 
 
 blocks = range(1, model.spec.blocks_per_stage)
@@ -269,9 +260,7 @@ if plt is not None:
     for ax in axes:
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(FIGURES / "03_spectra.png", dpi=100)
-    plt.close(fig)
-    print("wrote", FIGURES / "03_spectra.png")
+    save_figure(fig, "03_spectra.png")
 
 # %% [markdown]
 # ## 4. What truncation costs in accuracy
@@ -304,16 +293,11 @@ else:
 
     def with_plain_convs(fraction):
         """A copy of params whose six plain convs are truncated to rank = fraction · full rank."""
-        new = {k: v for k, v in params.items()}
-        ranks = {}
+        new, ranks = dict(flat_params), {}  # a new flat dict; the arrays not replaced are shared with params
         for name, W in plain.items():
-            r = max(1, round(fraction * min(matrix(W).shape)))
-            g, b, conv = name.split(".")
-            stage = new[g] = dict(new[g])
-            block = stage[b] = dict(stage[b])
-            block[conv] = {"weight": reconstruct(*decompose(W, r)).astype(np.float32)}
-            ranks[name] = r
-        return new, ranks
+            ranks[name] = r = max(1, round(fraction * min(matrix(W).shape)))
+            new[name + ".weight"] = reconstruct(*decompose(W, r)).astype(np.float32)
+        return unflatten(new), ranks
 
     t = time.perf_counter()
     base_logits = logits_of(params)
@@ -358,9 +342,7 @@ else:
         ax.legend(fontsize=8, loc="center left")
         ax.grid(alpha=0.3)
         fig.tight_layout()
-        fig.savefig(FIGURES / "03_accuracy_vs_rank.png", dpi=100)
-        plt.close(fig)
-        print("wrote", FIGURES / "03_accuracy_vs_rank.png")
+        save_figure(fig, "03_accuracy_vs_rank.png")
 
 # %% [markdown]
 # Truncation is expensive. In the full run (1,000 images), three quarters of the rank in all

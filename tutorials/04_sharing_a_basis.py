@@ -21,11 +21,10 @@
 # %%
 import time
 from fractions import Fraction
-from pathlib import Path
 
 import numpy as np
 
-from tutorial_setup import DATA, FAST, FIGURES, plt  # this checkout's minibasis, the mode, the paths
+from tutorial_setup import DATA, FAST, plt, save_figure  # this checkout's minibasis, the mode, the paths
 from minibasis import conv2d
 from minibasis.basis import (
     basis_layer,
@@ -37,6 +36,7 @@ from minibasis.basis import (
     shared_decompose,
 )
 from minibasis.models import create_model
+from minibasis.tree import tree_map
 from minibasis.weights import load_weights
 
 WEIGHTS = DATA / "official" / "resnet56-double-s16u1.npz"
@@ -212,18 +212,14 @@ else:
     print(f"{WEIGHTS} not found: section 2 runs on {SOURCE}")
 
 
+def float64(leaf):
+    return None if leaf is None else np.asarray(leaf, dtype=np.float64)  # a variant without U or S has None
+
+
 def layer_in_float64(params, state, g, b, layer):
     """(params, state) of basis layer `layer` (1, 2) of block b in stage g, in float64."""
-    blk, st = params[f"layer{g}"][str(b)], state[f"layer{g}"][str(b)]
-    f64 = lambda d: {key: np.asarray(v, dtype=np.float64) for key, v in d.items()}  # noqa: E731
-    lp = {
-        "unique_basis": np.asarray(blk[f"basis_conv{layer}"]["weight"], np.float64),
-        "shared_basis": np.asarray(params[f"shared_basis_{g}_{layer}"]["weight"], np.float64),
-        "basis_bn": f64(blk[f"basis_bn{layer}"]),
-        "coefficients": np.asarray(blk[f"coeff_conv{layer}"]["weight"], np.float64),
-        "bn": f64(blk[f"bn{layer}"]),
-    }
-    return lp, {"basis_bn": f64(st[f"basis_bn{layer}"]), "bn": f64(st[f"bn{layer}"])}
+    layer_params, layer_state = model.basis_layer_trees(params, state, g, b, layer)
+    return tree_map(float64, layer_params), tree_map(float64, layer_state)
 
 
 def matrix(W):
@@ -332,9 +328,7 @@ if plt is not None:
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
-    fig.savefig(FIGURES / "04_shared_decomposition.png", dpi=100)
-    plt.close(fig)
-    print("wrote", FIGURES / "04_shared_decomposition.png")
+    save_figure(fig, "04_shared_decomposition.png")
 
 # %% [markdown]
 # (The network's own error, ~1e-16, lies below the plot's floor.) The lesson for training:

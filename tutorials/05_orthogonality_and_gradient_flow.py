@@ -22,13 +22,12 @@
 
 # %%
 import time
-from pathlib import Path
 
 import autograd.numpy as np
 import numpy as onp
 from autograd import grad, value_and_grad
 
-from tutorial_setup import FAST, FIGURES, plt  # this checkout's minibasis, the mode, the paths
+from tutorial_setup import FAST, plt, save_figure  # this checkout's minibasis, the mode, the paths
 from minibasis import conv2d
 from minibasis.basis import orthogonal, shared_orthogonality_loss
 from minibasis.models import create_model
@@ -310,36 +309,33 @@ assert R_full > 1e-3, "the unique bases are not, so the authors' R starts above 
 # ## 7. The picture
 
 # %%
-fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-depth = onp.arange(L + 1)
-colors = {"orthonormal": "C0", "Gaussian ×0.75": "C1", "Gaussian ×1": "C2", "Gaussian ×1.33": "C3"}
-ax = axes[0]
-for name, p in profiles.items():
-    ax.semilogy(depth, p["rms"], label=name, color=colors[name])
-for name, p in conv_profiles.items():
-    ax.semilogy(depth, p / p[-1], ":", color=colors[name], label=f"{name} (conv)")
-ax.set(title="(a) gradient norm vs depth", xlabel="layer l (0 = input, L = output)", ylabel="‖g_l‖ / ‖g_L‖")
-ax.legend(fontsize=7)
-ax = axes[1]
-cases = [("orthonormal", profiles["orthonormal"], "C0"), ("Gaussian ×1, untrained", profiles["Gaussian ×1"], "C2"),
-         ("trained, λ = 0", trained_profiles[0.0], "C3"), ("trained, λ = 100", trained_profiles[100.0], "C4")]
-for label, p, color in cases:
-    ax.semilogy(depth, p["max"], color=color, label=f"{label}: best")
-    ax.semilogy(depth, p["min"], "--", color=color, label=f"{label}: worst")
-ax.set(title="(b) best and worst direction", xlabel="layer l", ylabel="σ_max, σ_min of J_(l→L)")
-ax.legend(fontsize=6, ncol=2)
-ax = axes[2]
-for lam, color in ((0.0, "C3"), (100.0, "C4")):
-    ax.semilogy(trained[lam][2]["R"], color=color, label=f"R, λ = {lam:g}")
-    ax.semilogy(trained[lam][2]["mse"], "--", color=color, label=f"task MSE, λ = {lam:g}")
-ax.set(title="(c) training the toy stack", xlabel="step")
-ax.legend(fontsize=7)
-fig.tight_layout()
-figure = FIGURES / "05_gradient_flow.png"
-fig.savefig(figure, dpi=100)
-plt.close(fig)
-print(f"wrote {figure} ({figure.stat().st_size // 1024} KB)")
-assert figure.stat().st_size < 150_000, "figures stay small"
+if plt is not None:  # without matplotlib the figure is skipped; the claims above are checked anyway
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    depth = onp.arange(L + 1)
+    colors = {"orthonormal": "C0", "Gaussian ×0.75": "C1", "Gaussian ×1": "C2", "Gaussian ×1.33": "C3"}
+    ax = axes[0]
+    for name, p in profiles.items():
+        ax.semilogy(depth, p["rms"], label=name, color=colors[name])
+    for name, p in conv_profiles.items():
+        ax.semilogy(depth, p / p[-1], ":", color=colors[name], label=f"{name} (conv)")
+    ax.set(title="(a) gradient norm vs depth", xlabel="layer l (0 = input, L = output)", ylabel="‖g_l‖ / ‖g_L‖")
+    ax.legend(fontsize=7)
+    ax = axes[1]
+    cases = [("orthonormal", profiles["orthonormal"], "C0"), ("Gaussian ×1, untrained", profiles["Gaussian ×1"], "C2"),
+             ("trained, λ = 0", trained_profiles[0.0], "C3"), ("trained, λ = 100", trained_profiles[100.0], "C4")]
+    for label, p, color in cases:
+        ax.semilogy(depth, p["max"], color=color, label=f"{label}: best")
+        ax.semilogy(depth, p["min"], "--", color=color, label=f"{label}: worst")
+    ax.set(title="(b) best and worst direction", xlabel="layer l", ylabel="σ_max, σ_min of J_(l→L)")
+    ax.legend(fontsize=6, ncol=2)
+    ax = axes[2]
+    for lam, color in ((0.0, "C3"), (100.0, "C4")):
+        ax.semilogy(trained[lam][2]["R"], color=color, label=f"R, λ = {lam:g}")
+        ax.semilogy(trained[lam][2]["mse"], "--", color=color, label=f"task MSE, λ = {lam:g}")
+    ax.set(title="(c) training the toy stack", xlabel="step")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    save_figure(fig, "05_gradient_flow.png")
 
 # %% [markdown]
 # ## Summary

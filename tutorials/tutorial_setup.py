@@ -4,7 +4,8 @@
 ``tutorials/figures`` in full mode (the README shows them), a temporary folder in fast mode (a
 test run leaves the checkout untouched). ``DATA``: ``../shared/data`` beside the project root
 (it may be absent: the tutorials then skip what needs it). ``plt``: matplotlib's pyplot on the
-Agg backend, or None when matplotlib (an optional extra) is not installed.
+Agg backend, or None when matplotlib (an optional extra) is not installed. ``save_figure``:
+how every tutorial writes a figure.
 """
 
 import os
@@ -28,3 +29,14 @@ try:
 except ImportError:  # the claims are still checked; only the pictures are skipped
     plt = None
     print("matplotlib is not installed: figures are skipped (pip install -e '.[plot]')")
+
+
+def save_figure(fig, name, max_bytes=150_000):
+    """Write ``fig`` to ``FIGURES / name`` at 100 dpi, close it, and check it stays small."""
+    path = FIGURES / name
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    size = path.stat().st_size
+    print(f"wrote {path} ({size // 1024} KB)")
+    assert size < max_bytes, f"figures stay small: {path} has {size:,} bytes, expected < {max_bytes:,}"
+    return path

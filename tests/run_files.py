@@ -1,0 +1,91 @@
+"""Checks of what training and evaluation produce, shared by the tests: the log, ``.npz`` files,
+parameter trees, and the loss and accuracy of a model computed by hand.
+
+Written without ``minibasis.tree``, ``minibasis.data`` or ``minibasis.train``, so that a
+mistake there cannot hide in the expected values.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+# Fields of a log record that measure time and so differ between otherwise identical runs.
+TIMING_FIELDS = ("seconds", "images_per_second")
+
+
+def read_log(run):
+    """The records of ``run/log.jsonl``, one per line."""
+    return [json.loads(line) for line in (Path(run) / "log.jsonl").read_text().splitlines()]
+
+
+def without_timing(records):
+    return [{k: v for k, v in r.items() if k not in TIMING_FIELDS} for r in records]
+
+
+def npz_arrays(path):
+    with np.load(path, allow_pickle=False) as f:
+        return {k: f[k] for k in f.files}
+
+
+def leaves(tree, prefix=()):
+    """[(path tuple, leaf)] of a nested dict, depth first in insertion order."""
+    out = []
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out += leaves(value, prefix + (key,))
+        else:
+            out.append((prefix + (key,), value))
+    return out
+
+
+def assert_trees_equal(a, b):
+    """Nested dicts of arrays with the same keys (in the same order) and leaves of the same
+    dtype, shape and values (NaN equal to NaN)."""
+    la, lb = leaves(a), leaves(b)
+    assert [k for k, _ in la] == [k for k, _ in lb]
+    for (key, x), (_, y) in zip(la, lb):
+        x, y = np.asarray(x), np.asarray(y)
+        assert x.dtype == y.dtype, (key, x.dtype, y.dtype)
+        assert x.shape == y.shape, (key, x.shape, y.shape)
+        np.testing.assert_array_equal(x, y, err_msg=".".join(map(str, key)), strict=True)
+
+
+def assert_npz_identical(a, b):
+    """Two ``.npz`` files with the same names and arrays (dtype, shape, values), order aside."""
+    arrays_a, arrays_b = npz_arrays(a), npz_arrays(b)
+    assert sorted(arrays_a) == sorted(arrays_b)
+    assert_trees_equal({k: arrays_a[k] for k in sorted(arrays_a)}, {k: arrays_b[k] for k in sorted(arrays_b)})
+
+
+# ------------------------------------------------------------------------- evaluation by hand
+
+
+def normalize_by_hand(images, mean, std):
+    """uint8 (N, 3, H, W) -> float32 ``(images / 255 - mean[c]) / std[c]``."""
+    x = images.astype(np.float32) / np.float32(255)
+    mean = np.asarray(mean, np.float32).reshape(1, -1, 1, 1)
+    std = np.asarray(std, np.float32).reshape(1, -1, 1, 1)
+    return (x - mean) / std
+
+
+def logits_by_hand(model, params, state, images, mean, std):
+    """Eval-mode (running BN statistics) logits of the whole set at once, as float64."""
+    logits, _ = model.apply(params, state, normalize_by_hand(images, mean, std), train=False)
+    return np.asarray(logits, dtype=np.float64)
+
+
+def loss_and_accuracy(logits, labels):
+    """(mean cross-entropy via a hand-written log-softmax, fraction of argmax hits)."""
+    logits = np.asarray(logits, dtype=np.float64)
+    n = len(labels)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_softmax = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    loss = -np.mean(log_softmax[np.arange(n), labels])
+    accuracy = np.sum(logits.argmax(axis=1) == labels) / n
+    return float(loss), float(accuracy)
+
+
+def evaluate_by_hand(model, params, state, images, labels, mean, std):
+    """What ``minibasis.train.evaluate`` must return: (mean cross-entropy, accuracy)."""
+    return loss_and_accuracy(logits_by_hand(model, params, state, images, mean, std), labels)
