@@ -2,14 +2,13 @@
 
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
 
 from . import backend
 from . import train as training
 from .data import DATASETS
-from .models import SPEC_HELP, create_model
+from .models import SPEC_HELP, create_model, info_table
 from .optim import SCHEDULES
 from .weights import load_weights
 
@@ -60,36 +59,6 @@ def build_parser():
     i.add_argument("--num-classes", type=int, default=10)
     i.add_argument("--layers", action="store_true", help="print every layer, not only the totals per stage")
     return parser
-
-
-def info_table(spec, num_classes=10, per_layer=False):
-    """The accounting table as text, against the original ResNet of the same depth."""
-    model = create_model(spec, num_classes)
-    rows = model.accounting()
-    lines = [f"{'layer':<36} {'params':>12} {'MACs':>14}"]
-    if per_layer:
-        lines += [f"{name:<36} {p:>12,} {m:>14,}" for name, p, m in rows]
-    else:
-        groups = {}
-        for name, p, m in rows:
-            key = name.split(".")[0]
-            stage = re.fullmatch(r"shared_basis_(\d)(_\d)?", key)
-            key = f"layer{stage.group(1)}" if stage else key  # a stage's shared bases count with it
-            totals = groups.setdefault(key, [0, 0])
-            totals[0] += p
-            totals[1] += m
-        lines += [f"{name:<36} {p:>12,} {m:>14,}" for name, (p, m) in groups.items()]
-    params, macs = model.count_params(), model.count_macs()
-    lines.append(f"{'total ' + model.spec.name:<36} {params:>12,} {macs:>14,}")
-    base = create_model(f"resnet{model.spec.depth}", num_classes)
-    lines.append(
-        f"against resnet{model.spec.depth}: {params / base.count_params():.2f}× the parameters, "
-        f"{macs / base.count_macs():.2f}× the MACs (per 3×32×32 image; a shared basis counted once "
-        f"in parameters, at every use in MACs)"
-    )
-    if macs > base.count_macs():
-        lines.append("note: sharing saves parameters, not compute; this basis costs more MACs than the plain convs")
-    return "\n".join(lines)
 
 
 def _eval(args):

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from .weights import atomic_write
+from .files import atomic_write
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,8 @@ from .layers import cross_entropy
 from .models import create_model
 from .optim import SCHEDULES, _integer, _nonnegative, learning_rate, sgd_step
 from .tree import flatten, unflatten
-from .weights import atomic_savez, atomic_write, from_state_dict, save_weights, to_state_dict
+from .files import atomic_savez, atomic_write
+from .weights import from_state_dict, save_weights, to_state_dict
 
 DEFAULT_LAMBDA = 10.0  # the authors' λ for the shared variants (train_cifar10.py, --lambdaR)
 
@@ -58,7 +59,7 @@ class TrainConfig:
     def resolved_lambda(self):
         if self.lam is not None:
             return float(self.lam)
-        return DEFAULT_LAMBDA if create_model(self.model).shared_names(1) else 0.0  # R needs shared bases
+        return DEFAULT_LAMBDA if create_model(self.model).regulariser else 0.0  # as the authors' scripts
 
     def check(self):
         """Every field, before any data or file is touched (the rules of optim's own checks)."""

@@ -7,12 +7,11 @@ identical and keeps one array. So ``torch_model.load_state_dict(dict(np.load(f))
 accepts a minibasis file, and minibasis loads the authors' checkpoints. No pickle.
 """
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from .files import atomic_savez
 from .tree import flatten, unflatten
 
 BN_PARAMS = ("weight", "bias")
@@ -76,30 +75,6 @@ def from_state_dict(model, state_dict):
 def save_weights(path, model, params, state):
     """Write the state_dict to ``path`` (.npz) atomically: a temp file, then rename."""
     return atomic_savez(path, to_state_dict(model, params, state))
-
-
-def atomic_write(path, write):
-    """Call ``write(f)`` on a temp file in ``path``'s folder, fsync, then os.replace it onto
-    ``path``: a crash, or an exception from ``write``, never leaves a half-written file there."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def atomic_savez(path, arrays):
-    """np.savez through :func:`atomic_write`."""
-    return atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def load_weights(path, model):
