@@ -5,6 +5,7 @@ import hashlib
 import io
 import os
 import pickle
+import re
 import urllib.error
 import urllib.request
 
@@ -97,7 +98,7 @@ def test_md5_checked_before_loading(cifar10):
     with pytest.raises(ValueError, match="MD5") as err:
         D.load_cifar(archive, md5=wrong)
     message = str(err.value)
-    assert wrong in message and right in message and "expected" in message and "received" in message
+    assert wrong in message and right in message and "expected" in message and "got" in message
 
 
 def test_truncated_or_garbage_archive_is_a_clear_valueerror(cifar10, tmp_path):
@@ -388,7 +389,7 @@ def test_stratified_subset_too_few_in_a_class():
         D.stratified_subset(labels, 4, seed=0, num_classes=4)
     with pytest.raises(ValueError, match="labels"):
         D.stratified_subset(labels, 3, seed=0, num_classes=2)
-    with pytest.raises(TypeError, match="labels"):
+    with pytest.raises(ValueError, match="labels.*integer.*float64"):
         D.stratified_subset(labels.astype(float), 3, seed=0)
 
 
@@ -410,10 +411,12 @@ def test_normalize_matches_formula(seed, n, h, w):
 
 def test_normalize_bad_inputs():
     images = np.zeros((2, 3, 4, 4), np.uint8)
-    with pytest.raises(TypeError, match="images.*uint8.*float64"):
+    with pytest.raises(ValueError, match="images.*uint8.*float64"):
         D.normalize(images.astype(float), (0, 0, 0), (1, 1, 1))
-    with pytest.raises(TypeError, match="images"):
+    with pytest.raises(ValueError, match="images.*4 dimensions.*shape \\(3, 4, 4\\)"):
         D.normalize(images[0], (0, 0, 0), (1, 1, 1))
+    with pytest.raises(TypeError, match="images.*numpy.ndarray.*list"):
+        D.normalize(images.tolist(), (0, 0, 0), (1, 1, 1))
     with pytest.raises(ValueError, match="mean.*3"):
         D.normalize(images, (0, 0), (1, 1, 1))
     with pytest.raises(ValueError, match="std"):
@@ -468,8 +471,10 @@ def test_augment_covers_all_offsets_and_flips():
 def test_augment_bad_inputs():
     with pytest.raises(TypeError, match="rng"):
         D.augment(np.zeros((1, 3, 32, 32), np.uint8), 0)
-    with pytest.raises(TypeError, match="images"):
+    with pytest.raises(ValueError, match="images.*uint8.*float32"):
         D.augment(np.zeros((1, 3, 32, 32), np.float32), np.random.default_rng(0))
+    with pytest.raises(ValueError, match="padding.*-1"):
+        D.augment(np.zeros((1, 3, 32, 32), np.uint8), np.random.default_rng(0), padding=-1)
     empty = np.zeros((0, 3, 32, 32), np.uint8)
     assert D.augment(empty, np.random.default_rng(0)).shape == (0, 3, 32, 32)
 
@@ -502,3 +507,24 @@ def test_batches_bad_inputs():
         D.batches(np.zeros((3, 2)), np.zeros(3), 0)
     with pytest.raises(TypeError, match="rng"):
         D.batches(np.zeros((3, 2)), np.zeros(3), 2, rng=1)
+
+
+# ------------------------------------------------------------------- one message form
+
+
+@pytest.mark.parametrize("call, name", [
+    (lambda: D.stratified_subset(np.repeat(np.arange(10), 10), 15, seed=0), "size"),
+    (lambda: D.stratified_subset(np.zeros((2, 2), np.int64), 2, seed=0), "labels"),
+    (lambda: D.stratified_subset(np.repeat(np.arange(10), 10), 10, seed=0, num_classes=0), "num_classes"),
+    (lambda: D.normalize(np.zeros((1, 3, 2, 2), np.uint8), (0, 0, 0), (1, -1, 1)), "std"),
+    (lambda: D.augment(np.zeros((1, 3, 2, 2), np.uint8), np.random.default_rng(0), padding=1.5), "padding"),
+    (lambda: D.batches(np.zeros((3, 2)), np.zeros(3), 2, rng=np.random.RandomState(0)), "rng"),
+    (lambda: D.download_cifar("mnist", "unused"), "name"),
+    (lambda: D.load_cifar("/nonexistent/cifar-10-python.tar.gz"), "path"),
+])
+def test_errors_name_the_argument_the_expected_and_the_received(call, name):
+    with pytest.raises((ValueError, TypeError, FileNotFoundError)) as err:
+        call()
+    message = str(err.value)
+    assert "\n" not in message
+    assert re.fullmatch(rf"{name}: expected .+, got .+", message), message
