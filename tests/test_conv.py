@@ -12,20 +12,23 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from minibasis import backend
-from minibasis.conv import col2im, conv2d, conv2d_input_grad, conv2d_input_grad_reference, conv2d_weight_grad, im2col
+from minibasis.mode import reference_mode
+from minibasis.conv import col2im, conv2d, conv2d_input_grad, conv2d_weight_grad, im2col
 from minibasis.testing import check_gradients
 
 
 @st.composite
-def geometries(draw, max_channels=3, max_stride=3):
-    """Draw kernel, stride, padding and output size, then derive the input size.
+def geometries(draw, max_channels=3, max_stride=3, max_groups=3):
+    """Draw groups, kernel, stride, padding and output size, then derive the input size.
 
     The input gets a remainder ``r < stride`` that the output-size floor drops, so the
-    rows/columns the convolution never reads are covered too.
+    rows/columns the convolution never reads are covered too. A third of the grouped draws
+    are depthwise (one input channel per group, as MobileNetV2's).
     """
     N = draw(st.integers(1, 2))
-    C = draw(st.integers(1, max_channels))
-    O = draw(st.integers(1, max_channels))
+    G = draw(st.integers(1, max_groups))
+    C = G * (1 if G > 1 and draw(st.integers(0, 2)) == 0 else draw(st.integers(1, max_channels)))
+    O = G * draw(st.integers(1, max_channels))
     size = []
     for _ in range(2):
         k = draw(st.integers(1, 4))
@@ -41,7 +44,11 @@ def geometries(draw, max_channels=3, max_stride=3):
     if Ho < 1 or Wo < 1:
         H, W = H + kh, W + kw
         Ho, Wo = (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
-    return dict(x=(N, C, H, W), w=(O, C, kh, kw), stride=(sh, sw), padding=(ph, pw), out=(N, O, Ho, Wo))
+    return dict(x=(N, C, H, W), w=(O, C // G, kh, kw), stride=(sh, sw), padding=(ph, pw), groups=G, out=(N, O, Ho, Wo))
+
+
+def hyper(geo):
+    return dict(stride=geo["stride"], padding=geo["padding"], groups=geo["groups"])
 
 
 def random_pair(geo, seed, dtype=np.float64):
@@ -49,31 +56,34 @@ def random_pair(geo, seed, dtype=np.float64):
     return rng.standard_normal(geo["x"]).astype(dtype), rng.standard_normal(geo["w"]).astype(dtype)
 
 
-def naive_conv2d(x, w, stride, padding):
-    """y[n,o,a,b] = Σ_{c,i,j} w[o,c,i,j]·xpad[n,c,a·sh+i,b·sw+j], by explicit loops."""
+def naive_conv2d(x, w, stride, padding, groups=1):
+    """y[n,o,a,b] = Σ_{c in o's group,i,j} w[o,c,i,j]·xpad[n,c,a·sh+i,b·sw+j], by explicit loops."""
     (sh, sw), (ph, pw) = stride, padding
     N, C, H, W = x.shape
-    O, _, kh, kw = w.shape
+    O, Cg, kh, kw = w.shape
     xp = np.zeros((N, C, H + 2 * ph, W + 2 * pw))
     xp[:, :, ph : ph + H, pw : pw + W] = x
     Ho, Wo = (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
     y = np.zeros((N, O, Ho, Wo))
     for n in range(N):
         for o in range(O):
+            c0 = (o // (O // groups)) * Cg  # first input channel of o's group
             for a in range(Ho):
                 for b in range(Wo):
-                    patch = xp[n, :, a * sh : a * sh + kh, b * sw : b * sw + kw]
+                    patch = xp[n, c0 : c0 + Cg, a * sh : a * sh + kh, b * sw : b * sw + kw]
                     y[n, o, a, b] = np.sum(patch * w[o])
     return y
 
 
-def scipy_conv2d(x, w, stride, padding):
+def scipy_conv2d(x, w, stride, padding, groups=1):
     """The same through scipy.signal.correlate ('valid' on the padded input, then subsample)."""
     (sh, sw), (ph, pw) = stride, padding
     xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    O, Cg = w.shape[:2]
+    group = lambda o: slice((o // (O // groups)) * Cg, (o // (O // groups) + 1) * Cg)
     y = np.stack(
         [
-            np.stack([scipy.signal.correlate(xp[n], w[o], mode="valid")[0] for o in range(w.shape[0])])
+            np.stack([scipy.signal.correlate(xp[n, group(o)], w[o], mode="valid")[0] for o in range(O)])
             for n in range(x.shape[0])
         ]
     )
@@ -83,10 +93,13 @@ def scipy_conv2d(x, w, stride, padding):
 @given(geometries(), st.integers(0, 2**32 - 1))
 def test_conv2d_matches_naive_loops_and_scipy(geo, seed):
     x, w = random_pair(geo, seed)
-    y = conv2d(x, w, stride=geo["stride"], padding=geo["padding"])
-    assert y.shape == geo["out"]
-    np.testing.assert_allclose(y, naive_conv2d(x, w, geo["stride"], geo["padding"]), rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(y, scipy_conv2d(x, w, geo["stride"], geo["padding"]), rtol=1e-10, atol=1e-12)
+    args = (geo["stride"], geo["padding"], geo["groups"])
+    for form in (False, True):
+        with reference_mode(form):
+            y = conv2d(x, w, **hyper(geo))
+        assert y.shape == geo["out"]
+        np.testing.assert_allclose(y, naive_conv2d(x, w, *args), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(y, scipy_conv2d(x, w, *args), rtol=1e-10, atol=1e-12)
 
 
 @given(geometries(), st.integers(0, 2**32 - 1))
@@ -99,7 +112,7 @@ def test_im2col_col2im_are_adjoint(geo, seed):
     assert abs(lhs - rhs) <= 1e-12 * (np.abs(cols * c).sum() + 1)
 
 
-@given(geometries(), st.integers(0, 2**32 - 1))
+@given(geometries(max_groups=1), st.integers(0, 2**32 - 1))
 def test_im2col_times_weights_is_conv2d(geo, seed):
     x, w = random_pair(geo, seed)
     cols = im2col(x, kernel_size=geo["w"][2:], stride=geo["stride"], padding=geo["padding"])
@@ -110,29 +123,40 @@ def test_im2col_times_weights_is_conv2d(geo, seed):
 
 @given(geometries(), st.integers(0, 2**32 - 1))
 def test_gradient_primitives_are_the_adjoints_of_conv2d(geo, seed):
-    """⟨x ⋆ w, g⟩ = ⟨x, conv2d_input_grad(g, w)⟩ = ⟨w, conv2d_weight_grad(x, g)⟩."""
+    """⟨x ⋆ w, g⟩ = ⟨x, conv2d_input_grad(g, w)⟩ = ⟨w, conv2d_weight_grad(x, g)⟩, in both forms."""
     x, w = random_pair(geo, seed)
-    hp = dict(stride=geo["stride"], padding=geo["padding"])
     g = np.random.default_rng(seed + 1).standard_normal(geo["out"])
-    y = naive_conv2d(x, w, geo["stride"], geo["padding"])
+    y = naive_conv2d(x, w, geo["stride"], geo["padding"], geo["groups"])
     inner = np.sum(y * g)
     scale = np.abs(y * g).sum() + 1
-    assert abs(inner - np.sum(x * conv2d_input_grad(g, w, x_shape=x.shape, **hp))) <= 1e-11 * scale
-    assert abs(inner - np.sum(w * conv2d_weight_grad(x, g, w_shape=w.shape, **hp))) <= 1e-11 * scale
+    for form in (False, True):
+        with reference_mode(form):
+            dx = conv2d_input_grad(g, w, x_shape=x.shape, **hyper(geo))
+            dw = conv2d_weight_grad(x, g, w_shape=w.shape, **hyper(geo))
+        assert abs(inner - np.sum(x * dx)) <= 1e-11 * scale
+        assert abs(inner - np.sum(w * dw)) <= 1e-11 * scale
 
 
-@given(geometries(max_channels=5, max_stride=1), st.integers(0, 2**32 - 1), st.sampled_from([np.float64, np.float32]))
-def test_input_gradient_equals_the_col2im_reference(geo, seed, dtype):
-    """The stride-1 fast input gradient (a convolution with the flipped kernel) against the
-    textbook col2im(Wᵀ·dy): 1e-12 in float64, 1e-6 in float32."""
-    _, w = random_pair(geo, seed, dtype)
+@given(geometries(max_channels=4), st.integers(0, 2**32 - 1), st.sampled_from([np.float64, np.float32]))
+def test_fast_form_equals_the_reference_form(geo, seed, dtype):
+    """All three maps, every drawn geometry (groups, depthwise, strides, padding): the fast form
+    against the textbook im2col / GEMM / col2im, to 1e-12 (float64) or 1e-6 (float32) of the
+    sum of the absolute terms (the scale of the rounding)."""
+    x, w = random_pair(geo, seed, dtype)
     dy = np.random.default_rng(seed + 1).standard_normal(geo["out"]).astype(dtype)
-    hp = dict(x_shape=geo["x"], stride=geo["stride"], padding=geo["padding"])
-    fast, reference = conv2d_input_grad(dy, w, **hp), conv2d_input_grad_reference(dy, w, **hp)
-    assert fast.dtype == reference.dtype == dtype
+    hp = hyper(geo)
+    maps = {
+        "conv2d": (lambda x, w: conv2d(x, w, **hp), (x, w)),
+        "input_grad": (lambda dy, w: conv2d_input_grad(dy, w, x_shape=x.shape, **hp), (dy, w)),
+        "weight_grad": (lambda x, dy: conv2d_weight_grad(x, dy, w_shape=w.shape, **hp), (x, dy)),
+    }
     tol = 1e-12 if dtype == np.float64 else 1e-6
-    scale = conv2d_input_grad_reference(np.abs(dy), np.abs(w), **hp)  # Σ|terms|: the rounding scale
-    np.testing.assert_array_less(np.abs(fast - reference), tol * (scale + 1))
+    for name, (f, args) in maps.items():
+        with reference_mode():
+            reference, scale = f(*args), f(*(np.abs(a) for a in args))
+        fast = f(*args)
+        assert fast.dtype == reference.dtype == dtype and fast.shape == reference.shape, name
+        np.testing.assert_array_less(np.abs(fast - reference), tol * (scale + 1), err_msg=name)
 
 
 @given(geometries(max_channels=2), st.integers(0, 2**32 - 1))
@@ -141,24 +165,33 @@ def test_conv2d_passes_finite_differences(geo, seed):
     g = np.random.default_rng(seed + 2).standard_normal(geo["out"])
 
     def loss(x, w):
-        return anp.sum(anp.tanh(conv2d(x, w, stride=geo["stride"], padding=geo["padding"])) * g)
+        return anp.sum(anp.tanh(conv2d(x, w, **hyper(geo))) * g)
 
     # atol: central differences of a sum of O(10) terms carry ~1e-16·|f|/eps ≈ 1e-9 rounding.
     check_gradients(loss, x, w, mode="elementwise", rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("form", ["fast", "reference"])
 @pytest.mark.parametrize(
-    "x_shape, w_shape, stride, padding",
-    [((2, 2, 5, 4), (3, 2, 3, 2), 1, 1), ((1, 2, 7, 6), (2, 2, 3, 3), (2, 1), (1, 0)), ((2, 3, 3, 3), (2, 3, 1, 1), 1, 0)],
+    "x_shape, w_shape, stride, padding, groups",
+    [
+        ((2, 2, 5, 4), (3, 2, 3, 2), 1, 1, 1),
+        ((1, 2, 7, 6), (2, 2, 3, 3), (2, 1), (1, 0), 1),
+        ((2, 3, 3, 3), (2, 3, 1, 1), 1, 0, 1),
+        ((2, 4, 6, 5), (4, 1, 3, 3), 2, 1, 4),  # depthwise, stride 2 (MobileNetV2)
+        ((1, 2, 5, 5), (4, 1, 3, 3), 1, 1, 2),  # depthwise with 2 outputs per channel
+        ((1, 4, 5, 4), (6, 2, 3, 3), 1, 1, 2),  # two groups of two channels
+    ],
 )
-def test_primitives_pass_autograd_check_grads_to_second_order(x_shape, w_shape, stride, padding):
+def test_primitives_pass_autograd_check_grads_to_second_order(form, x_shape, w_shape, stride, padding, groups):
     rng = np.random.default_rng(0)
     x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
-    hp = dict(stride=stride, padding=padding)
-    dy = rng.standard_normal(conv2d(x, w, **hp).shape)
-    check_grads(lambda x, w: conv2d(x, w, **hp), argnum=(0, 1), modes=["fwd", "rev"], order=2)(x, w)
-    check_grads(lambda dy, w: conv2d_input_grad(dy, w, x_shape=x_shape, **hp), argnum=(0, 1), modes=["fwd", "rev"], order=2)(dy, w)
-    check_grads(lambda x, dy: conv2d_weight_grad(x, dy, w_shape=w_shape, **hp), argnum=(0, 1), modes=["fwd", "rev"], order=2)(x, dy)
+    hp = dict(stride=stride, padding=padding, groups=groups)
+    with reference_mode(form == "reference"):
+        dy = rng.standard_normal(conv2d(x, w, **hp).shape)
+        check_grads(lambda x, w: conv2d(x, w, **hp), argnum=(0, 1), modes=["fwd", "rev"], order=2)(x, w)
+        check_grads(lambda dy, w: conv2d_input_grad(dy, w, x_shape=x_shape, **hp), argnum=(0, 1), modes=["fwd", "rev"], order=2)(dy, w)
+        check_grads(lambda x, dy: conv2d_weight_grad(x, dy, w_shape=w_shape, **hp), argnum=(0, 1), modes=["fwd", "rev"], order=2)(x, dy)
 
 
 def test_hand_written_vjps_are_used_not_traced_through():
@@ -175,7 +208,7 @@ def test_hand_written_vjps_are_used_not_traced_through():
 @pytest.mark.parametrize("chunk_bytes", [None, 1], ids=["default-chunks", "one-image-per-chunk"])
 @given(geometries(max_channels=5, max_stride=1), st.integers(0, 2**32 - 1), st.sampled_from([np.float64, np.float32]))
 @example(  # several chunks for certain: 3 images, a 3×3 stride-1 conv (the fused path)
-    geo=dict(x=(3, 2, 5, 4), w=(3, 2, 3, 3), stride=(1, 1), padding=(1, 0), out=(3, 3, 5, 2)), seed=0, dtype=np.float64
+    geo=dict(x=(3, 2, 5, 4), w=(3, 2, 3, 3), stride=(1, 1), padding=(1, 0), groups=1, out=(3, 3, 5, 2)), seed=0, dtype=np.float64
 )
 def test_first_order_vjp_of_both_arguments_equals_the_gradient_primitives(chunk_bytes, geo, seed, dtype):
     """At first order the VJP computes dx and dw from one im2col of dy (stride 1); it must
@@ -184,7 +217,7 @@ def test_first_order_vjp_of_both_arguments_equals_the_gradient_primitives(chunk_
     expected values are computed with the default chunking."""
     x, w = random_pair(geo, seed, dtype)
     g = np.random.default_rng(seed + 1).standard_normal(geo["out"]).astype(dtype)
-    hp = dict(stride=geo["stride"], padding=geo["padding"])
+    hp = hyper(geo)
     host = backend.CPU if chunk_bytes is None else dataclasses.replace(backend.CPU, chunk_bytes=chunk_bytes)
     with backend.use(host):
         vjp, _ = autograd.make_vjp(lambda x, w: conv2d(x, w, **hp), argnum=(0, 1))(x, w)
@@ -235,9 +268,17 @@ def test_float32_stays_float32_through_value_and_gradients(stride, padding):
         ((1, 2, 5, 5), (3, 4, 3, 3), {}, "w"),
         ((1, 2, 5, 5), (3, 2, 3, 3), {"stride": 0}, "stride"),
         ((1, 2, 5, 5), (3, 2, 3, 3), {"stride": (1, 2, 3)}, "stride"),
+        ((1, 2, 5, 5), (3, 2, 3, 3), {"stride": 1.5}, "stride"),
+        ((1, 2, 5, 5), (3, 2, 3, 3), {"stride": True}, "stride"),
+        ((1, 2, 5, 5), (3, 2, 3, 3), {"padding": None}, "padding"),
         ((1, 2, 5, 5), (3, 2, 3, 3), {"padding": -1}, "padding"),
+        ((1, 2, 5, 5), (3, 2, 0, 0), {}, "w: expected a kernel of at least 1×1"),
         ((1, 2, 2, 5), (3, 2, 3, 3), {}, "kernel"),
         ((1, 2, 2, 5), (3, 2, 5, 3), {"padding": 1}, "kernel"),
+        ((1, 4, 5, 5), (3, 2, 3, 3), {"groups": 2}, "groups"),  # 3 outputs in 2 groups
+        ((1, 4, 5, 5), (4, 4, 3, 3), {"groups": 2}, "w: expected 2 input channels per group"),
+        ((1, 4, 5, 5), (4, 1, 3, 3), {"groups": 0}, "groups"),
+        ((1, 4, 5, 5), (4, 1, 3, 3), {"groups": 4.0}, "groups"),
     ],
 )
 def test_bad_input_raises_value_error_naming_the_argument(x_shape, w_shape, kwargs, argument):
@@ -246,14 +287,29 @@ def test_bad_input_raises_value_error_naming_the_argument(x_shape, w_shape, kwar
     assert "expected" in str(info.value) and "got" in str(info.value)
 
 
+@pytest.mark.parametrize(
+    "call, argument",
+    [
+        # a weight of the wrong input channels used to give a gradient of the wrong shape
+        (lambda: conv2d_input_grad(np.zeros((1, 2, 3, 3)), np.zeros((2, 3, 3, 3)), x_shape=(1, 1, 5, 5)), "w: expected 1 input channels"),
+        (lambda: conv2d_input_grad(np.zeros((1, 2, 4, 4)), np.zeros((2, 1, 3, 3)), x_shape=(1, 1, 5, 5)), "dy: expected shape"),
+        (lambda: conv2d_input_grad(np.zeros((1, 2, 3, 3)), np.zeros((2, 1, 3, 3)), x_shape=(1, 1, 5)), "x_shape"),
+        (lambda: conv2d_input_grad(np.zeros((1, 2, 3, 3), np.float32), np.zeros((2, 1, 3, 3)), x_shape=(1, 1, 5, 5)), "dy: expected dtype"),
+        (lambda: conv2d_weight_grad(np.zeros((1, 1, 5, 5)), np.zeros((1, 2, 3, 3)), w_shape=(2, 3, 3, 3)), "w_shape: expected 1 input channels"),
+        (lambda: conv2d_weight_grad(np.zeros((1, 1, 5, 5)), np.zeros((1, 3, 3, 3)), w_shape=(2, 1, 3, 3)), "dy: expected shape"),
+        (lambda: conv2d_weight_grad(np.zeros((1, 1, 5, 5)), np.zeros((1, 2, 3, 3)), w_shape=(2, 1, 3, 3.0)), r"w_shape\[3\]"),
+        (lambda: conv2d_weight_grad([[0.0]], np.zeros((1, 2, 3, 3)), w_shape=(2, 1, 3, 3)), "x: expected a numpy.ndarray"),
+    ],
+)
+def test_gradient_primitives_check_their_arguments_as_conv2d(call, argument):
+    with pytest.raises((ValueError, TypeError), match=argument) as info:
+        call()
+    assert "expected" in str(info.value) and "got" in str(info.value)
+
+
 def test_mixed_dtypes_are_refused_not_silently_cast():
     with pytest.raises(ValueError, match="dtype"):
         conv2d(np.zeros((1, 1, 3, 3), np.float32), np.zeros((1, 1, 3, 3), np.float64))
-
-
-def test_gradient_primitives_check_the_shape_of_dy():
-    with pytest.raises(ValueError, match="dy"):
-        conv2d_input_grad(np.zeros((1, 2, 4, 4)), np.zeros((2, 1, 3, 3)), x_shape=(1, 1, 5, 5))
 
 
 @pytest.mark.parametrize("w_shape, hp", [((4, 3, 1, 1), {}), ((4, 3, 3, 3), {"padding": 1}), ((4, 3, 3, 3), {"stride": 2})])

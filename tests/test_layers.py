@@ -7,15 +7,23 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from autograd.test_util import check_grads
+
 from minibasis.layers import (
     batch_norm,
     batch_norm_state,
     cross_entropy,
+    dropout,
+    efficient_channel_attention,
     global_avg_pool,
     linear,
+    max_pool2d,
     relu,
+    relu6,
     shortcut_a,
+    sigmoid,
 )
+from minibasis.mode import reference_mode
 from minibasis.testing import check_gradients
 
 shapes = st.tuples(st.integers(1, 3), st.integers(1, 4), st.integers(1, 4), st.integers(1, 4))
@@ -238,3 +246,170 @@ def test_batch_norm_with_fused_relu_equals_batch_norm_then_relu(shape, train, se
     for a, b in zip(autograd.grad(fused, (0, 1, 2))(x, gamma, beta), autograd.grad(separate, (0, 1, 2))(x, gamma, beta)):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
     check_gradients(fused, x, gamma, beta, rtol=1e-5, atol=1e-8)
+
+
+# ---- both forms of batch norm, to any order ---------------------------------------------
+
+
+@pytest.mark.parametrize("relu_after", [False, True])
+@given(shapes.filter(lambda s: s[0] * s[2] * s[3] > 1), st.integers(0, 2**32 - 1))
+def test_batch_norm_forms_agree_on_outputs_state_and_gradients(relu_after, shape, seed):
+    """Reference form (autograd.numpy equation, textbook statistics) and fast form (fused
+    primitive): outputs, running statistics and gradients to 1e-12 of their scale in float64."""
+    rng = np.random.default_rng(seed)
+    x, C = rng.standard_normal(shape) * 2 + 1, shape[1]
+    gamma, beta, g = rng.standard_normal(C), rng.standard_normal(C), rng.standard_normal(shape)
+    state = {"running_mean": rng.standard_normal(C), "running_var": rng.uniform(0.5, 2, C), "num_batches_tracked": np.int64(0)}
+
+    def run():
+        def loss(x, gamma, beta):
+            return anp.sum(batch_norm(x, gamma, beta, state, train=True, relu=relu_after)[0] * g)
+
+        y, new = batch_norm(x, gamma, beta, state, train=True, relu=relu_after)
+        return [y, new["running_mean"], new["running_var"], *autograd.grad(loss, (0, 1, 2))(x, gamma, beta)]
+
+    fast = run()
+    with reference_mode():
+        reference = run()
+    for f, r in zip(fast, reference):
+        np.testing.assert_allclose(f, r, rtol=1e-11, atol=1e-12 * (np.abs(r).max() + 1))
+
+
+@pytest.mark.parametrize("form", ["fast", "reference"])
+@pytest.mark.parametrize("relu_after", [False, True])
+def test_training_batch_norm_passes_check_grads_to_second_order(form, relu_after):
+    """Second-order derivatives through training-mode BN (the fast VJP switches to its
+    traceable formulas when a higher-order derivative traces it)."""
+    rng = np.random.default_rng(3)
+    x, gamma, beta = rng.standard_normal((3, 2, 2, 2)) + 0.5, rng.uniform(0.5, 1.5, 2), rng.standard_normal(2)
+    state = batch_norm_state(2, np.float64)
+    with reference_mode(form == "reference"):
+        f = lambda x, gamma, beta: anp.tanh(batch_norm(x, gamma, beta, state, train=True, relu=relu_after)[0])
+        check_grads(f, modes=["rev"], order=2)(x, gamma, beta)
+
+
+def test_a_hessian_vector_product_through_fast_batch_norm_equals_the_reference_one():
+    rng = np.random.default_rng(4)
+    x, gamma, beta = rng.standard_normal((4, 3, 2, 2)), rng.uniform(0.5, 1.5, 3), rng.standard_normal(3)
+    v, g = rng.standard_normal(x.shape), rng.standard_normal(x.shape)
+    state = batch_norm_state(3, np.float64)
+    loss = lambda x: anp.sum(anp.tanh(batch_norm(x, gamma, beta, state, train=True, relu=True)[0]) * g)
+    hvp = lambda: autograd.grad(lambda x: anp.sum(autograd.grad(loss)(x) * v))(x)
+    fast = hvp()
+    with reference_mode():
+        reference = hvp()
+    np.testing.assert_allclose(fast, reference, rtol=1e-10, atol=1e-12)
+
+
+# ---- the ImageNet models' layers ----------------------------------------------------------
+
+
+def test_relu6_and_sigmoid_values_and_gradients():
+    x = np.array([-7.0, -1.0, -1e-3, 1e-3, 2.5, 5.999, 6.001, 30.0])
+    np.testing.assert_array_equal(relu6(x), np.clip(x, 0, 6))
+    np.testing.assert_array_equal(autograd.elementwise_grad(relu6)(x), ((x > 0) & (x < 6)).astype(float))
+    z = np.array([-800.0, -30.0, -1.0, 0.0, 2.0, 800.0])
+    with np.errstate(over="ignore"):
+        expected = 1 / (1 + np.exp(-z))
+    np.testing.assert_allclose(sigmoid(z), expected, rtol=4e-15, atol=1e-300)  # a few ulps, also where tiny
+    np.testing.assert_allclose(autograd.elementwise_grad(sigmoid)(z), expected * (1 - expected), rtol=1e-12, atol=1e-300)
+    assert relu6(x.astype(np.float32)).dtype == sigmoid(z.astype(np.float32)).dtype == np.float32
+
+
+def naive_max_pool(x, k, s, p):
+    """Loops over every output pixel and window element; out-of-range elements are skipped
+    (the same as padding with −∞)."""
+    N, C, H, W = x.shape
+    Ho, Wo = (H + 2 * p - k) // s + 1, (W + 2 * p - k) // s + 1
+    y, where = np.full((N, C, Ho, Wo), -np.inf), {}
+    for n, c, a, b in np.ndindex(N, C, Ho, Wo):
+        for i in range(k):
+            for j in range(k):
+                u, v = a * s + i - p, b * s + j - p
+                if 0 <= u < H and 0 <= v < W and x[n, c, u, v] > y[n, c, a, b]:  # first maximum wins
+                    y[n, c, a, b], where[n, c, a, b] = x[n, c, u, v], (u, v)
+    return y, where
+
+
+@given(
+    st.integers(1, 2), st.integers(1, 3), st.integers(1, 7), st.integers(1, 7),
+    st.sampled_from([(3, 2, 1), (2, 2, 0), (3, 1, 1), (1, 1, 0)]), st.integers(0, 2**32 - 1),
+)
+def test_max_pool_values_and_gradient_go_to_the_arg_max(N, C, H, W, ksp, seed):
+    k, s, p = ksp
+    if H + 2 * p < k or W + 2 * p < k:
+        return
+    x = np.random.default_rng(seed).standard_normal((N, C, H, W))
+    expected, where = naive_max_pool(x, k, s, p)
+    y = max_pool2d(x, kernel_size=k, stride=s, padding=p)
+    np.testing.assert_array_equal(y, expected)
+    g = np.random.default_rng(seed + 1).standard_normal(y.shape)
+    dx = autograd.grad(lambda x: anp.sum(max_pool2d(x, kernel_size=k, stride=s, padding=p) * g))(x)
+    routed = np.zeros_like(x)
+    for (n, c, a, b), (u, v) in where.items():
+        routed[n, c, u, v] += g[n, c, a, b]
+    np.testing.assert_allclose(dx, routed, rtol=1e-15, atol=0)
+
+
+def test_max_pool_ties_pick_the_first_element_as_pytorch_and_second_order_away_from_ties():
+    x = np.zeros((1, 1, 3, 3))
+    dx = autograd.grad(lambda x: anp.sum(max_pool2d(x, kernel_size=3, stride=2, padding=1)))(x)
+    # All values tie; output (a, b) reads rows 2a−1…2a+1, columns 2b−1…2b+1, and its first
+    # in-range element, (2a, 2b) clipped to ≥ 0 … i.e. (0,0), (0,1), (1,0), (1,1), gets the gradient.
+    np.testing.assert_array_equal(dx[0, 0], [[1, 1, 0], [1, 1, 0], [0, 0, 0]])
+    x = np.random.default_rng(0).permutation(2 * 3 * 5 * 4).reshape(2, 3, 5, 4) / 7.0  # distinct values: no ties
+    check_grads(lambda x: anp.tanh(max_pool2d(x)), modes=["fwd", "rev"], order=2)(x)
+
+
+def test_dropout_masks_from_the_generator_and_is_the_identity_without_one():
+    x = np.ones((400, 50), np.float32)
+    y = dropout(x, rate=0.2, rng=np.random.default_rng(5))
+    assert y.dtype == np.float32
+    assert set(np.unique(y)) == {0.0, np.float32(1 / 0.8)}
+    assert abs((y == 0).mean() - 0.2) < 0.01  # 20,000 draws: standard error 0.003
+    np.testing.assert_array_equal(y, dropout(x, rate=0.2, rng=np.random.default_rng(5)))  # the seed fixes the mask
+    assert dropout(x, rate=0.2) is x and dropout(x, rate=0.0, rng=np.random.default_rng(5)) is x
+    mask = (y != 0) / 0.8
+    np.testing.assert_allclose(autograd.grad(lambda x: anp.sum(dropout(x, rate=0.2, rng=np.random.default_rng(5))))(x), mask)
+
+
+def naive_eca(x, w):
+    """The authors' eca_layer by loops: pooled mean per channel, a zero-padded 1-D correlation
+    along the channels, a sigmoid gate."""
+    N, C = x.shape[:2]
+    k = w.shape[-1]
+    pooled = x.mean(axis=(2, 3))
+    z = np.zeros((N, C))
+    for n, c in np.ndindex(N, C):
+        for t in range(k):
+            src = c + t - (k - 1) // 2
+            if 0 <= src < C:
+                z[n, c] += w[0, 0, t] * pooled[n, src]
+    return x / (1 + np.exp(-z))[:, :, None, None]
+
+
+@given(st.integers(1, 3), st.integers(1, 6), st.sampled_from([1, 3, 5]), st.integers(0, 2**32 - 1))
+def test_efficient_channel_attention_values_and_gradients(N, C, k, seed):
+    rng = np.random.default_rng(seed)
+    x, w = rng.standard_normal((N, C, 2, 3)), rng.standard_normal((1, 1, k))
+    np.testing.assert_allclose(efficient_channel_attention(x, w), naive_eca(x, w), rtol=1e-12, atol=1e-14)
+    g = rng.standard_normal(x.shape)
+    check_gradients(lambda x, w: anp.sum(efficient_channel_attention(x, w) * g), x, w, mode="elementwise", rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize(
+    "call, argument",
+    [
+        (lambda: max_pool2d(np.zeros((1, 1, 4, 4)), padding=2), "padding"),
+        (lambda: max_pool2d(np.zeros((1, 1, 4, 4)), stride=0), "stride"),
+        (lambda: max_pool2d(np.zeros((1, 4, 4)),), "x"),
+        (lambda: dropout(np.zeros(3), rate=1.5, rng=np.random.default_rng(0)), "rate"),
+        (lambda: dropout(np.zeros(3), rate=0.5, rng=0), "rng"),
+        (lambda: efficient_channel_attention(np.zeros((1, 4, 2, 2)), np.zeros((1, 1, 2))), "weight"),
+        (lambda: efficient_channel_attention(np.zeros((1, 4, 2, 2)), np.zeros((2, 1, 3))), "weight"),
+    ],
+)
+def test_new_layers_refuse_bad_input_naming_the_argument(call, argument):
+    with pytest.raises((ValueError, TypeError), match=argument) as info:
+        call()
+    assert "expected" in str(info.value) and "got" in str(info.value)

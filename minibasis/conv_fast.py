@@ -1,0 +1,303 @@
+"""The fast form of the convolution primitives: flat-shift im2col in chunks, depthwise shifts.
+
+What training runs; :mod:`minibasis.conv_reference` is the textbook form it is tested equal to.
+All functions take and return arrays of the backend's array module ``device.xp`` (NumPy, or
+CuPy inside the primitives on a GPU backend); pairs are already checked ``(int, int)``.
+
+im2col ("flat shift"). Per image, the zero-padded input is flattened per channel to a vector
+``xflat[c]`` of length ``Hq·Wq`` (plus a few zero rows; stored channel-major, (C, N, ·)). For
+stride 1, output pixel ``(a, b)`` at kernel offset ``(i, j)`` reads ``xflat[c, (a + i)·Wq + b + j]``.
+So, if we let ``b`` run over the whole padded width ``Wq`` instead of ``Wo``, the im2col row of
+offset ``(i, j)`` is *one contiguous slice* ``xflat[c, i·Wq + j :][:Ho·Wq]``: a fast copy, not a
+gather. The columns with ``b ≥ Wo`` are wasted work (a factor ``Wq/Wo``: 1.06 at 32 px, 1.25 at
+8 px) and are dropped after the GEMM; in the gradients they are zero. A stride ``s`` is turned
+into stride 1 by splitting the padded input into its ``sh·sw`` phases (see ``Geometry``).
+Images are processed in chunks so that the im2col block stays small (in cache), and it is never
+kept for the backward pass. 1×1 convolutions with stride 1 and no padding skip im2col: a
+matrix product per image.
+
+The backward pass. At stride 1 the input gradient (a transposed convolution) is the forward
+convolution of dy with the flipped, transposed kernel, so it runs the same fast im2col + GEMM
+instead of col2im's read-add-write passes; other strides use col2im. When autograd wants both
+gradients at first order (a training step) of a stride-1 k×k convolution, :func:`both_grads`
+computes them from one im2col of dy: the weight gradient then needs no im2col of x.
+
+Groups. A depthwise convolution (one input channel per group, MobileNetV2's 3×3) is ``kh·kw``
+shifted multiply-adds over whole arrays, no im2col and no loop over channels; other grouped
+convolutions run the dense kernels on each group's channel slices.
+"""
+
+
+def output_size(size, kernel, stride, padding):
+    """floor((size + 2·padding − kernel) / stride) + 1, PyTorch's rule."""
+    return (size + 2 * padding - kernel) // stride + 1
+class Geometry:
+    """Everything the flat-shift im2col needs for one (x shape, w shape, stride, padding).
+
+    Stride ``s`` is handled by splitting the padded input into its ``sh·sw`` *phases*
+    ``xpad[ri::sh, rj::sw]`` (space-to-depth). Kernel offset ``(i, j)`` of output pixel
+    ``(a, b)`` reads ``xpad[a·sh + i, b·sw + j] = phase(i mod sh, j mod sw)[a + i//sh, b + j//sw]``,
+    a stride-1 access: every im2col row is one contiguous slice of one phase, whatever the
+    stride. Stride 1 has a single phase, the padded input itself.
+    """
+
+    def __init__(self, x_shape, w_shape, stride, padding, device):
+        self.xp = device.xp  # numpy, or the device's array module inside the primitives
+        self.N, self.C, self.H, self.W = x_shape
+        self.O, _, self.kh, self.kw = w_shape
+        self.sh, self.sw = stride
+        self.ph, self.pw = padding
+        self.Ho = output_size(self.H, self.kh, self.sh, self.ph)
+        self.Wo = output_size(self.W, self.kw, self.sw, self.pw)
+        # A phase is (Hq, Wq): the padded input's rows/columns a·s + r, rounded up. Output row a
+        # is computed over the whole phase width Wq ≥ Wo ("wide grid"); the Wq − Wo extra
+        # columns are wasted work (1.06× at 32 px, 1.25× at 8 px), dropped after the GEMM.
+        self.Wq = -(-(self.W + 2 * self.pw) // self.sw)
+        self.L = self.Ho * self.Wq  # im2col columns per image
+        self.slices = [  # (phase, start) of the im2col row of kernel offset (i, j)
+            ((i % self.sh) * self.sw + j % self.sw, (i // self.sh) * self.Wq + j // self.sw)
+            for i in range(self.kh)
+            for j in range(self.kw)
+        ]
+        last = max(start for _, start in self.slices) + self.L  # one past the last index read
+        self.Hq = max(-(-(self.H + 2 * self.ph) // self.sh), -(-last // self.Wq))  # + spare zero rows
+        self.K = self.C * self.kh * self.kw
+        # 1×1, stride 1, no padding: a plain matrix product per image, no im2col at all.
+        self.pointwise = (self.kh, self.kw, self.sh, self.sw, self.ph, self.pw) == (1, 1, 1, 1, 0, 0)
+        # Stride 1 and padding < kernel: the transposed convolution is a convolution (see _transposed).
+        self.transposable = (self.sh, self.sw) == (1, 1) and self.ph < self.kh and self.pw < self.kw
+        # Images per chunk, so that the im2col block (K × chunk·L) stays small (in cache); sized
+        # for 8-byte floats, so a float32 block is half of device.chunk_bytes.
+        per_image = self.K * self.L * 8
+        self.chunk = max(1, min(self.N, device.chunk_bytes // max(per_image, 1)))
+
+    # Internally the images of a chunk are channel-major, (C, n, ·): then im2col's slice copies
+    # and col2im's slice additions read and write the same layout (no transposes in the
+    # kh·kw-fold inner loop); the transposes to and from NCHW happen once, in pad and unpad.
+
+    def phase_windows(self):
+        """(p, x window, phase window) for each phase p: x rows r0::sh and columns c0::sw fill
+        the phase's rows y0 : y0 + (their number) and columns x0 : x0 + (theirs)."""
+        for p in range(self.sh * self.sw):
+            ri, rj = divmod(p, self.sw)
+            r0, c0 = (ri - self.ph) % self.sh, (rj - self.pw) % self.sw  # first x row/column in phase p
+            rows, cols = range(r0, self.H, self.sh), range(c0, self.W, self.sw)
+            y0, x0 = (r0 + self.ph) // self.sh, (c0 + self.pw) // self.sw
+            yield p, (slice(r0, None, self.sh), slice(c0, None, self.sw)), (slice(y0, y0 + len(rows)), slice(x0, x0 + len(cols)))
+
+    def pad_flat(self, x):
+        """x: (n, C, H, W) -> zero-padded phases, flattened: (C, n, sh·sw, Hq·Wq)."""
+        phases = self.xp.zeros((self.C, x.shape[0], self.sh * self.sw, self.Hq, self.Wq), dtype=x.dtype)
+        for p, (rows, cols), (prows, pcols) in self.phase_windows():
+            phases[:, :, p, prows, pcols] = x[:, :, rows, cols].transpose(1, 0, 2, 3)
+        return phases.reshape(self.C, x.shape[0], self.sh * self.sw, self.Hq * self.Wq)
+
+    def im2col(self, xflat):
+        """(C, n, sh·sw, Hq·Wq) -> cols (C·kh·kw, n·L), rows ordered (c, i, j) like w.reshape(O, -1)."""
+        n = xflat.shape[1]
+        cols = self.xp.empty((self.C, self.kh * self.kw, n, self.L), dtype=xflat.dtype)
+        for k, (phase, start) in enumerate(self.slices):
+            cols[:, k] = xflat[:, :, phase, start : start + self.L]
+        return cols.reshape(self.K, n * self.L)
+
+    def col2im(self, cols, n):
+        """Adjoint of im2col: cols (C·kh·kw, n·L) -> (C, n, sh·sw, Hq·Wq), summing overlaps."""
+        cols = cols.reshape(self.C, self.kh * self.kw, n, self.L)
+        xflat = self.xp.zeros((self.C, n, self.sh * self.sw, self.Hq * self.Wq), dtype=cols.dtype)
+        for k, (phase, start) in enumerate(self.slices):
+            xflat[:, :, phase, start : start + self.L] += cols[:, k]
+        return xflat
+
+    def unpad(self, xflat, out):
+        """(C, n, sh·sw, Hq·Wq) -> out (n, C, H, W): back from phases, dropping the zero padding."""
+        phases = xflat.reshape(self.C, out.shape[0], self.sh * self.sw, self.Hq, self.Wq)
+        for p, (rows, cols), (prows, pcols) in self.phase_windows():
+            out[:, :, rows, cols] = phases[:, :, p, prows, pcols].transpose(1, 0, 2, 3)
+        return out
+
+    def wide(self, dy):
+        """dy: (n, R, Ho, Wo) -> (R, n·L) on the wide output grid, zeros where b ≥ Wo (R: any
+        number of rows: O output channels, or K im2col rows)."""
+        n, rows = dy.shape[:2]
+        grid = self.xp.zeros((rows, n, self.Ho, self.Wq), dtype=dy.dtype)
+        grid[..., : self.Wo] = dy.transpose(1, 0, 2, 3)
+        return grid.reshape(rows, n * self.L)
+
+    def narrow(self, out, n):
+        """(R, n·L) on the wide grid -> (n, R, Ho, Wo)."""
+        return out.reshape(-1, n, self.Ho, self.Wq)[..., : self.Wo].transpose(1, 0, 2, 3)
+
+    def chunks(self):
+        return [slice(n0, min(n0 + self.chunk, self.N)) for n0 in range(0, self.N, self.chunk)]
+
+
+# ---- dense (groups = 1) ------------------------------------------------------------------
+
+
+def _correlate(x, w, stride, padding, device):
+    """y = x ⋆ w per chunk of images, y = W · im2col(x).  -> (N, O, Ho, Wo)."""
+    geo = Geometry(x.shape, w.shape, stride, padding, device)
+    w_mat = w.reshape(geo.O, geo.K)
+    if geo.pointwise:  # y[n] = W · x[n], batched over images, in NCHW (no transposes)
+        return geo.xp.matmul(w_mat, x.reshape(geo.N, geo.C, geo.H * geo.W)).reshape(geo.N, geo.O, geo.Ho, geo.Wo)
+    y = geo.xp.empty((geo.N, geo.O, geo.Ho, geo.Wo), dtype=x.dtype)
+    for part in geo.chunks():
+        y[part] = geo.narrow(w_mat @ geo.im2col(geo.pad_flat(x[part])), part.stop - part.start)
+    return y
+
+
+def _flipped(w, padding):
+    """(w', padding') of the stride-1 transposed convolution as a convolution of dy:
+    ``w'[c, o, i, j] = w[o, c, kh−1−i, kw−1−j]``, padding ``k−1−p``."""
+    kh, kw = w.shape[2:]
+    return w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3).copy(), (kh - 1 - padding[0], kw - 1 - padding[1])
+
+
+def transposable(w_shape, stride, padding):
+    """Stride 1 and padding < kernel: the transposed convolution is a convolution."""
+    return tuple(stride) == (1, 1) and padding[0] < w_shape[2] and padding[1] < w_shape[3]
+
+
+def _input_grad(dy, w, x_shape, stride, padding, device):
+    """dx = ∂⟨dy, x ⋆ w⟩/∂x: stride 1 as dy ⋆ w' (see :func:`_flipped`), else col2im(Wᵀ · dy)."""
+    if transposable(w.shape, stride, padding):
+        w_flipped, padding_t = _flipped(w, padding)
+        return _correlate(dy, w_flipped, (1, 1), padding_t, device)
+    geo = Geometry(x_shape, w.shape, stride, padding, device)
+    dx = geo.xp.empty(tuple(x_shape), dtype=dy.dtype)
+    w_mat_t = w.reshape(geo.O, geo.K).T
+    for part in geo.chunks():
+        geo.unpad(geo.col2im(w_mat_t @ geo.wide(dy[part]), part.stop - part.start), out=dx[part])
+    return dx
+
+
+def _weight_grad(x, dy, w_shape, stride, padding, device):
+    """dw = ∂⟨dy, x ⋆ w⟩/∂w = Σ_chunks wide(dy) · im2col(x)ᵀ."""
+    geo = Geometry(x.shape, w_shape, stride, padding, device)
+    if geo.pointwise:  # dW = Σ_n dy[n] · x[n]ᵀ
+        pixels = geo.H * geo.W
+        dw = geo.xp.matmul(dy.reshape(geo.N, geo.O, pixels), x.reshape(geo.N, geo.C, pixels).transpose(0, 2, 1)).sum(axis=0)
+        return dw.reshape(w_shape)
+    dw_t = geo.xp.zeros((geo.K, geo.O), dtype=x.dtype)
+    for part in geo.chunks():
+        dw_t += geo.im2col(geo.pad_flat(x[part])) @ geo.wide(dy[part]).T  # (K, n·L) @ (n·L, O): the faster order
+    return dw_t.T.reshape(w_shape)
+
+
+def fusable(w_shape, stride, padding, groups):
+    """Whether :func:`both_grads` applies: a dense stride-1 k×k convolution (not 1×1)."""
+    return groups == 1 and transposable(w_shape, stride, padding) and tuple(w_shape[2:]) != (1, 1)
+
+
+def both_grads(x, w, dy, padding, device):
+    """(dx, dw) of a stride-1 conv from one im2col of dy per chunk (see :func:`fusable`).
+
+    With ``Q = im2col(dy)`` of the transposed convolution (rows ``(o, i', j')``, columns the
+    input pixels on its wide grid): ``dx = W'·Q`` and ``dw[o, c, i, j] = (Q·xᵀ)[(o, kh−1−i,
+    kw−1−j), c]``, since ``∂⟨dy, x ⋆ w⟩/∂w[o,c,i,j] = Σ x[c, u, v]·dy_pad[o, u + kh−1−i, v + kw−1−j]``.
+    The weight gradient then needs no im2col of x of its own.
+    """
+    w_flipped, padding_t = _flipped(w, padding)
+    C, O, kh, kw = w_flipped.shape
+    geo = Geometry(dy.shape, w_flipped.shape, (1, 1), padding_t, device)
+    dx = geo.xp.empty((geo.N, C, geo.Ho, geo.Wo), dtype=dy.dtype)
+    dw_t = geo.xp.zeros((geo.K, C), dtype=dy.dtype)
+    w_mat = w_flipped.reshape(C, geo.K)
+    for part in geo.chunks():
+        cols = geo.im2col(geo.pad_flat(dy[part]))
+        dx[part] = geo.narrow(w_mat @ cols, part.stop - part.start)
+        dw_t += cols @ geo.wide(x[part]).T
+    dw = dw_t.reshape(O, kh, kw, C)[:, ::-1, ::-1].transpose(0, 3, 1, 2).copy()  # OIHW, contiguous
+    return dx, dw
+
+
+# ---- depthwise (one input channel per group) ----------------------------------------------
+
+
+def _depthwise_windows(x, w_shape, stride, padding, xp):
+    """[(i, j, window)]: the padded input seen from kernel offset (i, j), each input channel
+    repeated for its ``M = O/C`` outputs: ``window[n, o, a, b] = xpad[n, o // M, a·sh + i, b·sw + j]``."""
+    O, _, kh, kw = w_shape
+    (sh, sw), (ph, pw) = stride, padding
+    N, C, H, W = x.shape
+    Ho, Wo = output_size(H, kh, sh, ph), output_size(W, kw, sw, pw)
+    xpad = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    if O != C:
+        xpad = xp.repeat(xpad, O // C, axis=1)
+    return [(i, j, xpad[:, :, i : i + sh * Ho : sh, j : j + sw * Wo : sw]) for i in range(kh) for j in range(kw)]
+
+
+def _depthwise(x, w, stride, padding, xp):
+    """y[n, o] = Σ_{i,j} w[o, 0, i, j] · xpad[n, o // M, i::sh, j::sw]: kh·kw multiply-adds."""
+    windows = _depthwise_windows(x, w.shape, stride, padding, xp)
+    y = xp.zeros(windows[0][2].shape, dtype=x.dtype)
+    for i, j, window in windows:
+        y += w[:, 0, i, j][None, :, None, None] * window
+    return y
+
+
+def _depthwise_input_grad(dy, w, x_shape, stride, padding, xp):
+    """dx: each offset's w·dy added back where its window came from (the adjoint of the shifts)."""
+    O, _, kh, kw = w.shape
+    (sh, sw), (ph, pw) = stride, padding
+    N, C, H, W = x_shape
+    Ho, Wo = dy.shape[2:]
+    dxpad = xp.zeros((N, O, H + 2 * ph, W + 2 * pw), dtype=dy.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            dxpad[:, :, i : i + sh * Ho : sh, j : j + sw * Wo : sw] += w[:, 0, i, j][None, :, None, None] * dy
+    if O != C:  # an input channel feeds M outputs: sum their gradients
+        dxpad = dxpad.reshape(N, C, O // C, *dxpad.shape[2:]).sum(axis=2)
+    return xp.ascontiguousarray(dxpad[:, :, ph : ph + H, pw : pw + W])
+
+
+def _depthwise_weight_grad(x, dy, w_shape, stride, padding, xp):
+    """dw[o, 0, i, j] = Σ_{n,a,b} dy[n, o, a, b] · window_ij[n, o, a, b]."""
+    dw = xp.empty(w_shape, dtype=x.dtype)
+    for i, j, window in _depthwise_windows(x, w_shape, stride, padding, xp):
+        dw[:, 0, i, j] = (dy * window).sum(axis=(0, 2, 3))
+    return dw
+
+
+# ---- the three maps, dispatched on groups --------------------------------------------------
+
+
+def _is_depthwise(x_shape, groups):
+    return groups > 1 and groups == x_shape[1]
+
+
+def _group_slices(total, groups):
+    size = total // groups
+    return [slice(g * size, (g + 1) * size) for g in range(groups)]
+
+
+def conv2d(x, w, stride, padding, groups, device):
+    """y = x ⋆ w.  x: (N, C, H, W), w: (O, C/G, kh, kw) -> (N, O, Ho, Wo)."""
+    if groups == 1:
+        return _correlate(x, w, stride, padding, device)
+    if _is_depthwise(x.shape, groups):
+        return _depthwise(x, w, stride, padding, device.xp)
+    parts = zip(_group_slices(x.shape[1], groups), _group_slices(w.shape[0], groups))
+    return device.xp.concatenate([_correlate(x[:, c], w[o], stride, padding, device) for c, o in parts], axis=1)
+
+
+def input_grad(dy, w, x_shape, stride, padding, groups, device):
+    """dx = ∂⟨dy, x ⋆ w⟩/∂x.  -> x_shape."""
+    if groups == 1:
+        return _input_grad(dy, w, x_shape, stride, padding, device)
+    if _is_depthwise(x_shape, groups):
+        return _depthwise_input_grad(dy, w, x_shape, stride, padding, device.xp)
+    N, C, H, W = x_shape
+    parts = zip(_group_slices(C, groups), _group_slices(w.shape[0], groups))
+    return device.xp.concatenate([_input_grad(dy[:, o], w[o], (N, C // groups, H, W), stride, padding, device) for _, o in parts], axis=1)
+
+
+def weight_grad(x, dy, w_shape, stride, padding, groups, device):
+    """dw = ∂⟨dy, x ⋆ w⟩/∂w.  -> w_shape."""
+    if groups == 1:
+        return _weight_grad(x, dy, w_shape, stride, padding, device)
+    if _is_depthwise(x.shape, groups):
+        return _depthwise_weight_grad(x, dy, w_shape, stride, padding, device.xp)
+    O, Cg, kh, kw = w_shape
+    parts = zip(_group_slices(x.shape[1], groups), _group_slices(O, groups))
+    return device.xp.concatenate([_weight_grad(x[:, c], dy[:, o], (O // groups, Cg, kh, kw), stride, padding, device) for c, o in parts], axis=0)
