@@ -18,6 +18,12 @@
 # a fused (folded) basis layer written as an autograd primitive with a hand-written gradient,
 # checked with `minibasis.testing.check_gradients`, which also catches a planted bug.
 #
+# The comparison helpers live in the library, `minibasis.oracle`: `random_weights` (no array
+# at a symmetric default), `relative_difference` (one array), `compare` (two trees of arrays,
+# key by key, with a report naming the worst key and `check(tol)`), and key maps for a model
+# whose parameter names differ from the authors' (`save_state_dict(..., key_map=…)`,
+# `compare(..., key_map=…)`; section 6).
+#
 # PyTorch is optional: without it the PyTorch parts are skipped with a message.
 #
 # **Time.** Full mode (`resnet20-s16u1`, 8 images, plus 100 images through the official
@@ -40,9 +46,10 @@ from minibasis import conv2d, conv2d_input_grad, conv2d_weight_grad, cross_entro
 from minibasis.basis import reconstruct
 from minibasis.data import DATASETS, load_cifar, normalize
 from minibasis.models import create_model
+from minibasis.oracle import compare, export_state_dict, random_weights, relative_difference, shared_bases_as_parameters
 from minibasis.testing import GradientCheckError, check_gradients
-from minibasis.tree import flatten, unflatten
-from minibasis.weights import load_weights, save_weights
+from minibasis.tree import flatten
+from minibasis.weights import load_weights, save_weights, to_state_dict
 
 START = time.perf_counter()
 TOL = 1e-8  # float64 agreement demanded everywhere below (relative to the array's scale)
@@ -57,12 +64,8 @@ except ImportError:
 SPEC = "resnet14-s2u1" if FAST else "resnet20-s16u1"
 BATCH, SIZE = (4, 16) if FAST else (8, 32)
 print(f"mode: {'FAST' if FAST else 'full'}; {SPEC}, {BATCH} images of {SIZE}×{SIZE}, float64")
-
-
-def max_rel_diff(a, b):
-    """max |a − b| / max(1, max |b|): an absolute difference for O(1) arrays, relative for large."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    return float(np.max(np.abs(a - b)) / max(1.0, float(np.max(np.abs(b)))))
+# Every difference below is `relative_difference(theirs, ours)` = max |theirs − ours| / max(1, max |ours|):
+# absolute for arrays of order 1, relative for large ones, so float64 rounding reads ~1e-15 at any scale.
 
 
 # %% [markdown]
@@ -95,25 +98,15 @@ if torch is not None:
 # ## 2. One set of weights, exported by minibasis, loaded strictly by PyTorch
 #
 # A fresh initialisation is a poor test: every BN has weight 1, bias 0, mean 0, variance 1,
-# so a bug that swapped two of them would go unnoticed. We randomise every parameter and
-# every running statistic (variances positive, `num_batches_tracked` an integer), in float64,
-# then write the file with `save_weights` and read it back with `load_weights` (which checks
-# every key, shape and shared copy).
+# so a bug that swapped two of them would go unnoticed. `random_weights` randomises every
+# parameter and every running statistic (variances positive, `num_batches_tracked` an
+# integer), in float64; we write the file with `save_weights` and read it back with
+# `load_weights` (which checks every key, shape and shared copy).
 
 # %%
 model = create_model(SPEC)
-params, state = model.init(seed=0, dtype=np.float64)
+params, state = random_weights(model, seed=0)
 rng = np.random.default_rng(1)
-flat_params = {name: value + 0.1 * rng.standard_normal(value.shape) for name, value in flatten(params).items()}
-flat_state = {}
-for name, value in flatten(state).items():
-    if name.endswith("running_var"):
-        flat_state[name] = rng.uniform(0.5, 2.0, value.shape)
-    elif name.endswith("running_mean"):
-        flat_state[name] = 0.1 * rng.standard_normal(value.shape)
-    else:
-        flat_state[name] = np.asarray(rng.integers(1, 100), dtype=np.int64)  # num_batches_tracked
-params, state = unflatten(flat_params), unflatten(flat_state)
 
 scratch = Path(tempfile.mkdtemp(prefix="minibasis-tutorial-07-"))
 weights_file = scratch / f"{SPEC}.npz"
@@ -142,7 +135,8 @@ if torch is not None:
 # Eval mode first: deterministic, no state changes, so a disagreement is in the layers
 # themselves. Then train mode: BN normalises with batch statistics and updates its running
 # mean and (unbiased) running variance; minibasis returns the new statistics as a tree, PyTorch
-# keeps them in buffers. Compare them too, key by key.
+# keeps them in buffers. Compare the whole `state_dict` after that pass, key by key: the
+# parameters (unchanged) and every buffer, per-block copies of the shared bases included.
 
 # %%
 if torch is not None:
@@ -150,20 +144,19 @@ if torch is not None:
     net.eval()
     with torch.no_grad():
         torch_eval = net(torch.from_numpy(x)).numpy()
-    diff_eval = max_rel_diff(logits_eval, torch_eval)
+    diff_eval = relative_difference(torch_eval, logits_eval)
 
     logits_train, new_state = model.apply(params, state, x, train=True)
     net.train()
     torch_train = net(torch.from_numpy(x))
-    diff_train = max_rel_diff(logits_train, torch_train.detach().numpy())
-    torch_buffers = net.state_dict()
-    diff_state = max(max_rel_diff(value, torch_buffers[key].numpy()) for key, value in flatten(new_state).items())
+    diff_train = relative_difference(torch_train.detach().numpy(), logits_train)
+    after = compare(to_state_dict(model, params, new_state), {key: t.numpy() for key, t in net.state_dict().items()})
     print(f"logits, eval mode:  max difference {diff_eval:.1e}")
     print(f"logits, train mode: max difference {diff_train:.1e}")
-    print(f"BN running statistics after the train-mode pass ({len(flatten(new_state))} arrays): max difference {diff_state:.1e}")
+    print(f"state_dict after the train-mode pass: {after.report()}")
     assert diff_eval < TOL, "eval-mode logits agree in float64"
     assert diff_train < TOL, "train-mode logits agree in float64"
-    assert diff_state < TOL, "the updated BN running statistics agree"
+    after.check(TOL)  # the updated BN running statistics agree (an AssertionError names the worst key)
 
 # %% [markdown]
 # ## 4. Every parameter gradient, name by name
@@ -185,15 +178,13 @@ if torch is not None:
     torch_loss = F.cross_entropy(net(torch.from_numpy(x)), torch.from_numpy(labels))
     torch_loss.backward()
     torch_grads = {name: p.grad.numpy() for name, p in net.named_parameters()}
-    assert grads.keys() == torch_grads.keys(), "the same parameter names on both sides"
-    diffs = {name: max_rel_diff(grads[name], torch_grads[name]) for name in grads}
-    worst = max(diffs, key=diffs.get)
+    gradients = compare(grads, torch_grads)  # a ValueError if the names differ
     print(f"loss: minibasis {float(loss(params)):.12f}, PyTorch {torch_loss.item():.12f}")
-    print(f"{len(diffs)} parameter gradients compared; worst {worst}: {diffs[worst]:.1e}")
+    print(f"parameter gradients: {gradients.report()}")
     for name in ("shared_basis_1_1.weight", "layer1.1.basis_conv1.weight", "layer3.1.coeff_conv2.weight", "fc.bias"):
-        print(f"  {name:30s} ‖grad‖ = {np.linalg.norm(grads[name]):.6f}   difference {diffs[name]:.1e}")
+        print(f"  {name:30s} ‖grad‖ = {np.linalg.norm(grads[name]):.6f}   difference {gradients.differences[name]:.1e}")
     assert abs(float(loss(params)) - torch_loss.item()) < TOL, "the losses agree"
-    assert diffs[worst] < TOL, f"every gradient agrees in float64 (worst: {worst})"
+    gradients.check(TOL)  # every gradient agrees in float64
 
 # %% [markdown]
 # ## 5. The authors' own numbers
@@ -218,7 +209,7 @@ else:
     big = create_model("resnet56-s16u1")
     big_params, big_state = load_weights(official / "resnet56-double-s16u1.npz", big)
     ours_minibasis, _ = big.apply(big_params, big_state, images, train=False)
-    d_minibasis = max_rel_diff(ours_minibasis, reference)
+    d_minibasis = relative_difference(ours_minibasis, reference)
     print(f"{n_images} test images through the authors' ResNet56-S16U1* checkpoint; max |Δlogit| against their stored logits:")
     print(f"  minibasis (float32):                     {d_minibasis:.1e}")
     print(f"  top-1 agreement with theirs: {np.mean(ours_minibasis.argmax(1) == reference.argmax(1)):.0%}")
@@ -231,7 +222,7 @@ else:
         official_net = build_torch_model(big, official_state_dict, dtype=torch.float64).eval()
         with torch.no_grad():
             ours_torch = official_net(torch.from_numpy(images.astype(np.float64))).numpy()
-        d_torch = max_rel_diff(ours_torch, reference)
+        d_torch = relative_difference(ours_torch, reference)
         print(f"  our PyTorch re-implementation (float64): {d_torch:.1e}")
         assert d_torch < 1e-4, "our PyTorch re-implementation reproduces the authors' logits to float32 precision"
 
@@ -245,15 +236,46 @@ else:
 #    relative, and test the float64 path of the same code if it has one.)
 # 2. **The same weights, through the file format.** `save_weights` writes the authors'
 #    `state_dict` keys; load them *strictly* (missing or extra keys are errors). Randomise
-#    everything first, BN statistics included, so no parameter sits at a symmetric default.
+#    everything first (`oracle.random_weights`), BN statistics included, so no parameter sits
+#    at a symmetric default. If your model names its arrays otherwise, map the keys (below).
 # 3. **Outputs before gradients; eval before train.** Eval-mode logits isolate the layers;
-#    train-mode logits add batch statistics; then the updated running statistics.
+#    train-mode logits add batch statistics; then the updated running statistics
+#    (`oracle.relative_difference` for one array, `oracle.compare` for a `state_dict`).
 # 4. **Gradients name by name**, every parameter, shared ones included (sharing is where a
-#    fast implementation forgets to sum contributions).
+#    fast implementation forgets to sum contributions): `oracle.compare(grads, theirs)` refuses
+#    missing or extra names, and `.check(tol)` names the worst key.
 # 5. **Your own primitives**: every operation with a hand-written backward pass gets
 #    `check_gradients` (autograd against central finite differences, in float64), and its
 #    forward is compared with the plain composition it replaces.
 #
+# **When your names differ: key maps.** A common way to write the model in PyTorch keeps each
+# shared basis as a top-level `nn.Parameter` (`self.shared_basis_1_1 = nn.Parameter(…)`,
+# handed to the blocks in `forward`) instead of the authors' `nn.Conv2d` module. Its
+# `state_dict` then says `shared_basis_1_1` where minibasis' file says
+# `shared_basis_1_1.weight`, and it has none of the per-block copies
+# (`layer1.1.shared_basis_1.weight`, …), so a strict load of a minibasis file fails on both.
+# A `key_map` (a dict, or a function from minibasis' key to yours, None to leave a key out)
+# fixes both sides of the comparison; `oracle.shared_bases_as_parameters` is exactly this one:
+#
+# ```python
+# save_state_dict("w.npz", model, params, state, key_map=shared_bases_as_parameters)
+# net.load_state_dict({k: torch.from_numpy(v) for k, v in np.load("w.npz").items()}, strict=True)
+# ...
+# theirs = {name: p.grad.numpy() for name, p in net.named_parameters()}   # 'shared_basis_1_1', …
+# compare(grads, theirs, key_map=shared_bases_as_parameters).check(1e-8)
+# ```
+
+# %%
+renamed = export_state_dict(model, params, state, key_map=shared_bases_as_parameters)
+authors = to_state_dict(model, params, state)
+copies = [key for key in authors if ".shared_basis" in key]
+print(f"{SPEC}: {len(authors)} keys in the authors' layout, {len(renamed)} for a model with top-level nn.Parameters "
+      f"({len(copies)} per-block copies left out); stage 1's shared bases: "
+      f"{[key for key in renamed if key.startswith('shared_basis_1')]}")
+assert len(renamed) == len(authors) - len(copies) and "shared_basis_1_1" in renamed and "shared_basis_1_1.weight" not in renamed
+assert all(np.array_equal(renamed[key.removesuffix(".weight")], authors[key]) for key in authors if key.startswith("shared_basis"))
+
+# %% [markdown]
 # A skeleton of step 5. The fast path folds a basis layer's two convolutions into one: the
 # coefficients times the basis is an ordinary 3×3 filter bank W = C·B (`basis.reconstruct`;
 # in the network a BN sits between the two, which folds in too when it is in eval mode, see
@@ -309,7 +331,7 @@ def two_convs(x, basis, coefficients):
     return conv2d(conv2d(x, basis, padding=1), coefficients)
 
 
-forward_diff = max_rel_diff(folded_basis_conv(xs, basis, coefficients), two_convs(xs, basis, coefficients))
+forward_diff = relative_difference(folded_basis_conv(xs, basis, coefficients), two_convs(xs, basis, coefficients))
 
 
 def fused_loss(x, basis, coefficients):
@@ -321,7 +343,7 @@ def reference_loss(x, basis, coefficients):
 
 
 grad_diff = max(
-    max_rel_diff(autograd.grad(fused_loss, i)(xs, basis, coefficients), autograd.grad(reference_loss, i)(xs, basis, coefficients))
+    relative_difference(autograd.grad(fused_loss, i)(xs, basis, coefficients), autograd.grad(reference_loss, i)(xs, basis, coefficients))
     for i in range(3)
 )
 worst_fd = check_gradients(fused_loss, xs, basis, coefficients, mode="leafwise")
