@@ -210,7 +210,7 @@ assert drift["orthonormal"] < 0.5 * min(drift["Gaussian ×0.75"], drift["Gaussia
 # shared basis from orthonormality, `loss = CE + λ·R` (their CIFAR-100/ImageNet form, the
 # shared-only one):
 #
-#     R = ‖S Sᵀ − I‖²_F / m²       (S: the m shared basis rows),
+#     R = ‖S Sᵀ − I‖²_F / n²       (S: the shared basis, n rows),
 #
 # which is `minibasis.basis.shared_orthogonality_loss([[S]])` (the CIFAR-10 form,
 # `orthogonality_loss`, adds the unique rows; `model.orthogonality(params)` evaluates it on a
@@ -222,8 +222,9 @@ assert drift["orthonormal"] < 0.5 * min(drift["Gaussian ×0.75"], drift["Gaussia
 # once with λ = 100, with the same steps: learning rate 0.1 on a cosine schedule, gradient
 # norm clipped at 1 (a deep linear stack is sharp; without the decay both runs end up
 # oscillating around their minimum instead of settling in it). λ is large here
-# because R averages over m² = 256 entries and the toy runs only a few hundred steps; the paper
-# uses λ = 10 over tens of thousands of SGD steps.
+# because R averages over n² = 256 entries (n = d = 16 rows) and the toy runs only a few
+# hundred steps; the paper uses λ = 10 over tens of thousands of SGD steps. (In a ResNet stage
+# the shared basis has n = s·m rows, m the stage's width multiplier, as in tutorials 03 and 04.)
 
 # %%
 N = 128
@@ -274,7 +275,10 @@ for lam, (_, _, history) in trained.items():
 # %% [markdown]
 # With λ = 100 the orthogonality loss falls by orders of magnitude and the end-to-end Jacobian
 # becomes well conditioned; with λ = 0 R hardly moves and the stack stays as ill-conditioned as
-# the Gaussian start. On this toy the regularised run also fits the task better: the plain
+# the Gaussian start. (In the figure, panel (c), the λ = 100 curves look like a band: R and the
+# MSE alternate between two values at every step. λ·R makes a steep, narrow valley, and a step
+# of the clipped length lr·decay lands alternately on either side of it; the cosine decay
+# shrinks the step until, near step 225, it settles.) On this toy the regularised run also fits the task better: the plain
 # one cannot move the input-side directions its Jacobian annihilates. (The coefficients are
 # trained freely, so even with R ≈ 0 the stack is not an exact isometry: C_l drift from
 # rotations.)
@@ -310,30 +314,47 @@ assert R_full > 1e-3, "the unique bases are not, so the authors' R starts above 
 
 # %%
 if plt is not None:  # without matplotlib the figure is skipped; the claims above are checked anyway
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    from matplotlib.lines import Line2D
+
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.6))
     depth = onp.arange(L + 1)
     colors = {"orthonormal": "C0", "Gaussian ×0.75": "C1", "Gaussian ×1": "C2", "Gaussian ×1.33": "C3"}
     ax = axes[0]
     for name, p in profiles.items():
-        ax.semilogy(depth, p["rms"], label=name, color=colors[name])
+        ax.semilogy(depth, p["rms"], color=colors[name], label=name)
     for name, p in conv_profiles.items():
-        ax.semilogy(depth, p / p[-1], ":", color=colors[name], label=f"{name} (conv)")
-    ax.set(title="(a) gradient norm vs depth", xlabel="layer l (0 = input, L = output)", ylabel="‖g_l‖ / ‖g_L‖")
-    ax.legend(fontsize=7)
+        ax.semilogy(depth, p / p[-1], ":", color=colors[name])
+    handles = ax.get_legend_handles_labels()[0] + [Line2D([], [], color="k", label="matrix stack"),
+                                                   Line2D([], [], color="k", ls=":", label="conv stack")]
+    ax.set(title="(a) gradient norm vs depth", xlabel="layer l (0 = input, L = output)",
+           ylabel=r"$\|g_l\| \,/\, \|g_L\|$ (log scale)")
+    ax.legend(handles=handles, fontsize=9, loc="upper right")
     ax = axes[1]
-    cases = [("orthonormal", profiles["orthonormal"], "C0"), ("Gaussian ×1, untrained", profiles["Gaussian ×1"], "C2"),
-             ("trained, λ = 0", trained_profiles[0.0], "C3"), ("trained, λ = 100", trained_profiles[100.0], "C4")]
+    cases = [("Gaussian ×1, untrained", profiles["Gaussian ×1"], "C2"), ("trained, λ = 0", trained_profiles[0.0], "C3"),
+             ("trained, λ = 100", trained_profiles[100.0], "C4")]
     for label, p, color in cases:
-        ax.semilogy(depth, p["max"], color=color, label=f"{label}: best")
-        ax.semilogy(depth, p["min"], "--", color=color, label=f"{label}: worst")
-    ax.set(title="(b) best and worst direction", xlabel="layer l", ylabel="σ_max, σ_min of J_(l→L)")
-    ax.legend(fontsize=6, ncol=2)
+        ax.semilogy(depth, p["max"], color=color, label=label)
+        ax.semilogy(depth, p["min"], "--", color=color)
+    p = profiles["orthonormal"]  # best = worst = 1: drawn last and thick, so no other line hides it
+    ax.semilogy(depth, p["max"], color="C0", lw=3, zorder=5, label="orthonormal (best = worst)")
+    handles = ax.get_legend_handles_labels()[0] + [Line2D([], [], color="k", label=r"best: $\sigma_{\max}$"),
+                                                   Line2D([], [], color="k", ls="--", label=r"worst: $\sigma_{\min}$")]
+    ax.set(title="(b) best and worst direction", xlabel="layer l",
+           ylabel=r"singular values of $J_{l \to L}$ (log scale)")
+    ax.legend(handles=handles, fontsize=9, loc="lower right")
     ax = axes[2]
+    steps_axis = onp.arange(steps + 1)
     for lam, color in ((0.0, "C3"), (100.0, "C4")):
-        ax.semilogy(trained[lam][2]["R"], color=color, label=f"R, λ = {lam:g}")
-        ax.semilogy(trained[lam][2]["mse"], "--", color=color, label=f"task MSE, λ = {lam:g}")
-    ax.set(title="(c) training the toy stack", xlabel="step")
-    ax.legend(fontsize=7)
+        for key, style, what in (("R", "-", "R"), ("mse", "--", "task MSE")):
+            values = onp.array(trained[lam][2][key])
+            for parity in (0, 1):  # even and odd steps as two lines: an alternation shows as two
+                ax.semilogy(steps_axis[parity::2], values[parity::2], style, color=color,
+                            label=f"{what}, λ = {lam:g}" if parity == 0 else None)
+    ax.set(title="(c) training the toy stack", xlabel="step", ylabel="R and task MSE (log scale)")
+    ax.annotate("λ = 100: R, MSE alternate\nbetween two values\nuntil the step decays",
+                xy=(120, trained[100.0][2]["R"][120]), xytext=(145, 2.5e-4), fontsize=9,
+                arrowprops=dict(arrowstyle="->", lw=0.8))
+    ax.legend(fontsize=9, loc="upper right", bbox_to_anchor=(1.0, 0.66))
     fig.tight_layout()
     save_figure(fig, "05_gradient_flow.png")
 
