@@ -47,12 +47,13 @@ print(f"mode: {'FAST' if FAST else 'full'}")
 # ## 1. Five ways to build ResNet56
 #
 # ResNet56 has three stages of 9 blocks (widths C = 16, 32, 64 at 32, 16, 8 pixels), two 3×3
-# convs per block. In the shared variants, the first block of each stage stays a plain block
-# (it changes the width and resolution) and blocks 2–9 become **basis blocks**: each 3×3 conv
-# is replaced by a basis layer, r basis filters (k×k conv, C → r) then coefficients (1×1 conv,
-# r → C), each followed by BN. The basis of a layer is [U; S]: u·m unique filters of its own
-# and s·m filters of a basis S shared by the stage (m = 1, 2, 4 by stage, so the basis grows
-# with the width). The variants differ in what is shared:
+# convs per block. Blocks are numbered from 0 within a stage, as in the `state_dict` keys
+# (`layer1.0` … `layer1.8`). In the shared variants, block 0 of each stage stays a plain
+# block and blocks 1–8 become **basis blocks**: each 3×3 conv is replaced by a basis layer,
+# r basis filters (k×k conv, C → r) then coefficients (1×1 conv, r → C), each followed by BN.
+# The basis of a layer is [U; S]: u·m unique filters of its own and s·m filters of a basis S
+# shared by the stage (m = 1, 2, 4 by stage: the width multiplier, so the basis grows with the
+# width). The variants differ in what is shared:
 #
 # | variant | spec | shared bases per stage |
 # | --- | --- | --- |
@@ -61,6 +62,14 @@ print(f"mode: {'FAST' if FAST else 'full'}")
 # | SingleShared S16U1 | `resnet56-single-s16u1` | one, for both layers of every block |
 # | SharedOnly S16 | `resnet56-s16u0` | two, and no unique filters |
 # | NonShared U1 | `resnet56-s0u1` | none: only a unique basis of 1·m filters per layer |
+#
+# Why is block 0 plain? That is the authors' structure: their `ResNet_Basis._make_layer`
+# (ssregibility/Net_RL2, `models/cifar10/resnet.py`) builds the first block of every stage as
+# an original `BasicBlock` and the others as `BasicBlock_Basis`. In stages 2 and 3 the first
+# conv of block 0 changes the width and the resolution (16 → 32 channels at stride 2, 32 → 64),
+# so it could not take that stage's basis of C-channel filters; but its second conv could,
+# and in stage 1 block 0 is 16 → 16 at stride 1 like every other block. Keeping all of block 0
+# plain is the authors' choice, one rule for every stage, not a necessity.
 #
 # `model.count_params()` counts every array once (a shared basis once, at its owner);
 # `model.count_macs()` counts the multiply-accumulates of one 3×32×32 image, a shared basis at
@@ -129,7 +138,7 @@ print(f"S16U1: {s16u1.count_params() / base.count_params():.1%} of the parameter
 #     H·W·(C·r·k² + r·C) = H·W·C·r·(k² + 1)    against    H·W·C²·k²    for the plain conv,
 #
 # a ratio (r/C)·(k² + 1)/k². For S16U1, r/C = 17/16, so each basis layer costs
-# (17/16)·(10/9) = 170/144 ≈ 1.18× the conv it replaces; with the plain first blocks, the stem
+# (17/16)·(10/9) = 170/144 ≈ 1.18× the conv it replaces; with the plain blocks 0, the stem
 # and the classifier unchanged, the whole network costs 1.16× ResNet56. Only a smaller basis
 # saves compute: S8U1 (r/C = 9/16) costs 0.63× per layer.
 
@@ -148,9 +157,9 @@ assert Fraction(basis_layer_macs(32, 32, C, C, 9, k=k), conv_macs(32, 32, C, C, 
 
 # %% [markdown]
 # Where the parameters of the whole model are, by kind (from `model.accounting()`, one row per
-# module: name, parameters, MACs). The 48 plain convs of blocks 2–9 (774,144 parameters) are
+# module: name, parameters, MACs). The 48 plain convs of blocks 1–8 (774,144 parameters) are
 # replaced by six shared bases, 48 unique bases and 48 coefficient matrices (236,544 in all);
-# the plain first blocks, untouched, become almost a quarter of the model.
+# the plain blocks 0, untouched, become almost a quarter of the model.
 
 
 # %%
@@ -167,9 +176,9 @@ def breakdown(model):
         elif "bn" in leaf:
             key = "batch norm"
         elif name.startswith("layer") and name.split(".")[1] != "0":
-            key = "plain convs, blocks 2–9"
+            key = "plain convs, blocks 1–8"
         elif name.startswith("layer"):
-            key = "plain convs, first blocks"
+            key = "plain convs, blocks 0"
         else:
             key = "stem conv + classifier"
         groups[key] = groups.get(key, 0) + p
@@ -181,7 +190,7 @@ b0, b1 = breakdown(base), breakdown(s16u1)
 for key in sorted(set(b0) | set(b1), key=lambda k: -max(b0.get(k, 0), b1.get(k, 0))):
     print(f"{key:<28}{b0.get(key, 0):>10,}{b1.get(key, 0):>10,}")
 assert sum(b1.values()) == 319_226 and sum(b0.values()) == 853_018
-assert b1["shared bases"] + b1["unique bases"] + b1["coefficients"] == 236_544 and b0["plain convs, blocks 2–9"] == 774_144
+assert b1["shared bases"] + b1["unique bases"] + b1["coefficients"] == 236_544 and b0["plain convs, blocks 1–8"] == 774_144
 
 # %% [markdown]
 # ## 2. One shared basis for a whole stage
@@ -313,25 +322,28 @@ if not FAST and WEIGHTS.exists():
     assert refined.max() < 0.05 < results[16, 1].min(), "60 steps should recover most of the network's own decomposition"
 
 if plt is not None:
-    fig, ax = plt.subplots(figsize=(9, 3.8))
+    fig, ax = plt.subplots(figsize=(11, 4.4))
     xs = np.arange(1, len(filters) + 1)
     for (s, u), errs in results.items():
         if (s, u) == (24, 0):
             continue
         ax.plot(xs, errs, "o-", ms=4, label=f"shared_decompose s={s}, u={u}")
-    ax.plot(xs, refined, "k^--", ms=5, label=f"s=16, u=1 after {STEPS} alternating steps")
-    ax.plot(xs, np.maximum(own_errors, 1e-16), "ks:", ms=4, label="the network's own [U_l; S] (s=16, u=1)")
+    ax.plot(xs, refined, "k^--", ms=6, label=f"s=16, u=1 after {STEPS} alternating steps")
+    floor = 3e-4  # the network's own error (~1e-16) is far below: drawn as ▼ on the floor
+    ax.plot(xs, np.full(len(xs), floor), "kv", ms=8, clip_on=False, zorder=5,
+            label=f"the network's own $[U_l;\\,S]$ (s=16, u=1): exact,\nerror ≤ {max(own_errors):.0e}, far below the axis (▼)")
     ax.set_yscale("log")
-    ax.set_ylim(3e-4, 1)
-    ax.set(xlabel=f"block of stage {STAGE} (first basis layer)", ylabel="‖W_l − Ŵ_l‖_F / ‖W_l‖_F",
-           title="One shared basis for 8 layers: per-layer error")
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    ax.set_ylim(floor, 1)
+    ax.set(xlabel=f"block of stage {STAGE} (its first basis layer)",
+           ylabel=r"$\|W_l - \hat W_l\|_F \,/\, \|W_l\|_F$ (log scale)",
+           title=f"One shared basis for the {len(xs)} basis layers of stage {STAGE}: error per layer")
+    ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1))
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
     save_figure(fig, "04_shared_decomposition.png")
 
 # %% [markdown]
-# (The network's own error, ~1e-16, lies below the plot's floor.) The lesson for training:
+# (The network's own error, ~1e-16, lies far below the plot's floor: the ▼ on the axis.) The lesson for training:
 # a good shared basis is not simply "the principal directions of the layers"; the paper learns
 # S and the unique parts jointly, by gradient descent, with an orthogonality regulariser on
 # them (tutorial 05).
