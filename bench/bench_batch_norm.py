@@ -10,7 +10,7 @@ import numpy as np
 from timing import arguments, best_time, machine
 
 from minibasis.layers import batch_norm, batch_norm_state
-from minibasis.train import tree_vjp
+from minibasis.autodiff import tree_vjp
 
 SHAPES = [(16, 32), (17, 32), (32, 16), (34, 16), (64, 8), (68, 8)]  # (channels, pixels per side)
 

@@ -16,7 +16,7 @@ import numpy as np
 from timing import arguments, best_time, machine
 
 from minibasis.conv import conv2d
-from minibasis.train import tree_vjp
+from minibasis.autodiff import tree_vjp
 
 # (name, C_in, C_out, size, kernel, stride, padding)
 SHAPES = [

@@ -51,9 +51,10 @@ if which == "torch":
         times.append(time.perf_counter() - t)
 else:
     from minibasis import backend
+    from minibasis.autodiff import gradient_and_aux
     from minibasis.models import create_model
     from minibasis.optim import sgd_step
-    from minibasis.train import gradient_and_aux, training_loss
+    from minibasis.train import training_loss
     model = create_model(spec)
     params, state = model.init(0, dtype=np.dtype(dtype))
     step = gradient_and_aux(lambda p, s, x, y: training_loss(model, p, s, x, y, lam))
@@ -61,7 +62,7 @@ else:
     with backend.use(backend.get(which)):
         for _ in range(steps + 1):
             t = time.perf_counter()
-            grads, (ce, logits, state) = step(params, state, x, y)
+            grads, (loss, ce, r, logits, state) = step(params, state, x, y)
             params, momentum = sgd_step(params, grads, momentum, lr=0.1, momentum=0.9, weight_decay=5e-4)
             times.append(time.perf_counter() - t)
 print(json.dumps({"seconds": min(times[2:] if which == "torch" else times[1:]), "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))

@@ -1,108 +1,206 @@
-"""The ``minibasis`` command: ``train``, ``eval`` and ``info``."""
+"""The ``minibasis`` command: ``train``, ``eval`` and ``info``.
+
+Every failure the library reports on purpose (a bad value, a missing or damaged file, a run
+folder in use, a non-finite value, no GPU) is one line on stderr and exit status 1::
+
+    minibasis train: error: runs/x/checkpoint.npz: expected a readable .npz archive, got …
+
+A usage error is one line too (status 2), and Ctrl-C is one line saying where the last
+checkpoint is (status 130). Anything else (a TypeError, a KeyError, …) is a bug in minibasis and
+keeps its traceback.
+"""
 
 import argparse
 import json
 import sys
+from dataclasses import fields, replace
 from pathlib import Path
 
-from . import backend
+from . import backend, runs
 from . import train as training
-from .data import DATASETS
+from .checks import fail, integer, real
+from .data import DATASETS, default_cache_dir
+from .files import FolderBusy
 from .models import SPEC_HELP, create_model, info_table
 from .optim import SCHEDULES
+from .progress import DEFAULT_EVERY, Progress
 from .weights import load_weights
 
 DEFAULTS = training.TrainConfig()
+EVAL_BATCH = 500
+
+#: What the library raises on purpose; each becomes one line on stderr.
+ERRORS = (ValueError, OSError, FolderBusy, training.NonFiniteValue, backend.BackendUnavailable)
 
 
-def _add_data_args(p):
-    p.add_argument("--data", metavar="PATH", help="CIFAR archive (.tar.gz) or extracted folder; default: the cache")
-    p.add_argument("--dataset", default=DEFAULTS.dataset, choices=sorted(DATASETS))
-    p.add_argument("--download", action="store_true", help="download the official archive into the cache if missing")
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line: ``minibasis train: error: argument --epochs: …``."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _help(text, default):
+    return f"{text} (default: {default})"
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="minibasis", description="Shared filter bases for ConvNets, in NumPy.")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    t = sub.add_parser("train", help="train a model on a CIFAR subset", description="Train a model on a CIFAR subset. " + SPEC_HELP)
-    t.add_argument("--model", default=DEFAULTS.model, help=f"model spec (default {DEFAULTS.model})")
-    _add_data_args(t)
-    t.add_argument("--train-size", type=int, default=DEFAULTS.train_size, help="stratified training subset (0: all)")
-    t.add_argument("--test-size", type=int, default=DEFAULTS.test_size, help="stratified test subset (0: all)")
-    t.add_argument("--epochs", type=int, default=DEFAULTS.epochs)
-    t.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
-    t.add_argument("--lr", type=float, default=DEFAULTS.lr)
-    t.add_argument("--momentum", type=float, default=DEFAULTS.momentum)
-    t.add_argument("--weight-decay", type=float, default=DEFAULTS.weight_decay)
-    t.add_argument("--nesterov", action="store_true")
-    t.add_argument("--schedule", default=DEFAULTS.schedule, choices=SCHEDULES, help="step: ×0.1 at 50%% and 75%% of the epochs")
-    t.add_argument("--lam", type=float, default=None, help="orthogonality weight λ (default 10 for shared variants, else 0)")
-    t.add_argument("--no-augment", dest="augment", action="store_false", help="no random crop / flip")
-    t.add_argument("--seed", type=int, default=DEFAULTS.seed)
-    t.add_argument("--out", default=None, help="run folder (default runs/MODEL)")
-    t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz")
-    t.add_argument("--stop-after", type=int, default=None, metavar="K", help="stop after K epochs of this call (resume later)")
-    t.add_argument("--quiet", action="store_true", help="no progress bar")
-    t.add_argument("--device", default="cpu", choices=backend.NAMES, help="where convolutions run (gpu: needs cupy and a CUDA GPU)")
-
-    e = sub.add_parser("eval", help="loss and accuracy of a weights file", description="Evaluate a weights .npz (authors' state_dict keys).")
-    e.add_argument("weights", help="weights .npz (e.g. runs/NAME/weights.npz)")
-    e.add_argument("--model", default=None, help="model spec (default: from config.json beside the weights)")
-    _add_data_args(e)
-    e.add_argument("--test-size", type=int, default=0, help="stratified test subset (0: the whole test set)")
-    e.add_argument("--seed", type=int, default=None, help="subset seed (default: the run's seed + 1, as training)")
-    e.add_argument("--batch-size", type=int, default=500)
-
-    i = sub.add_parser("info", help="parameters and MACs of a model, per layer and total")
+    parser = _Parser(prog="minibasis", description="Shared filter bases for ConvNets, in NumPy.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,eval,info}")
+    _train_parser(sub)
+    _eval_parser(sub)
+    i = sub.add_parser("info", help="parameters and MACs of a model, per stage or per layer")
     i.add_argument("spec", help="model spec, e.g. resnet56-s16u1")
-    i.add_argument("--num-classes", type=int, default=10)
-    i.add_argument("--layers", action="store_true", help="print every layer, not only the totals per stage")
+    i.add_argument("--num-classes", type=int, default=10, help=_help("classes of the final layer", 10))
+    i.add_argument("--layers", action="store_true", help=_help("every layer, not only the totals per stage", "per stage"))
     return parser
+
+
+def _train_parser(sub):
+    """The train options. Each defaults to None, meaning "not given": a fresh run takes the
+    TrainConfig default (shown in --help), a resumed run the run's own value."""
+    t = sub.add_parser("train", help="train a model on a CIFAR subset",
+                       description="Train a model on a CIFAR subset into a run folder. " + SPEC_HELP)
+    t.add_argument("--model", help=_help("model spec", DEFAULTS.model))
+    _data_options(t)
+    t.add_argument("--train-size", type=int, help=_help("stratified training subset (0: every image; more than the data holds is an error)", DEFAULTS.train_size))
+    t.add_argument("--test-size", type=int, help=_help("stratified test subset (0: every image)", DEFAULTS.test_size))
+    t.add_argument("--epochs", type=int, help=_help("epochs; with --resume, more than the run's extend it: the remaining epochs "
+                                                    "follow the schedule of a run of the new length", DEFAULTS.epochs))
+    t.add_argument("--batch-size", type=int, help=_help("images per SGD step", DEFAULTS.batch_size))
+    t.add_argument("--lr", type=float, help=_help("learning rate", DEFAULTS.lr))
+    t.add_argument("--momentum", type=float, help=_help("SGD momentum", DEFAULTS.momentum))
+    t.add_argument("--weight-decay", type=float, help=_help("L2 weight decay", DEFAULTS.weight_decay))
+    t.add_argument("--nesterov", action="store_const", const=True, help=_help("Nesterov momentum", "off"))
+    t.add_argument("--schedule", choices=SCHEDULES, help=_help(
+        "lr schedule over E epochs. step: lr x 0.1 from epoch ceil(E/2) and x 0.01 from ceil(3E/4) (0-based; the authors' "
+        "150 and 225 of 300, and the first epoch always at --lr); cosine: from --lr down to 0; constant", DEFAULTS.schedule))
+    t.add_argument("--lam", type=float, help=_help("orthogonality weight λ", "10 for the shared variants, 0 for the original and NonShared"))
+    t.add_argument("--no-augment", dest="augment", action="store_const", const=False, help=_help("no random crop and flip", "augment"))
+    t.add_argument("--seed", type=int, help=_help("seed of the initial weights, the subsets and the batches", DEFAULTS.seed))
+    t.add_argument("--out", help=_help("run folder", "runs/MODEL"))
+    t.add_argument("--resume", action="store_true", help=_help("continue the run in --out; options not given are the run's", "a fresh run"))
+    t.add_argument("--overwrite", action="store_true", help=_help("replace the run in --out (its files are deleted first)", "refuse a folder that holds a run"))
+    t.add_argument("--stop-after", type=int, metavar="K", help=_help("leave after K epochs of this call (continue later with --resume)", "train to the last epoch"))
+    _progress_options(t)
+    t.add_argument("--device", default="cpu", choices=backend.NAMES, help=_help("where convolutions run (gpu: needs cupy and a CUDA GPU)", "cpu"))
+
+
+def _eval_parser(sub):
+    e = sub.add_parser("eval", help="loss and accuracy of a weights file",
+                       description="Evaluate a weights .npz (the authors' state_dict keys); prints one JSON line.")
+    e.add_argument("weights", help="weights .npz (e.g. runs/NAME/weights.npz)")
+    e.add_argument("--model", help=_help("model spec", "the run's, from config.json beside the weights"))
+    _data_options(e, default_dataset=DEFAULTS.dataset)
+    e.add_argument("--test-size", type=int, default=0, help=_help("stratified test subset (0: the whole test set)", 0))
+    e.add_argument("--seed", type=int, help=_help("seed of the subset", "the run's seed + 1, the images the run evaluated on"))
+    e.add_argument("--batch-size", type=int, default=EVAL_BATCH, help=_help("images per forward pass", EVAL_BATCH))
+    _progress_options(e)
+
+
+def _data_options(p, default_dataset=None):
+    p.add_argument("--data", metavar="PATH", help=_help("CIFAR archive (.tar.gz) or its extracted folder", f"the cache, {default_cache_dir()}"))
+    p.add_argument("--dataset", default=default_dataset, choices=sorted(DATASETS), help=_help("which CIFAR", DEFAULTS.dataset))
+    p.add_argument("--download", action="store_true", help=_help("download the official archive into the cache if it is missing", "never download"))
+
+
+def _progress_options(p):
+    p.add_argument("--quiet", action="store_true", help=_help("no progress on stderr", "progress: a bar on a terminal, else a line every few seconds"))
+    p.add_argument("--progress-every", type=float, default=DEFAULT_EVERY, metavar="S",
+                   help=_help("seconds between progress lines when stderr is not a terminal (0: every batch)", DEFAULT_EVERY))
+
+
+# ---------------------------------------------------------------------------------- commands
+
+
+def _train(args):
+    given = _given_config(args)
+    out = _out_folder(args)
+    base = (training.saved_config(out) if args.resume else None) or DEFAULTS
+    config = replace(base, **given)
+    records = training.train(config, out, data_path=args.data, download=args.download, resume=args.resume,
+                             overwrite=args.overwrite, stop_after=args.stop_after, quiet=args.quiet,
+                             progress_every=args.progress_every, device=args.device, print_fn=_print_now)
+    done = len(records)
+    files = [name for name in reversed(runs.RUN_FILES) if (out / name).exists()]
+    more = "" if done == config.epochs else "; continue it with --resume"
+    print(f"run folder: {out} ({', '.join(files) or 'no files yet'}); {done} of {config.epochs} epochs done{more}")
+
+
+def _print_now(line):
+    print(line, flush=True)  # a redirected run's log shows each epoch as it ends
+
+
+def _given_config(args):
+    """The TrainConfig fields given on the command line (``--train-size 0``: every image)."""
+    given = {f.name: getattr(args, f.name) for f in fields(training.TrainConfig) if getattr(args, f.name) is not None}
+    for name in ("train_size", "test_size"):
+        if given.get(name) == 0:
+            given[name] = None
+    return given
+
+
+def _out_folder(args):
+    return Path(args.out or f"runs/{args.model or DEFAULTS.model}")
 
 
 def _eval(args):
     weights = Path(args.weights)
     if not weights.is_file():
-        raise FileNotFoundError(f"weights: expected an existing .npz weight file, got {str(weights)!r}")
-    config_path = weights.with_name("config.json")
-    saved = json.loads(config_path.read_text()) if config_path.exists() else {}
+        fail("weights", "an existing .npz weight file", repr(str(weights)), FileNotFoundError)
+    integer("test_size", args.test_size, 0)
+    integer("batch_size", args.batch_size, 1)
+    real("progress_every", args.progress_every, 0)
+    config_path = weights.with_name(runs.CONFIG)
+    saved = runs.read_config(config_path) if config_path.exists() else {}
     spec = args.model or saved.get("model")
     if spec is None:
-        raise ValueError(f"--model: expected a model spec (no config.json beside {weights}), got none")
+        fail("--model", f"a model spec (there is no {runs.CONFIG} beside {weights})", "none")
+    seed = integer("seed", args.seed, 0) if args.seed is not None else None
+    run_seed = integer(f"{config_path}['seed']", saved.get("seed", 0), 0)
     data = training.load_run_data(args.data, args.dataset, download=args.download)
     model = create_model(spec, num_classes=data.num_classes)
     params, state = load_weights(weights, model)
     size = args.test_size or None
-    if args.seed is None:  # the images the run itself evaluated on
-        images, labels = training.evaluation_subset(data, size, seed=saved.get("seed", 0))
+    if seed is None:  # the images the run itself evaluated on
+        images, labels = training.evaluation_subset(data, size, seed=run_seed)
     else:
-        images, labels = training.subset(data.test_images, data.test_labels, size, seed=args.seed)
+        images, labels = training.subset(data.test_images, data.test_labels, size, seed=seed, num_classes=data.num_classes, name="test_size")
+    progress = Progress("eval", len(labels), every=None if args.quiet else args.progress_every)
     mean, std = data.stats
-    loss, acc = training.evaluate(model, params, state, images, labels, mean=mean, std=std, batch_size=args.batch_size)
+    loss, acc = training.evaluate(model, params, state, images, labels, mean=mean, std=std, batch_size=args.batch_size, progress=progress)
     print(json.dumps({"model": model.spec.name, "images": int(len(labels)), "test_loss": loss, "test_acc": acc}))
+
+
+def _info(args):
+    print(info_table(args.spec, args.num_classes, args.layers))
+
+
+COMMANDS = {"train": _train, "eval": _eval, "info": _info}
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "info":
-            print(info_table(args.spec, args.num_classes, args.layers))
-        elif args.command == "eval":
-            _eval(args)
-        else:
-            args.train_size = args.train_size or None
-            args.test_size = args.test_size or None
-            config = training.config_from_args(args)
-            out = args.out or f"runs/{config.model}"
-            training.train(config, out, data_path=args.data, download=args.download, resume=args.resume, stop_after=args.stop_after, quiet=args.quiet, device=args.device)
-            print(f"run folder: {out} (log.jsonl, checkpoint.npz, weights.npz)")
+        COMMANDS[args.command](args)
     except BrokenPipeError:  # e.g. `minibasis info … | head`
         return 0
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError, ConnectionError, training.NonFiniteLoss, backend.BackendUnavailable) as error:
-        print(f"minibasis {args.command}: error: {error}", file=sys.stderr)
+    except KeyboardInterrupt:
+        where = f" {runs.describe_last_checkpoint(_out_folder(args))} Continue with --resume." if args.command == "train" else ""
+        print(f"minibasis {args.command}: interrupted.{where}", file=sys.stderr)
+        return 130
+    except ERRORS as error:
+        print(f"minibasis {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 1
     return 0
+
+
+def _one_line(error):
+    """The message of ``error`` on one line; an OSError from the system as ``<file>: <reason>``."""
+    text = str(error)
+    if isinstance(error, OSError) and error.strerror and error.filename is not None:
+        text = f"{error.filename}: {error.strerror}" + (f" (and {error.filename2})" if error.filename2 else "")
+    return " ".join(text.split())
 
 
 if __name__ == "__main__":

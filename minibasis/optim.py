@@ -24,102 +24,29 @@ trees. The schedules are closed forms of PyTorch's ``MultiStepLR`` and
 """
 
 import math
-import numbers
-import operator
+from dataclasses import dataclass
 
 import numpy as onp
 
+from .checks import boolean, fail, integer, one_of, real
 from .tree import flatten, tree_map
 
-__all__ = ["sgd_step", "step_lr", "cosine_lr", "learning_rate", "SCHEDULES"]
+__all__ = ["sgd_step", "step_lr", "cosine_lr", "learning_rate", "SCHEDULES", "STEP_MILESTONES"]
 
 #: Names accepted by :func:`learning_rate`.
 SCHEDULES = ("step", "cosine", "constant")
 
-
-# --------------------------------------------------------------------------- validation
-
-
-def _real(name, value):
-    """``value`` as a finite Python float; ValueError naming ``name`` otherwise."""
-    if isinstance(value, (bool, onp.bool_)) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name} must be a real number, received {value!r}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, received {value!r}")
-    return value
-
-
-def _nonnegative(name, value):
-    value = _real(name, value)
-    if value < 0:
-        raise ValueError(f"{name} must be >= 0, received {value!r}")
-    return value
-
-
-def _integer(name, value, minimum):
-    if isinstance(value, (bool, onp.bool_)):
-        raise ValueError(f"{name} must be an integer >= {minimum}, received {value!r}")
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise ValueError(
-            f"{name} must be an integer >= {minimum}, received {value!r}"
-        ) from None
-    if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, received {value!r}")
-    return value
-
-
-def _shape(leaf):
-    return tuple(onp.shape(leaf))
-
-
-def _check_like(name, tree, params_flat):
-    """Raise ValueError unless ``tree`` has exactly the dotted keys and shapes of params."""
-    if not isinstance(tree, dict):
-        raise ValueError(
-            f"{name} must be a parameter tree (nested dict) like params, "
-            f"received {type(tree).__name__}"
-        )
-    flat = flatten(tree)
-    for key, leaf in params_flat.items():
-        if key not in flat:
-            raise ValueError(
-                f"{name} is missing key {key!r}: expected shape {_shape(leaf)}, received no entry"
-            )
-        if _shape(flat[key]) != _shape(leaf):
-            raise ValueError(
-                f"{name} does not match params at key {key!r}: expected shape "
-                f"{_shape(leaf)}, received shape {_shape(flat[key])}"
-            )
-    for key, leaf in flat.items():
-        if key not in params_flat:
-            raise ValueError(
-                f"{name} has unexpected key {key!r} (shape {_shape(leaf)}): expected only "
-                f"the keys of params"
-            )
+#: The step schedule's milestones as fractions of the epochs: the authors' 150 and 225 of 300.
+STEP_MILESTONES = (0.5, 0.75)
 
 
 # --------------------------------------------------------------------------------- SGD
 
 
-def sgd_step(
-    params,
-    grads,
-    momentum_buffers=None,
-    /,
-    *,
-    lr,
-    momentum=0.9,
-    weight_decay=0.0,
-    nesterov=False,
-    dampening=0.0,
-):
-    r"""One step of PyTorch's ``torch.optim.SGD`` over parameter trees.
+def sgd_step(params, grads, momentum_buffers=None, /, *, lr, momentum=0.9, weight_decay=0.0, nesterov=False, dampening=0.0):
+    r"""One step of PyTorch's ``torch.optim.SGD`` over parameter trees: ``(new_params, new_buffers)``.
 
-    Per leaf, with γ = ``lr``, λ = ``weight_decay``, μ = ``momentum``, τ = ``dampening``
-    (PyTorch's documented SGD algorithm)::
+    Per leaf, with γ = ``lr``, λ = ``weight_decay``, μ = ``momentum``, τ = ``dampening``::
 
         d ← g + λ p
         if μ ≠ 0:
@@ -128,127 +55,132 @@ def sgd_step(
             d ← d + μ b   if nesterov   else   d ← b
         p ← p − γ d
 
-    Args:
-        params: parameter tree (nested dict of floating arrays).
-        grads: gradient tree with the same dotted keys and shapes as ``params``; each
-            leaf is cast to its parameter's dtype.
-        momentum_buffers: tree returned by the previous call, or ``None`` for the first
-            step (PyTorch's empty optimizer state).
-        lr: learning rate γ >= 0.
-        momentum: μ >= 0 (0 disables the buffers).
-        weight_decay: L2 penalty λ >= 0 (added to the gradient, not decoupled).
-        nesterov: Nesterov momentum; needs ``momentum > 0`` and ``dampening == 0``.
-        dampening: τ, the dampening of the buffer update.
-
-    Returns:
-        ``(new_params, new_buffers)``. Every leaf keeps its parameter's dtype (float32
-        stays float32). With ``momentum == 0`` no buffers are used and
-        ``momentum_buffers`` is returned unchanged (``None`` stays ``None``), as PyTorch
-        leaves its state alone. The inputs are never modified.
-
-    Raises:
-        ValueError: a hyper-parameter is out of range, or ``grads`` /
-            ``momentum_buffers`` do not have the keys and shapes of ``params``.
+    ``grads`` (and ``momentum_buffers`` after the first step) have the dotted keys and shapes
+    of ``params``; gradients are cast to their parameter's dtype, and every product is taken
+    in that dtype (float32 stays float32). With ``momentum == 0`` no buffers are used and
+    ``momentum_buffers`` comes back unchanged (``None`` stays ``None``), as PyTorch leaves its
+    state alone. The inputs are never modified. Hyper-parameters: ``lr``, ``momentum``,
+    ``weight_decay`` ≥ 0; ``nesterov`` needs ``momentum > 0`` and ``dampening == 0``.
     """
-    lr = _nonnegative("lr", lr)
-    momentum = _nonnegative("momentum", momentum)
-    weight_decay = _nonnegative("weight_decay", weight_decay)
-    dampening = _real("dampening", dampening)
-    if not isinstance(nesterov, (bool, onp.bool_)):
-        raise ValueError(f"nesterov must be a bool, received {nesterov!r}")
-    nesterov = bool(nesterov)
-    if nesterov and (momentum <= 0 or dampening != 0):
-        raise ValueError(
-            "nesterov=True requires momentum > 0 and dampening == 0, received "
-            f"momentum={momentum!r}, dampening={dampening!r}"
-        )
+    hyper = _SGD.checked(lr, momentum, weight_decay, nesterov, dampening)
+    _check_trees(params, grads, momentum_buffers if hyper.momentum else None)
+    if hyper.momentum == 0:
+        return tree_map(lambda p, g: _update(p, g, None, hyper)[0], params, grads), momentum_buffers
+    if momentum_buffers is None:  # the first step: PyTorch's empty optimizer state
+        pairs = tree_map(lambda p, g: _update(p, g, None, hyper), params, grads)
+    else:
+        pairs = tree_map(lambda p, g, b: _update(p, g, b, hyper), params, grads, momentum_buffers)
+    return tree_map(lambda pair: pair[0], pairs), tree_map(lambda pair: pair[1], pairs)
 
+
+def _update(p, g, buf, hyper):
+    """One leaf of the algorithm box: ``(new p, new buffer or None)``."""
+    p = onp.asarray(p)
+    scalar = p.dtype.type  # every product in the leaf's own dtype (no upcast)
+    d = onp.asarray(g).astype(p.dtype, copy=False)
+    if hyper.weight_decay != 0:
+        d = d + scalar(hyper.weight_decay) * p
+    if hyper.momentum != 0:
+        if buf is None:
+            buf = onp.array(d, dtype=p.dtype, copy=True)
+        else:
+            buf = scalar(hyper.momentum) * onp.asarray(buf).astype(p.dtype, copy=False) + scalar(1 - hyper.dampening) * d
+        buf = onp.asarray(buf)  # 0-d leaves stay arrays, not NumPy scalars
+        d = d + scalar(hyper.momentum) * buf if hyper.nesterov else buf
+    return onp.asarray(p - scalar(hyper.lr) * d), buf
+
+
+@dataclass(frozen=True)
+class _SGD:
+    """The hyper-parameters of one step, checked."""
+
+    lr: float
+    momentum: float
+    weight_decay: float
+    nesterov: bool
+    dampening: float
+
+    @classmethod
+    def checked(cls, lr, momentum, weight_decay, nesterov, dampening):
+        hyper = cls(real("lr", lr, 0), real("momentum", momentum, 0), real("weight_decay", weight_decay, 0),
+                    boolean("nesterov", nesterov), real("dampening", dampening))
+        if hyper.nesterov and (hyper.momentum <= 0 or hyper.dampening != 0):
+            fail("nesterov", "momentum > 0 and dampening == 0 with nesterov=True",
+                 f"momentum={hyper.momentum!r}, dampening={hyper.dampening!r}")
+        return hyper
+
+
+def _check_trees(params, grads, buffers):
+    """params: a tree of floating arrays; grads and (unless None) buffers: its keys and shapes."""
     if not isinstance(params, dict):
-        raise ValueError(
-            f"params must be a parameter tree (nested dict), received {type(params).__name__}"
-        )
+        fail("params", "a parameter tree (nested dict)", type(params).__name__, TypeError)
     params_flat = flatten(params)
     for key, leaf in params_flat.items():
-        dtype = onp.asarray(leaf).dtype
-        if not onp.issubdtype(dtype, onp.inexact):
-            raise ValueError(
-                f"params leaf {key!r} must have a floating dtype, received dtype {dtype}"
-            )
+        if not onp.issubdtype(onp.asarray(leaf).dtype, onp.inexact):
+            fail(f"params[{key!r}]", "a floating dtype", f"dtype {onp.asarray(leaf).dtype}")
     _check_like("grads", grads, params_flat)
-    use_buffers = momentum != 0
-    first_step = momentum_buffers is None
-    if use_buffers and not first_step:
-        _check_like("momentum_buffers", momentum_buffers, params_flat)
+    if buffers is not None:
+        _check_like("momentum_buffers", buffers, params_flat)
 
-    def update(p, g, buf=None):
-        p = onp.asarray(p)
-        dt = p.dtype
-        scalar = dt.type  # keep every product in the leaf's own dtype (no upcast)
-        d = onp.asarray(g).astype(dt, copy=False)
-        if weight_decay != 0:
-            d = d + scalar(weight_decay) * p
-        if use_buffers:
-            if buf is None:
-                buf = onp.array(d, dtype=dt, copy=True)
-            else:
-                buf = onp.asarray(buf).astype(dt, copy=False)
-                buf = scalar(momentum) * buf + scalar(1 - dampening) * d
-            buf = onp.asarray(buf)  # 0-d leaves stay arrays, not NumPy scalars
-            d = d + scalar(momentum) * buf if nesterov else buf
-        new_p = onp.asarray(p - scalar(lr) * d)
-        return new_p, buf
 
-    if use_buffers and not first_step:
-        pairs = tree_map(update, params, grads, momentum_buffers)
-    else:
-        pairs = tree_map(update, params, grads)
-    new_params = tree_map(lambda pair: pair[0], pairs)
-    if not use_buffers:
-        return new_params, momentum_buffers
-    return new_params, tree_map(lambda pair: pair[1], pairs)
+def _check_like(name, tree, params_flat):
+    """``tree`` must have exactly the dotted keys and shapes of ``params_flat``."""
+    if not isinstance(tree, dict):
+        fail(name, "a parameter tree (nested dict) like params", type(tree).__name__, TypeError)
+    flat = flatten(tree)
+    for key, leaf in params_flat.items():
+        if key not in flat:
+            fail(f"{name}[{key!r}]", f"an array of shape {onp.shape(leaf)} (as in params)", "no entry")
+        if onp.shape(flat[key]) != onp.shape(leaf):
+            fail(f"{name}[{key!r}]", f"shape {onp.shape(leaf)} (as in params)", f"shape {onp.shape(flat[key])}")
+    for key, leaf in flat.items():
+        if key not in params_flat:
+            fail(name, "only the keys of params", f"the unexpected key {key!r} (shape {onp.shape(leaf)})")
 
 
 # ----------------------------------------------------------------------------- schedules
 
 
-def step_lr(epoch, *, base_lr, epochs, milestones=(0.5, 0.75), gamma=0.1):
-    """Step schedule: PyTorch ``MultiStepLR`` in closed form.
+def step_lr(epoch, *, base_lr, epochs, milestones=STEP_MILESTONES, gamma=0.1):
+    """Step schedule: PyTorch ``MultiStepLR`` in closed form, milestones as fractions of ``epochs``.
 
-    The milestones are fractions of ``epochs``: epoch ``int(m * epochs)`` for each ``m``
-    (the authors' 150 and 225 of 300 epochs). The learning rate during ``epoch`` is
+    The milestone of a fraction ``m`` is epoch ``⌈m · epochs⌉`` (0-based): the authors' 150 and
+    225 of 300 epochs, and never epoch 0, so no run's first epoch is decayed (``int(m · epochs)``
+    would run a 1-epoch run at lr/100 throughout). The learning rate during ``epoch`` is
 
-        base_lr · gamma ** #{m : epoch >= int(m · epochs)}
+        base_lr · gamma ** #{m : epoch >= ⌈m · epochs⌉}
 
-    which is what ``MultiStepLR(milestones=[int(m * epochs) ...], gamma)`` sets after
-    ``epoch`` calls of ``scheduler.step()`` (a repeated milestone decays twice, as there).
+    which is what ``MultiStepLR(milestones=[⌈m · epochs⌉ ...], gamma)`` sets after ``epoch``
+    calls of ``scheduler.step()`` (a repeated milestone decays twice, as there). So with the
+    default milestones a run of E epochs decays ×0.1 at ⌈E/2⌉ and ×0.1 again at ⌈3E/4⌉; only
+    runs of 4 epochs or more reach the second decay.
 
-    Args:
-        epoch: 0-based epoch (int >= 0).
-        base_lr: initial learning rate (>= 0).
-        epochs: total number of training epochs (int >= 1).
-        milestones: fractions in [0, 1] of ``epochs``.
-        gamma: multiplicative decay at each milestone (> 0).
+    epoch: 0-based (int ≥ 0). base_lr ≥ 0. epochs: the run's length (int ≥ 1).
+    milestones: fractions in [0, 1] of ``epochs``. gamma: the decay at each milestone (> 0).
     """
-    epoch = _integer("epoch", epoch, 0)
-    base_lr = _nonnegative("base_lr", base_lr)
-    epochs = _integer("epochs", epochs, 1)
-    gamma = _real("gamma", gamma)
+    epoch = integer("epoch", epoch, 0)
+    base_lr = real("base_lr", base_lr, 0)
+    epochs = integer("epochs", epochs, 1)
+    gamma = real("gamma", gamma)
     if gamma <= 0:
-        raise ValueError(f"gamma must be > 0, received {gamma!r}")
-    try:
-        fractions = [float(m) for m in milestones]
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"milestones must be a sequence of fractions in [0, 1], received {milestones!r}"
-        ) from None
-    for m in fractions:
-        if not 0.0 <= m <= 1.0:
-            raise ValueError(
-                "milestones must be fractions of epochs in [0, 1] (e.g. (0.5, 0.75)), "
-                f"received {tuple(milestones)!r}"
-            )
-    passed = sum(1 for m in fractions if epoch >= int(m * epochs))
+        fail("gamma", "a real number > 0", repr(gamma))
+    passed = sum(1 for m in _fractions(milestones) if epoch >= milestone_epoch(m, epochs))
     return base_lr * gamma**passed
+
+
+def milestone_epoch(fraction, epochs):
+    """``⌈fraction · epochs⌉``, the 0-based epoch a step-schedule milestone falls on. (Rounded to
+    9 decimals first, so that 0.7 · 10 = 7.000000000000001 is epoch 7, not 8.)"""
+    return math.ceil(round(fraction * epochs, 9))
+
+
+def _fractions(milestones):
+    expected = "a sequence of fractions of the epochs in [0, 1] (e.g. (0.5, 0.75))"
+    try:
+        fractions = [real("milestones", m, 0, 1) for m in milestones]
+    except (TypeError, ValueError):
+        fail("milestones", expected, repr(milestones))
+    return fractions
 
 
 def cosine_lr(epoch, *, base_lr, epochs, eta_min=0.0):
@@ -257,18 +189,12 @@ def cosine_lr(epoch, *, base_lr, epochs, eta_min=0.0):
         lr(epoch) = eta_min + (base_lr − eta_min) · (1 + cos(π · epoch / epochs)) / 2
 
     so ``lr(0) = base_lr``, ``lr(epochs / 2) = (base_lr + eta_min) / 2`` and
-    ``lr(epochs) = eta_min``.
-
-    Args:
-        epoch: 0-based epoch (int >= 0).
-        base_lr: initial learning rate (>= 0).
-        epochs: ``T_max``, the total number of training epochs (int >= 1).
-        eta_min: final learning rate (>= 0).
+    ``lr(epochs) = eta_min``. epoch: 0-based (int ≥ 0); base_lr, eta_min ≥ 0; epochs: int ≥ 1.
     """
-    epoch = _integer("epoch", epoch, 0)
-    base_lr = _nonnegative("base_lr", base_lr)
-    epochs = _integer("epochs", epochs, 1)
-    eta_min = _nonnegative("eta_min", eta_min)
+    epoch = integer("epoch", epoch, 0)
+    base_lr = real("base_lr", base_lr, 0)
+    epochs = integer("epochs", epochs, 1)
+    eta_min = real("eta_min", eta_min, 0)
     return eta_min + (base_lr - eta_min) * (1 + math.cos(math.pi * epoch / epochs)) / 2
 
 
@@ -278,14 +204,11 @@ def learning_rate(schedule, epoch, *, base_lr, epochs):
     ``schedule`` is one of :data:`SCHEDULES`: ``'step'`` (:func:`step_lr`),
     ``'cosine'`` (:func:`cosine_lr`) or ``'constant'`` (``base_lr`` throughout).
     """
+    one_of("schedule", schedule, SCHEDULES)
     if schedule == "step":
         return step_lr(epoch, base_lr=base_lr, epochs=epochs)
     if schedule == "cosine":
         return cosine_lr(epoch, base_lr=base_lr, epochs=epochs)
-    if schedule == "constant":
-        _integer("epoch", epoch, 0)
-        _integer("epochs", epochs, 1)
-        return _nonnegative("base_lr", base_lr)
-    raise ValueError(
-        f"schedule must be one of {', '.join(map(repr, SCHEDULES))}, received {schedule!r}"
-    )
+    integer("epoch", epoch, 0)
+    integer("epochs", epochs, 1)
+    return real("base_lr", base_lr, 0)

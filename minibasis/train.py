@@ -1,50 +1,55 @@
-"""Training and evaluation on CIFAR: the loop, metrics, checkpoints and resume.
+"""Training and evaluation on CIFAR: the loop, its metrics, and the guard against non-finite values.
 
 One step (``../shared/DESIGN.md``)::
 
     uint8 batch ─augment─normalize─► x ─model.apply(train=True)─► logits
     loss = cross_entropy(logits, y) + λ·R(params)        (R: the orthogonality regulariser)
-    grads = gradient_and_aux(loss)  ─► sgd_step ─► params, momentum     (autograd, one root per leaf)
+    grads = gradient_and_aux(loss)  ─► sgd_step ─► params, momentum     (minibasis.autodiff)
 
-After every epoch the run folder gets, each written atomically (temp file, then rename):
-``checkpoint.npz`` (weights and BN state under their ``state_dict`` names, SGD momentum, epoch,
-RNG state and the configuration), ``weights.npz`` (the state_dict alone, loadable by PyTorch)
-and one JSON line in ``log.jsonl``. ``resume=True`` continues from the checkpoint; the
-interrupted-and-resumed run ends bit-identical to an uninterrupted one.
+After every epoch the run folder (:mod:`minibasis.runs`) gets ``weights.npz``, a line of
+``log.jsonl`` and ``checkpoint.npz``, each written atomically; ``resume=True`` continues from the
+checkpoint, and the interrupted-and-resumed run ends bit-identical to an uninterrupted one.
+One process at a time trains into a folder (a lock), a fresh run never replaces another run's
+files unless asked to (``overwrite=True``), and no file ever holds a NaN or infinity: every
+loss, gradient, updated parameter, BN statistic and test metric is checked, and the first
+non-finite one stops the run, named, with the last checkpoint intact.
 """
 
-import json
 import math
-import sys
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
-from autograd.core import VJPNode, add_outgrads
-from autograd.tracer import getval, isbox, new_box, trace_stack
-from autograd.util import toposort
 
-from . import backend
+from . import backend, runs
+from .autodiff import gradient_and_aux
+from .checks import boolean, fail, integer, one_of, real
 from .data import DATASETS, augment, batches, load_cifar, normalize, resolve_data, stratified_subset
+from .files import folder_lock
 from .layers import cross_entropy
 from .models import create_model
-from .optim import SCHEDULES, _integer, _nonnegative, learning_rate, sgd_step
-from .tree import flatten, unflatten
-from .files import atomic_savez, atomic_write
-from .weights import from_state_dict, save_weights, to_state_dict
+from .optim import SCHEDULES, learning_rate, sgd_step
+from .progress import DEFAULT_EVERY, Progress
+from .tree import flatten
+from .weights import save_weights
 
 DEFAULT_LAMBDA = 10.0  # the authors' λ for the shared variants (train_cifar10.py, --lambdaR)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything that determines a run. Defaults: a short run of the paper's S16U1 model."""
+    """Everything that determines a run. Defaults: a short run of the paper's S16U1 model.
+
+    ``schedule="step"`` multiplies the lr by 0.1 at epochs ⌈E/2⌉ and ⌈3E/4⌉ (0-based) of an
+    E-epoch run: the authors' 150 and 225 of 300, and a 1-epoch run trains at ``lr`` (see
+    :func:`minibasis.optim.step_lr`).
+    """
 
     model: str = "resnet20-s16u1"
     dataset: str = "cifar10"
-    train_size: int = 2000
-    test_size: int = 1000
+    train_size: int = 2000  # None: every training image
+    test_size: int = 1000  # None: every test image
     epochs: int = 5
     batch_size: int = 128
     lr: float = 0.1
@@ -62,285 +67,396 @@ class TrainConfig:
         return DEFAULT_LAMBDA if create_model(self.model).regulariser else 0.0  # as the authors' scripts
 
     def check(self):
-        """Every field, before any data or file is touched (the rules of optim's own checks)."""
+        """Every field, before any data or file is touched."""
         try:
             create_model(self.model)
         except ValueError as error:  # it lists the valid specs
             raise ValueError(f"model: {error}") from None
-        for name in ("lr", "momentum", "weight_decay"):
-            _nonnegative(name, getattr(self, name))
-        for name in ("epochs", "batch_size"):
-            _integer(name, getattr(self, name), 1)
+        one_of("dataset", self.dataset, sorted(DATASETS))
         for name in ("train_size", "test_size"):
             if getattr(self, name) is not None:  # None: all images
-                _integer(name, getattr(self, name), 1)
+                integer(name, getattr(self, name), 1)
+        integer("epochs", self.epochs, 1)
+        integer("batch_size", self.batch_size, 1)
+        for name in ("lr", "momentum", "weight_decay"):
+            real(name, getattr(self, name), 0)
+        boolean("nesterov", self.nesterov)
+        if self.nesterov and self.momentum == 0:
+            fail("nesterov", "a momentum > 0 with Nesterov momentum", f"momentum {self.momentum}")
+        one_of("schedule", self.schedule, SCHEDULES)
         if self.lam is not None:
-            _nonnegative("lam", self.lam)
-        if self.dataset not in DATASETS:
-            raise ValueError(f"dataset: expected one of {sorted(DATASETS)}, got {self.dataset!r}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule: expected one of {list(SCHEDULES)}, got {self.schedule!r}")
+            real("lam", self.lam, 0)
+        boolean("augment", self.augment)
+        integer("seed", self.seed, 0)
 
 
-class NonFiniteLoss(RuntimeError):
-    """The loss became NaN or infinite; training stopped, the last checkpoint is intact."""
+class NonFiniteValue(RuntimeError):
+    """A loss, gradient, parameter, BN statistic or test metric became NaN or infinite; training
+    stopped, and the last checkpoint (written before it) is intact."""
 
 
 def training_loss(model, params, state, x, labels, lam):
-    """cross_entropy + λ·R and, as auxiliary output, (cross-entropy, logits, new BN state)."""
+    """``cross_entropy + λ·R`` and, as auxiliary output, ``(loss, cross-entropy, R or None, logits,
+    new BN state)`` (R is not computed when λ = 0)."""
     logits, new_state = model.apply(params, state, x, train=True)
     ce = cross_entropy(logits, labels)
-    loss = ce + lam * model.orthogonality(params) if lam else ce
-    return loss, (ce, logits, new_state)
+    if not lam:
+        return ce, (ce, ce, None, logits, new_state)
+    r = model.orthogonality(params)
+    loss = ce + lam * r
+    return loss, (loss, ce, r, logits, new_state)
 
 
-def tree_vjp(fn, tree, *, name="fn"):
-    """``(fn(tree), vjp)``, ``vjp(g)`` giving the tree of ∂⟨g, fn(tree)⟩/∂leaf (autograd's make_vjp).
-
-    Each leaf is its own root of autograd's trace and ``fn`` gets a plain dict of boxed
-    arrays (empty sub-dicts are dropped; ``name`` is what errors call ``fn``). (``autograd.make_vjp`` of a dict boxes the dict itself: every ``tree[key]`` then
-    records a node whose VJP builds and adds a whole zero tree, about 8 % of a
-    ResNet-56-S16U1 step.) The backward pass is autograd's own, keeping every root's sum.
-    """
-    leaves = flatten(tree)
-    roots = {name: VJPNode.new_root() for name in leaves}
-    with trace_stack.new_trace() as trace_id:
-        out = fn(unflatten({name: new_box(leaf, trace_id, roots[name]) for name, leaf in leaves.items()}))
-    if not isbox(out) or out._trace != trace_id:
-        raise ValueError(f"{name}: expected an output that depends on the tree, got a constant")
-    root_names = {node: name for name, node in roots.items()}
-
-    def vjp(g):
-        outgrads, grads = {out._node: (g, False)}, {}
-        for node in toposort(out._node):  # autograd.core.backward_pass
-            g = outgrads.pop(node)[0]
-            if node in root_names:
-                grads[root_names[node]] = g
-            for parent, parent_g in zip(node.parents, node.vjp(g)):
-                outgrads[parent] = add_outgrads(outgrads.get(parent), parent_g)
-        return unflatten({name: grads[name] if name in grads else np.zeros_like(leaf) for name, leaf in leaves.items()})
-
-    return out._value, vjp
-
-
-def gradient_and_aux(loss_fn):
-    """fn(params, *args) -> (∇_params loss, aux) for loss_fn returning (loss, aux).
-
-    Through :func:`tree_vjp`. (autograd's own grad_and_aux needs a vector space for the aux
-    output, which the integer ``num_batches_tracked`` in the BN state does not have.)
-    """
-
-    def fn(params, *args):
-        aux = []
-
-        def loss_only(p):
-            loss, out = loss_fn(p, *args)
-            aux.append(out)
-            return loss
-
-        loss, vjp = tree_vjp(loss_only, params, name="loss_fn")
-        if np.ndim(loss) != 0:
-            raise ValueError(f"loss_fn: expected a scalar loss, got shape {np.shape(loss)}")
-        aux_values = tuple(getval(a) for a in aux[0]) if isinstance(aux[0], tuple) else getval(aux[0])
-        return vjp(np.ones_like(loss)), aux_values
-
-    return fn
-
-
-def evaluate(model, params, state, images, labels, *, mean, std, batch_size=500):
-    """Eval-mode (running BN statistics) mean cross-entropy and top-1 accuracy of uint8 images."""
-    total_loss, correct = 0.0, 0
-    for x, y in batches(images, labels, batch_size):
-        logits, _ = model.apply(params, state, normalize(x, mean, std), train=False)
-        total_loss += float(cross_entropy(logits, y)) * len(y)
-        correct += int(np.sum(np.argmax(logits, axis=1) == y))
+def evaluate(model, params, state, images, labels, *, mean, std, batch_size=500, progress=None):
+    """Eval-mode (running BN statistics) mean cross-entropy and top-1 accuracy of uint8 images.
+    ``progress``: a :class:`~minibasis.progress.Progress` to report to, or None."""
+    total_loss, correct, seen = 0.0, 0, 0
+    try:
+        for x, y in batches(images, labels, batch_size):
+            logits, _ = model.apply(params, state, normalize(x, mean, std), train=False)
+            total_loss += float(cross_entropy(logits, y)) * len(y)
+            correct += int(np.sum(np.argmax(logits, axis=1) == y))
+            seen += len(y)
+            if progress is not None:
+                progress.update(seen)
+    finally:
+        if progress is not None:
+            progress.close()
     return total_loss / len(labels), correct / len(labels)
 
 
-class Progress:
-    """A one-line progress bar on stderr (only when it is a terminal and not quiet)."""
-
-    def __init__(self, total, label, quiet):
-        self.total, self.label, self.start = total, label, time.perf_counter()
-        self.active = not quiet and sys.stderr.isatty()
-
-    def update(self, done, loss, images):
-        if not self.active:
-            return
-        rate = images / max(time.perf_counter() - self.start, 1e-9)
-        filled = int(30 * done / self.total)
-        sys.stderr.write(
-            f"\r{self.label} [{'#' * filled}{'.' * (30 - filled)}] {done}/{self.total} loss {loss:.4f} {rate:.0f} img/s"
-        )
-        sys.stderr.flush()
-
-    def close(self):
-        if self.active:
-            sys.stderr.write("\n")
-
-
-def subset(images, labels, size, *, seed):
-    """The seeded, stratified ``size``-image subset (all images when ``size`` is None or at
-    least their number): ``(images, labels)``."""
-    if size is None or size >= len(labels):
+def subset(images, labels, size, *, seed, num_classes, name="size"):
+    """The seeded, stratified ``size``-image subset (every image when ``size`` is None):
+    ``(images, labels)``. ``name``: what errors call ``size``. A size larger than the images
+    there is refused, not clamped: a run records exactly the images it used."""
+    if size is None:
         return images, labels
-    index = stratified_subset(labels, size, seed=seed)
+    if integer(name, size, 1) > len(labels):
+        fail(name, f"at most {len(labels)}, the images there (or None: all of them)", repr(size))
+    if size % num_classes:
+        fail(name, f"a multiple of the {num_classes} classes (a stratified subset)", repr(size))
+    index = stratified_subset(labels, size, seed=seed, num_classes=num_classes)
     return images[index], labels[index]
 
 
-def evaluation_subset(data, size, *, seed):
+def evaluation_subset(data, size, *, seed, name="test_size"):
     """The test images a run with ``seed`` evaluates on (``minibasis eval`` picks the same)."""
-    return subset(data.test_images, data.test_labels, size, seed=seed + 1)  # + 1: not the training draw
+    return subset(data.test_images, data.test_labels, size, seed=seed + 1, num_classes=data.num_classes, name=name)  # + 1: not the training draw
 
 
 def load_run_data(data_path, dataset, *, download=False):
     """``load_cifar`` of what ``resolve_data`` finds, refusing an archive of another dataset."""
     data = load_cifar(resolve_data(data_path, name=dataset, download=download))
     if data.name != dataset:
-        raise ValueError(f"dataset: expected a {dataset} archive, got {data.name} data from {data_path}")
+        fail("dataset", f"a {dataset} archive", f"{data.name} data from {data_path}")
     return data
 
 
-def _rng_to_json(rng):
-    return json.dumps(rng.bit_generator.state)
+def saved_config(out_dir):
+    """The configuration of the run in ``out_dir`` (its ``config.json``, else its checkpoint's),
+    or None when it holds neither: what ``minibasis train --resume`` starts from."""
+    folder = Path(out_dir)
+    if (folder / runs.CONFIG).is_file():
+        path, saved = folder / runs.CONFIG, runs.read_config(folder / runs.CONFIG)
+    elif (folder / runs.CHECKPOINT).is_file():
+        path, saved = folder / runs.CHECKPOINT, runs.read_checkpoint_config(folder / runs.CHECKPOINT)
+    else:
+        return None
+    missing = [f.name for f in fields(TrainConfig) if f.name not in saved]
+    if missing:
+        fail(str(path), "a run configuration with every field", f"one without {', '.join(missing)}")
+    return TrainConfig(**{f.name: saved[f.name] for f in fields(TrainConfig)})
 
 
-def _rng_from_json(text):
-    rng = np.random.default_rng()
-    rng.bit_generator.state = json.loads(text)
-    return rng
+# ------------------------------------------------------------------------------------ train
 
 
-def save_checkpoint(path, model, params, state, momentum, epoch, rng, config):
-    """Atomic .npz: 'model/<state_dict key>', 'momentum/<param name>', epoch, rng, config."""
-    arrays = {f"model/{k}": v for k, v in to_state_dict(model, params, state).items()}
-    if momentum is not None:
-        arrays.update({f"momentum/{k}": v for k, v in flatten(momentum).items()})
-    arrays["epoch"] = np.int64(epoch)
-    arrays["rng_state"] = np.array(_rng_to_json(rng))
-    arrays["config"] = np.array(json.dumps(asdict(config)))
-    atomic_savez(path, arrays)
+def train(config, out_dir, *, data_path=None, download=False, resume=False, overwrite=False, stop_after=None,
+          quiet=False, progress_every=DEFAULT_EVERY, device="cpu", print_fn=print):
+    """Train ``config.model`` on a CIFAR subset into the run folder ``out_dir``; returns the
+    per-epoch records (those of ``log.jsonl``).
 
+    out_dir: created if missing, locked while training. A fresh run refuses a folder that holds
+    another run's files (config, log, weights, checkpoint, or a temp file of one) unless
+    ``overwrite=True``, which removes them first. ``resume=True`` continues the run there: every
+    field of ``config`` must equal the run's except ``epochs``, which may grow to extend the run
+    (the remaining epochs then follow the schedule of a run of the new length; the change is
+    recorded in ``config.json`` and each log record's ``"epochs"``). A finished run resumed
+    without more epochs trains nothing and says so. stop_after: leave after this many epochs of
+    this call. quiet: no progress; else progress on stderr (a plain line every
+    ``progress_every`` seconds when stderr is not a terminal). device: 'cpu' or 'gpu' (the
+    convolutions on CuPy, see :mod:`minibasis.backend`).
 
-def load_checkpoint(path, model):
-    """-> (params, state, momentum or None, epoch, rng, config dict)."""
-    with np.load(path, allow_pickle=False) as f:
-        state_dict = {k[len("model/") :]: f[k] for k in f.files if k.startswith("model/")}
-        momentum = {k[len("momentum/") :]: f[k] for k in f.files if k.startswith("momentum/")}
-        params, state = from_state_dict(model, state_dict)
-        config = json.loads(str(f["config"]))
-        return params, state, unflatten(momentum) if momentum else None, int(f["epoch"]), _rng_from_json(str(f["rng_state"])), config
-
-
-def _write_text(path, text):
-    atomic_write(path, lambda f: f.write(text.encode()))
-
-
-def _write_log(path, records):
-    """Rewrite the JSON-lines log (one record per epoch) atomically."""
-    _write_text(path, "".join(json.dumps(r) + "\n" for r in records))
-
-
-def train(config, out_dir, *, data_path=None, download=False, resume=False, stop_after=None, quiet=False, device="cpu", print_fn=print):
-    """Train ``config.model`` on a CIFAR subset; returns the list of per-epoch records.
-
-    out_dir: the run folder (created). resume: continue from ``out_dir/checkpoint.npz`` (its
-    configuration must equal ``config``). stop_after: leave after this many epochs of this
-    call (the run can be resumed later). device: 'cpu' or 'gpu' (the convolutions on CuPy,
-    see :mod:`minibasis.backend`). Raises :class:`NonFiniteLoss` on a NaN/inf loss,
-    leaving the last checkpoint intact.
+    Raises :class:`NonFiniteValue` naming the first non-finite value, ``FileExistsError`` /
+    ``FileNotFoundError`` for a folder that holds a run / none to resume, ``ValueError`` for a
+    bad argument or a damaged run file, :class:`minibasis.files.FolderBusy` when another
+    process trains into the folder.
     """
     config.check()
+    folder = _check_call(out_dir, resume, overwrite, stop_after, quiet, progress_every)
     with backend.use(backend.get(device)):
-        return _train(config, Path(out_dir), data_path, download, resume, stop_after, quiet, print_fn)
+        data = load_run_data(data_path, config.dataset, download=download)  # a bad --data leaves no folder
+        run = _Run.of(config, folder, data, None if quiet else progress_every, print_fn)
+        with folder_lock(folder):
+            state = _resume(run) if resume else _start(run, overwrite)
+            return _train_epochs(run, state, stop_after)
 
 
-def _train(config, out_dir, data_path, download, resume, stop_after, quiet, print_fn):
-    data = load_run_data(data_path, config.dataset, download=download)  # before the run folder exists
-    out_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint, log_path = out_dir / "checkpoint.npz", out_dir / "log.jsonl"
-    model = create_model(config.model, num_classes=data.num_classes)
-    lam = config.resolved_lambda()
-    mean, std = data.stats
-    train_x, train_y = subset(data.train_images, data.train_labels, config.train_size, seed=config.seed)
-    test_x, test_y = evaluation_subset(data, config.test_size, seed=config.seed)
+def _check_call(out_dir, resume, overwrite, stop_after, quiet, progress_every):
+    """train()'s own arguments; returns the run folder as a Path."""
+    folder = Path(out_dir)
+    if folder.exists() and not folder.is_dir():
+        fail("out_dir", "a folder for the run (or a path to create one)", f"the file {str(folder)!r}")
+    boolean("quiet", quiet)
+    if boolean("resume", resume) & boolean("overwrite", overwrite):  # & : both checked
+        fail("overwrite", "False with resume=True (resume continues a run, overwrite replaces it)", "True")
+    if resume and not folder.is_dir():
+        fail("out_dir", "the folder of a run to resume", f"{str(folder)!r}, which does not exist", FileNotFoundError)
+    if stop_after is not None:
+        integer("stop_after", stop_after, 1)
+    real("progress_every", progress_every, 0)
+    return folder
 
-    if resume:
-        if not checkpoint.exists():
-            raise FileNotFoundError(f"resume: expected a checkpoint at {checkpoint}, found none")
-        params, state, momentum, done, rng, saved = load_checkpoint(checkpoint, model)
-        if saved != asdict(config):
-            diff = {k: (saved.get(k), v) for k, v in asdict(config).items() if saved.get(k) != v}
-            raise ValueError(f"resume: expected the checkpoint's configuration, got differences (saved, given): {diff}")
-        records = [json.loads(line) for line in log_path.read_text().splitlines()] if log_path.exists() else []
-        records = [r for r in records if r["epoch"] <= done]
-    else:
-        if checkpoint.exists():
-            raise FileExistsError(
-                f"out_dir: expected a folder without a run, but {checkpoint} exists; "
-                f"continue it with resume (--resume) or choose another folder (--out)"
-            )
-        params, state = model.init(config.seed)
-        momentum, done, rng, records = None, 0, np.random.default_rng(config.seed), []
-    _write_log(log_path, records)
-    _write_text(out_dir / "config.json", json.dumps(asdict(config), indent=1) + "\n")
 
-    step_fn = gradient_and_aux(lambda p, s, x, y: training_loss(model, p, s, x, y, lam))
-    steps_per_epoch = math.ceil(len(train_y) / config.batch_size)
-    last = config.epochs if stop_after is None else min(config.epochs, done + stop_after)
-    for epoch in range(done, last):
+@dataclass(frozen=True)
+class _Run:
+    """What stays fixed while a run trains."""
+
+    config: TrainConfig
+    folder: Path
+    model: object
+    lam: float
+    train_x: np.ndarray
+    train_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    mean: tuple
+    std: tuple
+    progress_every: float  # None: quiet
+    print_fn: object
+    step_fn: object  # params, BN state, x, y -> (grads, training_loss's aux)
+
+    @classmethod
+    def of(cls, config, folder, data, progress_every, print_fn):
+        model = create_model(config.model, num_classes=data.num_classes)
+        lam = config.resolved_lambda()
+        train = subset(data.train_images, data.train_labels, config.train_size, seed=config.seed,
+                       num_classes=data.num_classes, name="train_size")
+        test = evaluation_subset(data, config.test_size, seed=config.seed)
+        step_fn = gradient_and_aux(lambda p, s, x, y: training_loss(model, p, s, x, y, lam))
+        return cls(config, folder, model, lam, *train, *test, *data.stats, progress_every, print_fn, step_fn)
+
+    def progress(self, label, total):
+        return Progress(label, total, every=self.progress_every)
+
+
+@dataclass
+class _State:
+    """What changes while a run trains (and what a checkpoint saves)."""
+
+    params: dict
+    bn_state: dict
+    momentum: dict  # None before the first step
+    rng: np.random.Generator
+    done: int  # epochs finished
+    records: list  # their log records
+    extensions: list  # see runs.write_config
+
+
+def _start(run, overwrite):
+    """A fresh run: refuse a folder holding another run's files (remove them if ``overwrite``),
+    then write ``config.json`` and an empty log."""
+    existing = runs.run_files(run.folder)
+    if existing and not overwrite:
+        fail(str(run.folder), "a folder without a run",
+             f"one holding {', '.join(sorted(p.name for p in existing))}; continue that run with resume (--resume), "
+             "replace it with overwrite (--overwrite), or choose another folder (--out)", FileExistsError)
+    runs.remove(existing)  # the checkpoint first (runs.RUN_FILES)
+    params, bn_state = run.model.init(run.config.seed)
+    state = _State(params, bn_state, None, np.random.default_rng(run.config.seed), 0, [], [])
+    _write_start(run, state)
+    return state
+
+
+def _resume(run):
+    """Continue the run in the folder: read and check all of it first (configuration, checkpoint,
+    log, RNG state), and only then write (stale temp files removed, config.json and the log
+    rewritten)."""
+    saved = _read_run(run)
+    checkpoint = saved["checkpoint"]
+    done = checkpoint.epoch if checkpoint else 0
+    records = _records_until(saved["log"], done, run.folder / runs.LOG)
+    if checkpoint:
+        state = _State(checkpoint.params, checkpoint.state, checkpoint.momentum, checkpoint.rng, done, records, saved["extensions"])
+    else:  # killed before its first checkpoint: the run starts again from its beginning
+        params, bn_state = run.model.init(run.config.seed)
+        state = _State(params, bn_state, None, np.random.default_rng(run.config.seed), 0, [], saved["extensions"])
+    extension = saved["extension"]
+    if extension is None and done == run.config.epochs:
+        run.print_fn(f"{run.folder}: the run is already complete ({done} of {done} epochs); nothing to train. "
+                     f"To extend it, resume with more epochs (--epochs N, N > {done}).")
+        return state
+    if extension is not None:
+        state.extensions = state.extensions + [extension]
+        run.print_fn(_extension_note(run.config, extension))
+    runs.remove(runs.stale_temp_files(run.folder))  # we hold the lock: nobody else is writing them
+    _write_start(run, state)
+    return state
+
+
+def _read_run(run):
+    """Every file a resume reads, each checked, the configuration first (so that another
+    model's checkpoint is reported as a different configuration, not as missing weights):
+    {checkpoint, extension, extensions, log}."""
+    folder = run.folder
+    has_checkpoint = (folder / runs.CHECKPOINT).exists()
+    config_json = runs.read_config(folder / runs.CONFIG) if (folder / runs.CONFIG).exists() else None
+    if not has_checkpoint and config_json is None and not runs.stale_temp_files(folder):
+        fail(str(folder), "a run to resume (checkpoint.npz or config.json)", "a folder without one; start the run without resume (--resume)",
+             FileNotFoundError)
+    # The checkpoint is the truth; config.json stands in for it before the first one exists (and
+    # when both are missing, the run died writing its config.json: only temp files are left).
+    source = folder / (runs.CHECKPOINT if has_checkpoint else runs.CONFIG)
+    saved = runs.read_checkpoint_config(source) if has_checkpoint else config_json
+    _check_same_run(saved, run.config, source)
+    checkpoint = runs.load_checkpoint(source, run.model) if has_checkpoint else None
+    extension = None
+    if saved is not None and run.config.epochs != saved["epochs"]:
+        extension = {"at_epoch": checkpoint.epoch if checkpoint else 0, "from_epochs": saved["epochs"], "to_epochs": run.config.epochs}
+    extensions = checkpoint.extensions if checkpoint else (config_json or {}).get("extensions", [])
+    log = runs.read_log(folder / runs.LOG) if (folder / runs.LOG).exists() else None
+    return {"checkpoint": checkpoint, "extension": extension, "extensions": extensions, "log": log}
+
+
+def _check_same_run(saved, config, source):
+    """``config`` must be the run's ``saved`` configuration (None: nothing to compare) but for
+    ``epochs``, which may grow to extend the run."""
+    if saved is None:
+        return
+    given = asdict(config)
+    differences = [f"{k} {v!r} (the run's: {saved.get(k, 'none')!r})" for k, v in given.items() if k != "epochs" and saved.get(k) != v]
+    differences += [f"no {k} (the run's: {v!r})" for k, v in saved.items() if k not in given and k != "extensions"]
+    if differences:
+        fail("config", f"the configuration of the run in {source} (only epochs may change, to extend it)", "; ".join(differences))
+    if not isinstance(saved.get("epochs"), int) or config.epochs < saved["epochs"]:
+        fail("epochs", f"at least {saved.get('epochs')}, the run's epochs (a run can be extended, not shortened)", repr(config.epochs))
+
+
+def _extension_note(config, extension):
+    """What extending a run does to its schedule, in one line."""
+    first, last = extension["at_epoch"] + 1, config.epochs
+    lrs = [learning_rate(config.schedule, e, base_lr=config.lr, epochs=last) for e in range(first - 1, last)]
+    shown = ", ".join(f"{lr:.4g}" for lr in lrs[:12]) + (", …" if len(lrs) > 12 else "")
+    return (f"extending the run from {extension['from_epochs']} to {last} epochs: epochs {first}–{last} follow the "
+            f"{config.schedule} schedule of a {last}-epoch run (lr {shown}); the epochs done keep theirs")
+
+
+def _records_until(records, done, path):
+    """The log records of the ``done`` epochs of the checkpoint (newer ones are dropped)."""
+    kept = [r for r in records or [] if r["epoch"] <= done]
+    if len(kept) != done:
+        fail(str(path), f"the records of epochs 1–{done} (the checkpoint's)",
+             f"records of epochs 1–{len(kept)}" if kept else ("no records" if records is not None else "no log"))
+    return kept
+
+
+def _write_start(run, state):
+    runs.write_config(run.folder / runs.CONFIG, run.config, state.extensions)
+    runs.write_log(run.folder / runs.LOG, state.records)
+
+
+# ----------------------------------------------------------------------------------- epochs
+
+
+def _train_epochs(run, state, stop_after):
+    """The epoch loop: train, evaluate, check, save, print."""
+    config = run.config
+    last = config.epochs if stop_after is None else min(config.epochs, state.done + stop_after)
+    for epoch in range(state.done, last):
         lr = learning_rate(config.schedule, epoch, base_lr=config.lr, epochs=config.epochs)
         start = time.perf_counter()
-        progress = Progress(steps_per_epoch, f"epoch {epoch + 1}/{config.epochs}", quiet)
-        loss_sum, correct, seen = 0.0, 0, 0
-        for step, (xb, yb) in enumerate(batches(train_x, train_y, config.batch_size, rng=rng), start=1):
-            if config.augment:
-                xb = augment(xb, rng)
-            grads, (ce, logits, state) = step_fn(params, state, normalize(xb, mean, std), yb)
-            ce = float(ce)
-            if not math.isfinite(ce) or not all(np.isfinite(g).all() for g in flatten(grads).values()):
-                progress.close()
-                saved = f"The last good checkpoint (after epoch {epoch}) is {checkpoint}." if epoch else "No checkpoint was written yet."
-                raise NonFiniteLoss(
-                    f"non-finite loss ({ce}) at epoch {epoch + 1}, step {step} (global step "
-                    f"{epoch * steps_per_epoch + step}); stopped. {saved} Try a smaller --lr."
-                )
-            params, momentum = sgd_step(
-                params, grads, momentum, lr=lr, momentum=config.momentum,
-                weight_decay=config.weight_decay, nesterov=config.nesterov,
-            )
+        train_loss, train_acc, images = _train_epoch(run, state, epoch, lr)
+        seconds = time.perf_counter() - start
+        record = {"epoch": epoch + 1, "epochs": config.epochs, "train_loss": train_loss, "train_acc": train_acc,
+                  **_test_metrics(run, state, epoch), "lr": lr, "images_per_second": images / seconds}
+        record["seconds"] = time.perf_counter() - start
+        _save_epoch(run, state, record)
+        run.print_fn(_epoch_line(record))
+    return state.records
+
+
+def _train_epoch(run, state, epoch, lr):
+    """One pass over the training subset, one SGD step per batch: (mean loss, accuracy, images)."""
+    config = run.config
+    steps = math.ceil(len(run.train_y) / config.batch_size)
+    progress = run.progress(f"epoch {epoch + 1}/{config.epochs}", len(run.train_y))
+    loss_sum, correct, seen = 0.0, 0, 0
+    try:
+        for step, (xb, yb) in enumerate(batches(run.train_x, run.train_y, config.batch_size, rng=state.rng), start=1):
+            where = f"epoch {epoch + 1}, step {step} (global step {epoch * steps + step})"
+            ce, logits = _sgd_step(run, state, xb, yb, lr, where)
             loss_sum += ce * len(yb)
             correct += int(np.sum(np.argmax(logits, axis=1) == yb))
             seen += len(yb)
-            progress.update(step, loss_sum / seen, seen)
+            progress.update(seen, loss=loss_sum / seen)
+    finally:
         progress.close()
-        train_seconds = time.perf_counter() - start
-        test_loss, test_acc = evaluate(model, params, state, test_x, test_y, mean=mean, std=std)
-        record = {
-            "epoch": epoch + 1,
-            "train_loss": loss_sum / seen,
-            "train_acc": correct / seen,
-            "test_loss": test_loss,
-            "test_acc": test_acc,
-            "orthogonality": float(model.orthogonality(params)),
-            "lr": lr,
-            "images_per_second": seen / train_seconds,
-            "seconds": time.perf_counter() - start,
-        }
-        records.append(record)
-        # The checkpoint last: an epoch counts as done (for --resume) only once its weights
-        # and log line are written; resume drops log lines newer than the checkpoint.
-        save_weights(out_dir / "weights.npz", model, params, state)
-        _write_log(log_path, records)
-        save_checkpoint(checkpoint, model, params, state, momentum, epoch + 1, rng, config)
-        print_fn(
-            f"epoch {record['epoch']:3d}/{config.epochs}  train loss {record['train_loss']:.4f} acc {record['train_acc']:.4f}  "
-            f"test loss {record['test_loss']:.4f} acc {record['test_acc']:.4f}  R {record['orthogonality']:.4g}  "
-            f"lr {lr:.4g}  {record['seconds']:.1f}s ({record['images_per_second']:.0f} img/s)"
-        )
-    return records
+    return loss_sum / seen, correct / seen, seen
 
 
-def config_from_args(args):
-    """TrainConfig from an argparse namespace holding its field names."""
-    return TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
+def _sgd_step(run, state, xb, yb, lr, where):
+    """Augment, forward, backward, update ``state``, each result checked: (cross-entropy, logits)."""
+    config = run.config
+    if config.augment:
+        xb = augment(xb, state.rng)
+    grads, (loss, ce, r, logits, bn_state) = run.step_fn(state.params, state.bn_state, normalize(xb, run.mean, run.std), yb)
+    _guard(run, where, {"cross-entropy loss": ce, "orthogonality R": r, "loss (cross-entropy + λ·R)": loss})
+    _guard(run, where, _named("gradient of", grads), f" (the loss, {float(loss):.4g}, was finite)")
+    state.params, state.momentum = sgd_step(state.params, grads, state.momentum, lr=lr, momentum=config.momentum,
+                                            weight_decay=config.weight_decay, nesterov=config.nesterov)
+    state.bn_state = bn_state
+    _guard(run, where, _named("parameter", state.params) | _named("momentum buffer of", state.momentum or {})
+           | _named("BN statistic", bn_state), f" after the SGD update with lr {lr:.4g}")
+    return float(ce), logits
+
+
+def _test_metrics(run, state, epoch):
+    """Test loss and accuracy and R after ``epoch``, checked."""
+    progress = run.progress(f"epoch {epoch + 1}/{run.config.epochs} test", len(run.test_y))
+    test_loss, test_acc = evaluate(run.model, state.params, state.bn_state, run.test_x, run.test_y,
+                                   mean=run.mean, std=run.std, progress=progress)
+    r = float(run.model.orthogonality(state.params))
+    _guard(run, f"the end of epoch {epoch + 1}", {"test loss": test_loss, "orthogonality R": r})
+    return {"test_loss": test_loss, "test_acc": test_acc, "orthogonality": r}
+
+
+def _named(what, tree):
+    return {f"{what} {name!r}": value for name, value in flatten(tree).items()}
+
+
+def _guard(run, where, values, context=""):
+    """Raise NonFiniteValue naming the first NaN/inf among ``values`` ({what: array or scalar;
+    None is skipped})."""
+    for what, value in values.items():
+        if value is not None and not np.all(np.isfinite(value)):
+            raise NonFiniteValue(
+                f"non-finite {what}{context} at {where}; stopped. {runs.describe_last_checkpoint(run.folder)} "
+                f"Try a smaller learning rate (lr)."
+            )
+
+
+def _save_epoch(run, state, record):
+    """The epoch's files: weights, then the log, then the checkpoint. An epoch counts as done
+    (for a resume) once its checkpoint is written; a resume drops log lines newer than that."""
+    state.records.append(record)
+    state.done = record["epoch"]
+    save_weights(run.folder / runs.WEIGHTS, run.model, state.params, state.bn_state)
+    runs.write_log(run.folder / runs.LOG, state.records)
+    runs.save_checkpoint(run.folder / runs.CHECKPOINT, run.model, state.params, state.bn_state, state.momentum,
+                         state.done, state.rng, run.config, state.extensions)
+
+
+def _epoch_line(r):
+    return (f"epoch {r['epoch']:3d}/{r['epochs']}  train loss {r['train_loss']:.4f} acc {r['train_acc']:.4f}  "
+            f"test loss {r['test_loss']:.4f} acc {r['test_acc']:.4f}  R {r['orthogonality']:.4g}  "
+            f"lr {r['lr']:.4g}  {r['seconds']:.1f}s ({r['images_per_second']:.0f} img/s)")

@@ -23,6 +23,12 @@ def without_timing(records):
     return [{k: v for k, v in r.items() if k not in TIMING_FIELDS} for r in records]
 
 
+def files_of(folder):
+    """``{name: bytes}`` of every file in ``folder`` but the lock file (whose content is the PID of
+    the last process that locked the folder): to show that a command changed nothing."""
+    return {p.name: p.read_bytes() for p in sorted(Path(folder).iterdir()) if p.is_file() and p.name != ".lock"}
+
+
 def npz_arrays(path):
     with np.load(path, allow_pickle=False) as f:
         return {k: f[k] for k in f.files}

@@ -1,27 +1,35 @@
 """Tests of the ``minibasis`` command (minibasis.cli.main): info, --help, train/eval, data errors.
 
 ``cli.main(argv)`` runs in this process and returns the exit code; stdout and stderr are
-captured with ``capsys``. The end-to-end run uses the shared CIFAR-10 subset
-(``../shared/data``) and is skipped where it is absent; the other runs use a tiny archive in
-the official format written to a temporary folder.
+captured with ``capsys``. What only a real process shows (help text as printed, progress on a
+pipe, two processes at once, Ctrl-C) runs ``python -m minibasis.cli`` in a subprocess. The
+end-to-end run uses the shared CIFAR-10 subset (``../shared/data``) and is skipped where it is
+absent; the other runs use a tiny archive in the official format written to a temporary folder.
 """
 
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from minibasis import cli
+from minibasis import cli, runs
 from minibasis import train as T
 from minibasis.data import DATASETS, load_cifar, stratified_subset
 from minibasis.models import create_model
 from minibasis.weights import load_weights, save_weights
 
 from cifar_files import write_cifar10_archive
-from run_files import assert_npz_identical, evaluate_by_hand, logits_by_hand, read_log, without_timing
+from run_files import assert_npz_identical, evaluate_by_hand, files_of, logits_by_hand, read_log, without_timing
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(capsys, *argv):
@@ -29,6 +37,21 @@ def run(capsys, *argv):
     code = cli.main([str(a) for a in argv])
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def command(*argv):
+    """``python -m minibasis.cli ARGV`` of this checkout, as a subprocess argument list."""
+    return [sys.executable, "-m", "minibasis.cli", *map(str, argv)]
+
+
+def process_env(**extra):
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])), **extra)
+
+
+def run_process(*argv, timeout=300):
+    """The finished subprocess of ``minibasis ARGV`` (stdout and stderr as text, not a terminal)."""
+    return subprocess.run(command(*argv), cwd=ROOT, env=process_env(COLUMNS="200"), capture_output=True, text=True,
+                          timeout=timeout)
 
 
 # ----------------------------------------------------------------------------------- info
@@ -116,7 +139,47 @@ def test_no_command_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as info:
         cli.main([])
     assert info.value.code == 2
-    assert "usage: minibasis" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err == "minibasis: error: the following arguments are required: {train,eval,info} (see minibasis --help)\n"
+
+
+def help_entries(text):
+    """{option strings: its help, on one line} of an argparse help text."""
+    entries, current = {}, None
+    for line in text.split("options:", 1)[1].splitlines():
+        if re.match(r"^  -", line):
+            current = line.strip()
+            entries[current] = ""
+        elif current and line.startswith("   "):
+            entries[current] += " " + line.strip()
+    return {key.split("  ")[0]: " ".join((key.split("  ", 1)[1:] or [""])[0].split() + value.split())
+            for key, value in entries.items()}
+
+
+@pytest.mark.parametrize("sub, expected", [
+    ("train", {"--model": "resnet20-s16u1", "--train-size": "2000", "--test-size": "1000", "--epochs": "5",
+               "--batch-size": "128", "--lr": "0.1", "--momentum": "0.9", "--weight-decay": "0.0005", "--seed": "0",
+               "--schedule": "step", "--out": "runs/MODEL", "--progress-every": "5.0", "--device": "cpu",
+               "--dataset": "cifar10", "--lam": "10 for the shared variants, 0 for the original and NonShared"}),
+    ("eval", {"--test-size": "0", "--batch-size": "500", "--progress-every": "5.0", "--dataset": "cifar10"}),
+    ("info", {"--num-classes": "10"}),
+])
+def test_help_shows_every_default(sub, expected):
+    """Issue 16.2: every option's help ends with its default (before, --epochs, --lr and most
+    others showed none)."""
+    proc = run_process(sub, "--help")
+    assert proc.returncode == 0, proc.stderr
+    entries = help_entries(proc.stdout)
+    assert len(entries) >= len(expected) + 1
+    for option, text in entries.items():
+        if option != "-h, --help":
+            assert "(default: " in text, (option, text)
+    for option, value in expected.items():
+        (text,) = [t for o, t in entries.items() if o.split(" ")[0].rstrip(",") == option]
+        assert text.endswith(f"(default: {value})"), (option, text)
+    if sub == "train":  # the schedule's rule is stated where the option is
+        (schedule,) = [t for o, t in entries.items() if o.startswith("--schedule")]
+        assert "ceil(E/2)" in schedule and "150 and 225 of 300" in schedule and "first epoch always at --lr" in schedule
 
 
 def test_console_script():
@@ -142,9 +205,9 @@ def test_train_then_eval_end_to_end(shared_archive, tmp_path, capsys):
                             "--out", out, "--quiet")
     assert code == 0, err
     assert err == ""  # --quiet: no progress bar
-    assert f"run folder: {out}" in stdout
+    assert f"run folder: {out} (config.json, log.jsonl, weights.npz, checkpoint.npz); 2 of 2 epochs done\n" in stdout
     assert len(re.findall(r"^epoch +\d/2 ", stdout, re.M)) == 2
-    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.npz", "config.json", "log.jsonl", "weights.npz"]
+    assert sorted(p.name for p in out.iterdir()) == [".lock", "checkpoint.npz", "config.json", "log.jsonl", "weights.npz"]
 
     records = [json.loads(l) for l in (out / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2]
@@ -153,7 +216,7 @@ def test_train_then_eval_end_to_end(shared_archive, tmp_path, capsys):
     assert config["model"] == "resnet8" and config["train_size"] == 1000 and config["test_size"] == 100
     assert config["lam"] is None
     model = create_model("resnet8")
-    assert T.load_checkpoint(out / "checkpoint.npz", model)[3] == 2
+    assert runs.load_checkpoint(out / "checkpoint.npz", model).epoch == 2
     load_weights(out / "weights.npz", model)
 
     code, stdout, err = run(capsys, "eval", out / "weights.npz", "--data", shared_archive, "--test-size", 100)
@@ -241,17 +304,18 @@ def test_eval_missing_weights_file(capsys, tiny_run, tmp_path):
     assert re.search(r"no such file|does not exist|not found|expected an existing", err), err
 
 
-@pytest.mark.parametrize("argv, field", [
-    (["--epochs", "0"], "epochs"),
-    (["--batch-size", "0"], "batch_size"),
-    (["--lam", "-1"], "lam"),
-    (["--model", "resnet9"], "valid model specs"),
+@pytest.mark.parametrize("argv, message", [
+    (["--epochs", "0"], "epochs: expected an int ≥ 1, got 0"),
+    (["--batch-size", "0"], "batch_size: expected an int ≥ 1, got 0"),
+    (["--lam", "-1"], "lam: expected a finite real number ≥ 0, got -1.0"),
+    (["--stop-after", "0"], "stop_after: expected an int ≥ 1, got 0"),
+    (["--model", "resnet9"], "model: "),
 ])
-def test_train_bad_values(capsys, tmp_path, argv, field):
+def test_train_bad_values(capsys, tmp_path, argv, message):
     out = tmp_path / "run"
     code, stdout, err = run(capsys, "train", "--data", tmp_path / "nothing-here.tar.gz", "--out", out, *argv)
     assert code == 1 and stdout == ""
-    assert err.startswith("minibasis train: error:") and field in err
+    assert err.startswith(f"minibasis train: error: {message}") and err.count("\n") == 1, err
     assert not out.exists()  # checked before anything is written or read
 
 
@@ -280,9 +344,12 @@ def test_train_on_tiny_archive_then_resume(capsys, tiny_run, tmp_path):
         assert_npz_identical(tmp_path / "a" / name, tmp_path / "b" / name)
     logs = [without_timing(read_log(tmp_path / d)) for d in "ab"]
     assert logs[0] == logs[1] and len(logs[0]) == 2
-    # Resuming with another option names it.
+    # Resuming with another option names it; options not given are the run's.
     code, _, err = run(capsys, *common, "--out", tmp_path / "a", "--resume", "--lr", 0.2)
-    assert code == 1 and "'lr'" in err
+    assert code == 1 and "got lr 0.2 (the run's: 0.1)" in err
+    code, stdout, err = run(capsys, "train", "--data", archive, "--out", tmp_path / "a", "--resume")
+    assert code == 0, err
+    assert "already complete (2 of 2 epochs)" in stdout
 
 
 # ----------------------------------------------------------------------------- data errors
@@ -323,3 +390,107 @@ def test_data_path_is_not_cifar(capsys, tmp_path):
     bogus.write_bytes(b"not a tar archive at all")
     code, _, err = run(capsys, "train", "--data", bogus, "--model", "resnet8", "--out", tmp_path / "run")
     assert code == 1 and str(bogus) in err and "Traceback" not in err
+
+
+# ------------------------------------------------------------- what a real process shows
+
+TINY_TRAIN = ["--model", "resnet8", "--train-size", 20, "--test-size", 10, "--batch-size", 10]
+
+
+def test_progress_lines_when_stderr_is_not_a_terminal(tiny_run, tmp_path):
+    """Issue 16.1: piped, train and eval print plain progress lines (images done, img/s, ETA);
+    before, nothing appeared until an epoch (train) or the whole evaluation (eval) ended."""
+    archive, *_ = tiny_run
+    out = tmp_path / "run"
+    proc = run_process("train", "--data", archive, *TINY_TRAIN, "--epochs", 1, "--out", out, "--progress-every", 0)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert "\r" not in proc.stderr  # no bar: stderr is a pipe
+    assert [line for line in lines if re.fullmatch(r"epoch 1/1: (10|20)/20 images, \d+ img/s, ETA \d+:\d\d, loss \d+\.\d{4}", line)], lines
+    assert [line for line in lines if re.fullmatch(r"epoch 1/1 test: 10/10 images, \d+ img/s, ETA \d+:\d\d", line)], lines
+    assert len(lines) == 3, lines  # one per batch with --progress-every 0: 2 training batches, 1 test batch
+
+    proc = run_process("eval", out / "weights.npz", "--data", archive, "--batch-size", 10, "--progress-every", 0)
+    assert proc.returncode == 0, proc.stderr
+    assert [re.fullmatch(r"eval: (\d+)/30 images, \d+ img/s, ETA \d+:\d\d", line).group(1) for line in proc.stderr.splitlines()] == ["10", "20", "30"]
+    assert json.loads(proc.stdout)["images"] == 30
+
+    proc = run_process("eval", out / "weights.npz", "--data", archive, "--batch-size", 10, "--quiet")
+    assert proc.returncode == 0 and proc.stderr == ""
+
+
+def test_a_one_epoch_run_trains_at_the_given_lr(tiny_run, tmp_path):
+    """Issue 16.3 on the command line: --epochs 1 used to train its only epoch at lr/100."""
+    archive, *_ = tiny_run
+    proc = run_process("train", "--data", archive, *TINY_TRAIN, "--epochs", 1, "--lr", 0.05, "--out", tmp_path / "run", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert [r["lr"] for r in read_log(tmp_path / "run")] == [0.05]
+    assert re.search(r"^epoch +1/1 .* lr 0\.05 ", proc.stdout, re.M), proc.stdout
+
+
+def test_extending_a_finished_run_on_the_command_line(tiny_run, tmp_path):
+    """Issue 16.4: `--resume` on a finished run says it is complete and changes nothing; `--resume
+    --epochs 3` extends it (the options not given are the run's), says what it does to the
+    schedule, and records it in config.json and the log."""
+    archive, *_ = tiny_run
+    out = tmp_path / "run"
+    proc = run_process("train", "--data", archive, *TINY_TRAIN, "--epochs", 2, "--out", out, "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    before = files_of(out)
+
+    proc = run_process("train", "--data", archive, "--out", out, "--resume", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert f"{out}: the run is already complete (2 of 2 epochs); nothing to train." in proc.stdout
+    assert files_of(out) == before
+
+    proc = run_process("train", "--data", archive, "--out", out, "--resume", "--epochs", 3, "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert "extending the run from 2 to 3 epochs: epochs 3–3 follow the step schedule of a 3-epoch run (lr 0.01)" in proc.stdout
+    assert re.findall(r"^epoch +(\d)/3", proc.stdout, re.M) == ["3"]
+    assert "3 of 3 epochs done" in proc.stdout
+    config = json.loads((out / "config.json").read_text())
+    assert config["epochs"] == 3 and config["extensions"] == [{"at_epoch": 2, "from_epochs": 2, "to_epochs": 3}]
+    assert [(r["epoch"], r["epochs"], r["lr"]) for r in read_log(out)] == [(1, 2, 0.1), (2, 2, 0.1 * 0.1 ** 1), (3, 3, 0.1 * 0.1 ** 1)]
+
+    proc = run_process("train", "--data", archive, "--out", out, "--resume", "--epochs", 2, "--quiet")
+    assert proc.returncode == 1 and proc.stderr.startswith("minibasis train: error: epochs: expected at least 3")
+
+
+def wait_for(path, proc, timeout=120):
+    start = time.monotonic()
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() - start < timeout, f"{path} did not appear"
+        time.sleep(0.05)
+
+
+def test_two_processes_cannot_train_into_one_folder_and_ctrl_c_is_one_line(tiny_run, tmp_path):
+    """Issue 12.2 with two real processes: while A trains into a folder, B (another model, fresh)
+    fails at once naming the folder and A's PID, and A's run stays whole. Then Ctrl-C stops A
+    with one line saying where its last checkpoint is (issue 12.5), and the run resumes."""
+    archive, *_ = tiny_run
+    out = tmp_path / "run"
+    a = subprocess.Popen(command("train", "--data", archive, *TINY_TRAIN, "--epochs", 200, "--out", out, "--quiet"),
+                         cwd=ROOT, env=process_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(out / "checkpoint.npz", a)
+        b = run_process("train", "--data", archive, "--model", "resnet14-s2u1", "--train-size", 10, "--test-size", 10,
+                        "--out", out, "--overwrite", "--quiet")
+        assert a.poll() is None, "A ended before B tried: the test did not test anything"
+        assert b.returncode == 1
+        assert b.stderr == f"minibasis train: error: {out}: expected a folder no other process is using, got one locked by PID {a.pid}\n"
+        assert json.loads((out / "config.json").read_text())["model"] == "resnet8"  # A's, untouched by B
+    finally:
+        a.send_signal(signal.SIGINT)
+        stdout, stderr = a.communicate(timeout=120)
+    assert a.returncode == 130, stderr
+    epoch = runs.load_checkpoint(out / "checkpoint.npz", create_model("resnet8")).epoch
+    assert stderr == (f"minibasis train: interrupted. The last checkpoint, {out / 'checkpoint.npz'}, holds epoch {epoch}. "
+                      "Continue with --resume.\n")
+    assert "Traceback" not in stderr
+    assert len(re.findall(r"^epoch ", stdout, re.M)) in (epoch - 1, epoch)  # the signal may come between a checkpoint and its line
+    assert not runs.stale_temp_files(out)
+    code = cli.main(["train", "--data", str(archive), "--out", str(out), "--resume", "--stop-after", "1", "--quiet"])
+    assert code == 0
+    assert runs.load_checkpoint(out / "checkpoint.npz", create_model("resnet8")).epoch == epoch + 1
+    assert [r["epoch"] for r in read_log(out)] == list(range(1, epoch + 2))
