@@ -105,7 +105,7 @@ assert exact < 1e-10, f"at full rank the basis layer should reproduce the conv e
 # would all be of similar size: for a Gaussian O × Ck² matrix σ_max/σ_min ≈ (√(Ck²) + √O) /
 # (√(Ck²) − √O), which is 2 to 2.8 for our shapes (Ck² = 9C, O = C or 2C), and 90 % of the
 # energy needs 80–90 % of the directions. We look at the trained network's six plain 3×3
-# convolutions (the first block of each stage, `layer{g}.0.conv1/conv2`) and report the
+# convolutions (block 0 of each stage, `layer{g}.0.conv1/conv2`) and report the
 # *energy rank*, the r at which Σ_{i≤r} σ_i² reaches 90 % of ‖W‖²_F, next to that of a Gaussian
 # matrix of the same shape.
 
@@ -148,7 +148,8 @@ if TRAINED:
 # is "basis [U; S], BN, coefficients, BN". In eval mode BN is a per-channel affine map, so the
 # whole layer folds into one k×k convolution with a bias, `fold_basis_layer` (tutorial 04 checks
 # the fold). Its effective filter W_eff = diag(a₂)·C·diag(a₁)·[U; S] is a combination of the
-# layer's r = 17m basis filters (16m shared, m unique; m = 1, 2, 4 by stage).
+# layer's r = 17m basis filters (16m shared, m unique; m = 1, 2, 4 by stage, the width
+# multiplier, as in tutorial 04).
 #
 # Note what this does *not* say: W_eff has O = 16m rows, fewer than r = 17m, so a single basis
 # layer of S16U1 is **not** low-rank. The structure is across layers. All 8 layers of a stage
@@ -237,26 +238,30 @@ print("Eckart–Young holds for every layer at every rank checked: the truncated
 
 # %%
 if plt is not None:
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.4))
     colors = {1: "tab:blue", 2: "tab:orange", 3: "tab:green"}
     for name, sigma in spectra.items():
         g = int(name[5])
         style = "-" if name.endswith("conv1") else "--"
         axes[0].semilogy(np.arange(1, len(sigma) + 1), sigma / sigma[0], style, color=colors[g], label=name)
-        axes[2].plot(np.arange(1, len(sigma) + 1) / len(sigma), errors[name], style, color=colors[g], label=name)
+        axes[2].plot(np.arange(1, len(sigma) + 1) / len(sigma), errors[name], style, color=colors[g])
     random_points = sorted((r, e[1]) for (n, r), e in others.items() if n == "layer3.0.conv2")
     axes[2].plot([r / 64 for r, _ in random_points], [e for _, e in random_points], "o:", ms=3, color="0.4",
-                 label="layer3.0.conv2, random basis")
-    axes[0].set(xlabel="i", ylabel="σ_i / σ_1", title="plain 3×3 convs: singular values")
-    axes[0].legend(fontsize=7)
+                 label="layer3.0.conv2, random basis\n(other lines: the layers on the left, SVD)")
+    axes[0].set(xlabel="i (index of the singular value)", ylabel=r"$\sigma_i \,/\, \sigma_1$ (log scale)",
+                title="plain 3×3 convs: singular values")
+    axes[0].legend(fontsize=9)
     for g, sigma in stacked_spectra.items():
         m = 2 ** (g - 1)
-        axes[1].semilogy(np.arange(1, len(sigma) + 1), np.maximum(sigma / sigma[0], 1e-17), color=colors[g], label=f"stage {g} (8 layers × {16 * m} filters)")
-        axes[1].axvline(24 * m, color=colors[g], lw=0.8, ls=":")
-    axes[1].set(xlabel="i", ylabel="σ_i / σ_1", title="basis layers' W_eff, stacked per stage\n(dotted: 16m shared + 8·m unique = 24m)")
-    axes[1].legend(fontsize=7)
-    axes[2].set(xlabel="rank r / full rank", ylabel="‖W − W_r‖_F / ‖W‖_F", title="truncated SVD: relative error")
-    axes[2].legend(fontsize=7, loc="lower left")
+        axes[1].semilogy(np.arange(1, len(sigma) + 1), np.maximum(sigma / sigma[0], 1e-17), color=colors[g],
+                         label=f"stage {g}: 8 layers × {16 * m} filters")
+        axes[1].axvline(24 * m, color=colors[g], lw=1, ls=":")
+    axes[1].set(xlabel="i (index of the singular value)", ylabel=r"$\sigma_i \,/\, \sigma_1$ (log scale)",
+                title="basis layers' $W_{\\rm eff}$, stacked per stage\n(dotted: 16m shared + 8·m unique = 24m)")
+    axes[1].legend(fontsize=9)
+    axes[2].set(xlabel="rank r / full rank", ylabel=r"$\|W - W_r\|_F \,/\, \|W\|_F$",
+                title="truncated SVD: relative error")
+    axes[2].legend(fontsize=9, loc="upper right", bbox_to_anchor=(1, 0.9))  # the SVD lines share the left panel's colours and styles
     for ax in axes:
         ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -329,25 +334,28 @@ else:
         assert all(a <= base_acc + 0.02 for a in accuracy.values()), "truncation should not improve accuracy by > 2 points"
 
     if plt is not None:
-        fig, ax = plt.subplots(figsize=(5.5, 3.6))
+        fig, ax = plt.subplots(figsize=(6.5, 4.2))
         fs = list(accuracy)
-        ax.plot(fs, [100 * accuracy[f] for f in fs], "o-", label="six plain convs truncated to rank f·full")
+        se = [100 * np.sqrt(accuracy[f] * (1 - accuracy[f]) / N_TEST) for f in fs]  # binomial standard error
+        ax.errorbar(fs, [100 * accuracy[f] for f in fs], yerr=se, fmt="o-", capsize=3,
+                    label="six plain convs truncated to rank f·full\n(bars: ± 1 binomial standard error)")
         ax.axhline(100 * base_acc, color="0.5", ls="--", label="untruncated")
         ax.axhline(10, color="0.8", ls=":", label="chance")
         ax.set_xscale("log", base=2)
         ax.set_xticks(fs)
-        ax.set_xticklabels([f"{f:.3g}\n({rank_table[f]['layer3.0.conv2']})" for f in fs], fontsize=8)
+        ax.set_xticklabels([f"{f:.3g}\n({rank_table[f]['layer3.0.conv2']})" for f in fs], fontsize=9)
         ax.set(xlabel="rank fraction f (rank of layer3.0.conv2)", ylabel=f"test accuracy, % ({N_TEST} images)",
                title="ResNet56-S16U1*: accuracy vs rank of its plain convs")
-        ax.legend(fontsize=8, loc="center left")
+        ax.legend(fontsize=9, loc="center left")
         ax.grid(alpha=0.3)
         fig.tight_layout()
         save_figure(fig, "03_accuracy_vs_rank.png")
 
 # %% [markdown]
-# Truncation is expensive. In the full run (1,000 images), three quarters of the rank in all
-# six layers costs about 6 points (82 % → 75 %), half rank about 15 points (→ 67 %), and a
-# quarter of the rank or less leaves the network at chance. That matches section 3: half rank
+# Truncation is expensive. In the full run (1,000 images; each accuracy ± 1.2–1.5 points, its
+# binomial standard error √(p(1 − p)/1000)), three quarters of the rank in all six layers costs
+# about 6 points (82 % → 75 %), half rank about 15 points (→ 67 %), and a quarter of the rank
+# or less leaves the network at chance. That matches section 3: half rank
 # leaves about half of each layer's Frobenius norm behind, six such errors compound through the
 # network, and the BN layers that follow each conv still expect the statistics of the
 # untruncated filters. A trained network's filters are
