@@ -6,6 +6,7 @@ it. A tutorial that needs the shared data or PyTorch skips those parts itself an
 """
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -44,3 +45,12 @@ def test_readme_lists_every_tutorial():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     missing = [p.name for p in TUTORIALS if p.name not in readme]
     assert not missing, f"README.md does not mention these tutorials: {', '.join(missing)}"
+
+
+def test_readme_figures_exist():
+    """Every figure the README shows is in the repository (full mode redraws them)."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    shown = re.findall(r"\]\((tutorials/figures/[^)]+\.png)\)", readme)
+    assert shown, "README.md shows no tutorial figure"
+    missing = [path for path in shown if not (ROOT / path).is_file()]
+    assert not missing, f"README.md shows figures that do not exist: {', '.join(missing)}"
