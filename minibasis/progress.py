@@ -58,10 +58,13 @@ class Progress:
         return "#" * filled + "." * (BAR_WIDTH - filled)
 
     def _facts(self, done, now, extra):
-        elapsed = max(now - self.start, 1e-9)
-        rate = done / elapsed
-        eta = (self.total - done) / rate if rate > 0 else float("inf")
-        words = [f"{done}/{self.total} images", f"{rate:.0f} img/s", f"ETA {_clock(eta)}"]
+        elapsed = now - self.start
+        if elapsed > 0 and done > 0:
+            rate = done / elapsed
+            speed, eta = f"{rate:.0f} img/s", f"ETA {_clock((self.total - done) / rate)}"
+        else:  # nothing measured yet
+            speed, eta = "? img/s", "ETA ?"
+        words = [f"{done}/{self.total} images", speed, eta]
         return ", ".join(words + [f"{name} {value:.4f}" for name, value in extra.items()])
 
     def _write(self, text):
@@ -70,9 +73,7 @@ class Progress:
 
 
 def _clock(seconds):
-    """``m:ss`` (``h:mm:ss`` from an hour on); ``?`` before the first batch is measured."""
-    if seconds == float("inf"):
-        return "?"
+    """``m:ss`` (``h:mm:ss`` from an hour on)."""
     minutes, secs = divmod(round(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"

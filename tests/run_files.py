@@ -64,6 +64,51 @@ def assert_npz_identical(a, b):
     assert_trees_equal({k: arrays_a[k] for k in sorted(arrays_a)}, {k: arrays_b[k] for k in sorted(arrays_b)})
 
 
+# ----------------------------------------------------------------------- damaged run folders
+
+
+def damage(run, what):
+    """Damage one file of the run folder ``run`` (with a checkpoint) as ``what`` says, one of
+    :data:`DAMAGES`; returns the damaged file's name."""
+    checkpoint = run / "checkpoint.npz"
+    arrays = npz_arrays(checkpoint)
+    if what == "truncated checkpoint":
+        checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
+    elif what == "empty checkpoint":
+        checkpoint.write_bytes(b"")
+    elif what == "bit-flipped checkpoint":
+        data = bytearray(checkpoint.read_bytes())
+        data[len(data) // 2] ^= 0x08
+        checkpoint.write_bytes(bytes(data))
+    elif what == "checkpoint without epoch":
+        np.savez(checkpoint, **{k: v for k, v in arrays.items() if k != "epoch"})
+    elif what == "checkpoint epoch out of range":
+        np.savez(checkpoint, **{**arrays, "epoch": np.int64(7)})
+    elif what == "garbage RNG state":
+        np.savez(checkpoint, **{**arrays, "rng_state": np.array("{not a state")})
+    elif what == "NaN in the checkpoint":
+        key = next(k for k in arrays if k.startswith("model/") and arrays[k].dtype.kind == "f")
+        np.savez(checkpoint, **{**arrays, key: arrays[key] * np.nan})
+    elif what == "checkpoint missing a weight":
+        np.savez(checkpoint, **{k: v for k, v in arrays.items() if k != "model/fc.bias"})
+    elif what == "log line without epoch":
+        (run / "log.jsonl").write_text('{"train_loss": 2.3}\n')
+    elif what == "log line not JSON":
+        (run / "log.jsonl").write_text('{"epoch": 1, "train_loss": 2.3\n')
+    elif what == "log missing an epoch":
+        (run / "log.jsonl").write_text("")
+    elif what == "config not JSON":
+        (run / "config.json").write_text("model: resnet8\n")
+    else:
+        raise AssertionError(what)
+    return "log.jsonl" if what.startswith("log") else "config.json" if what.startswith("config") else "checkpoint.npz"
+
+
+DAMAGES = ["truncated checkpoint", "empty checkpoint", "bit-flipped checkpoint", "checkpoint without epoch",
+           "checkpoint epoch out of range", "garbage RNG state", "NaN in the checkpoint", "checkpoint missing a weight",
+           "log line without epoch", "log line not JSON", "log missing an epoch", "config not JSON"]
+
+
 # ------------------------------------------------------------------------- evaluation by hand
 
 

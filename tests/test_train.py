@@ -29,8 +29,8 @@ from minibasis.models import create_model
 from minibasis.tree import flatten, unflatten
 
 from cifar_files import write_cifar10_archive
-from run_files import (assert_npz_identical, files_of, logits_by_hand, loss_and_accuracy, npz_arrays, read_log,
-                       without_timing)
+from run_files import (DAMAGES, assert_npz_identical, damage, files_of, logits_by_hand, loss_and_accuracy, npz_arrays,
+                       read_log, without_timing)
 
 ROOT = Path(__file__).resolve().parents[1]
 LOG_KEYS = {"epoch", "epochs", "train_loss", "train_acc", "test_loss", "test_acc", "orthogonality", "lr", "seconds",
@@ -281,47 +281,6 @@ def test_a_locked_folder_is_refused_and_untouched(archive, first_epoch, tmp_path
                 quiet_train(SHARED, run, archive, **kwargs)
     assert files_of(run) == before
     assert [r["epoch"] for r in quiet_train(SHARED, run, archive, resume=True)] == [1, 2]  # released
-
-
-def damage(run, what):
-    """Damage one file of the run folder ``run`` as ``what`` says; returns the file's name."""
-    checkpoint = run / "checkpoint.npz"
-    arrays = npz_arrays(checkpoint)
-    if what == "truncated checkpoint":
-        checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
-    elif what == "empty checkpoint":
-        checkpoint.write_bytes(b"")
-    elif what == "bit-flipped checkpoint":
-        data = bytearray(checkpoint.read_bytes())
-        data[len(data) // 2] ^= 0x08
-        checkpoint.write_bytes(bytes(data))
-    elif what == "checkpoint without epoch":
-        np.savez(checkpoint, **{k: v for k, v in arrays.items() if k != "epoch"})
-    elif what == "checkpoint epoch out of range":
-        np.savez(checkpoint, **{**arrays, "epoch": np.int64(7)})
-    elif what == "garbage RNG state":
-        np.savez(checkpoint, **{**arrays, "rng_state": np.array("{not a state")})
-    elif what == "NaN in the checkpoint":
-        key = next(k for k in arrays if k.startswith("model/") and arrays[k].dtype.kind == "f")
-        np.savez(checkpoint, **{**arrays, key: arrays[key] * np.nan})
-    elif what == "checkpoint of another model":
-        np.savez(checkpoint, **{k: v for k, v in arrays.items() if "shared_basis" not in k})
-    elif what == "log line without epoch":
-        (run / "log.jsonl").write_text('{"train_loss": 2.3}\n')
-    elif what == "log line not JSON":
-        (run / "log.jsonl").write_text('{"epoch": 1, "train_loss": 2.3\n')
-    elif what == "log missing an epoch":
-        (run / "log.jsonl").write_text("")
-    elif what == "config not JSON":
-        (run / "config.json").write_text("model: resnet8\n")
-    else:
-        raise AssertionError(what)
-    return "log.jsonl" if what.startswith("log") else "config.json" if what.startswith("config") else "checkpoint.npz"
-
-
-DAMAGES = ["truncated checkpoint", "empty checkpoint", "bit-flipped checkpoint", "checkpoint without epoch",
-           "checkpoint epoch out of range", "garbage RNG state", "NaN in the checkpoint", "checkpoint of another model",
-           "log line without epoch", "log line not JSON", "log missing an epoch", "config not JSON"]
 
 
 @pytest.mark.parametrize("what", DAMAGES)
