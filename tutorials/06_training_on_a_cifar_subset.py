@@ -39,7 +39,6 @@
 # %%
 import json
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -137,16 +136,13 @@ def run(name, config):
     """Train (or, for an interrupted or finished full run with the same config, resume)."""
     out_dir = RUNS / f"seed{config.seed}" / name.replace(" ", "").replace(",", "_").replace("λ=", "lam")
     resume = not FAST and (out_dir / "checkpoint.npz").exists()
-    if FAST and out_dir.exists():
-        shutil.rmtree(out_dir)
     print(f"--- {name}{' (resuming)' if resume else ''} -> {out_dir}")
     start = time.perf_counter()
-    try:
-        records = train(config, out_dir, data_path=ARCHIVE, resume=resume, quiet=True)
+    try:  # a fresh run replaces what an earlier run left in this scratch folder (overwrite)
+        records = train(config, out_dir, data_path=ARCHIVE, resume=resume, overwrite=not resume, quiet=True)
     except ValueError as error:  # a checkpoint from a different configuration: start afresh
         print(f"cannot resume ({error}); starting afresh")
-        shutil.rmtree(out_dir)
-        records = train(config, out_dir, data_path=ARCHIVE, quiet=True)
+        records = train(config, out_dir, data_path=ARCHIVE, overwrite=True, quiet=True)
     return {"records": records, "seconds": time.perf_counter() - start, "out_dir": out_dir}
 
 
