@@ -11,11 +11,12 @@ more** compute; only small bases save compute (S8U1: 0.63×). The parameter savi
 sharing the basis across layers, not from fewer operations.
 """
 
-import autograd.numpy as np
-import numpy as onp
+import autograd.numpy as anp
+import numpy as np
 
+from . import checks
 from .conv import conv2d
-from .layers import batch_norm
+from .layers import BN_EPS, batch_norm
 
 
 def stack_basis(unique_basis, shared_basis):
@@ -26,8 +27,8 @@ def stack_basis(unique_basis, shared_basis):
     """
     parts = [b for b in (unique_basis, shared_basis) if b is not None]
     if not parts:
-        raise ValueError("unique_basis, shared_basis: expected at least one basis array, got None for both")
-    return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
+        checks.fail("unique_basis, shared_basis", "at least one basis array", "None for both")
+    return parts[0] if len(parts) == 1 else anp.concatenate(parts, axis=0)
 
 
 def basis_layer(x, params, state, /, *, train, stride=1, relu=False):
@@ -50,11 +51,13 @@ def basis_layer(x, params, state, /, *, train, stride=1, relu=False):
 
 def _rows(basis):
     """(r, C, kh, kw) -> (r, C·kh·kw): each basis element flattened to a row."""
-    return np.reshape(basis, (basis.shape[0], -1))
+    return anp.reshape(basis, (basis.shape[0], -1))
 
 
 def orthogonality_loss(stages):
-    """The authors' CIFAR-10 orthogonality regulariser R (one global mean over the stages).
+    """The authors' CIFAR-10 orthogonality regulariser R (train_cifar10.py's ``train_basis_double``
+    and ``train_basis_single``; the paper's orthogonality regularisation, Sec. 3), one global
+    mean over the stages.
 
     ``stages``: a list, one entry per stage g, of ``(shared, unique)``: ``shared`` a list of the
     stage's shared bases (0, 1 or 2 arrays ``(s, C, k, k)``), ``unique`` a list of the unique
@@ -78,59 +81,67 @@ def orthogonality_loss(stages):
         rows = shared_rows + unique_rows
         if not rows:
             continue
-        B = np.concatenate(rows, axis=0)
+        B = anp.concatenate(rows, axis=0)
         N = B.shape[0]
-        D = (np.dot(B, B.T) - onp.eye(N, dtype=B.dtype)) ** 2
+        D = (anp.dot(B, B.T) - np.eye(N, dtype=B.dtype)) ** 2
         m = sum(r.shape[0] for r in shared_rows)
-        numerator = numerator + np.sum(D[:m])
+        numerator = numerator + anp.sum(D[:m])
         denominator += m * N
         start = m
         for u in unique_rows:
             end = start + u.shape[0]
-            numerator = numerator + np.sum(D[start:end, start:end])
+            numerator = numerator + anp.sum(D[start:end, start:end])
             denominator += u.shape[0] ** 2
             start = end
     if denominator == 0:
-        raise ValueError("stages: expected at least one basis row, got none")
+        checks.fail("stages", "at least one basis row", "none")
     return numerator / denominator
 
 
 def shared_orthogonality_loss(stages):
-    """The shared-only form (the authors' CIFAR-100 / ImageNet loss).
+    """The shared-only form: train_cifar100.py's ``train_basis``, train_ilsvrc.py's
+    ``train_basis_double`` (a stage's two bases stacked) and ``train_basis_single``, and
+    train_cifar10.py's ``train_basis_sharedonly``.
 
     ``stages``: per stage, the list of its shared bases. With S_g their stacked rows
     (m_g of them): ``R = Σ_g ‖S_g S_gᵀ − I‖²_F / Σ_g m_g²``.
     """
     if not any(shared for shared in stages):
-        raise ValueError("stages: expected at least one shared basis, got none")
+        checks.fail("stages", "at least one shared basis", "none")
     # With no unique rows, N_g = m_g and the joint form's Σ_a Σ_c D_g[a, c] is ‖S_g S_gᵀ − I‖²_F.
     return orthogonality_loss([(shared, []) for shared in stages])
 
 
-def orthogonal(rng, shape, dtype=onp.float32):
-    """A basis with orthonormal rows, PyTorch's ``nn.init.orthogonal_`` recipe.
+def separate_orthogonality_loss(first, second):
+    """The authors' ``train_basis_double_separate`` (ResNet50/101-Shared++, MobileNetV2-Shared++):
+    the two shared convs of a stage are regularised apart, each kind averaged over the stages,
 
-    Flatten to (rows, cols) = (shape[0], ∏ shape[1:]), draw a Gaussian matrix, QR-decompose
-    its transpose, correct the signs by sign(diag R) so the result is uniformly (Haar)
-    distributed, and transpose back. Rows must not outnumber columns: more than C·k·k basis
-    elements cannot be orthonormal.
+        R = shared_orthogonality_loss(first) + shared_orthogonality_loss(second),
+
+    ``first``/``second``: per stage, ``[shared_basis_g_1]`` / ``[shared_basis_g_2]``."""
+    return shared_orthogonality_loss(first) + shared_orthogonality_loss(second)
+
+
+def orthogonal(rng, shape, dtype=np.float32):
+    """A weight with orthonormal rows (or columns), PyTorch's ``nn.init.orthogonal_`` recipe.
+
+    Flatten to (rows, cols) = (shape[0], ∏ shape[1:]), draw a Gaussian matrix of the taller
+    orientation, QR-decompose it, correct the signs by sign(diag R) so the result is uniformly
+    (Haar) distributed. With rows ≤ cols (a basis of r ≤ C·k·k filters) the *rows* are
+    orthonormal; with more rows than columns (ResNet50-Shared++'s 1×1 expansion, 4C filters of
+    C values; MobileNetV2's) no more than ``cols`` rows can be, and the *columns* are.
     """
-    rows, cols = shape[0], int(onp.prod(shape[1:]))
-    if rows > cols:
-        raise ValueError(
-            f"shape: expected at most as many rows as columns (C·kh·kw = {cols}) for an orthonormal "
-            f"basis, got {rows} rows (shape {tuple(shape)})"
-        )
-    gaussian = rng.standard_normal((cols, rows))
-    q, r = onp.linalg.qr(gaussian)
-    q = q * onp.sign(onp.diag(r))
-    return q.T.reshape(shape).astype(dtype)
+    rows, cols = shape[0], int(np.prod(shape[1:]))
+    gaussian = rng.standard_normal((max(rows, cols), min(rows, cols)))
+    q, r = np.linalg.qr(gaussian)
+    q = q * np.sign(np.diag(r))
+    return (q.T if rows < cols else q).reshape(shape).astype(dtype)
 
 
-def orthogonal_bases(rng, count, shape, dtype=onp.float32):
-    """``count`` bases of ``shape``, jointly orthonormal: one (count·s, C·k·k) orthonormal
+def orthogonal_bases(rng, count, shape, dtype=np.float32):
+    """``count`` bases of ``shape``, jointly orthogonal: one (count·s, C·k·k) orthogonal
     matrix split into ``count`` parts, so the bases are orthogonal to each other too (the
-    authors initialise a stage's two shared bases this way)."""
+    authors initialise a stage's two shared bases this way in their DoubleShared models)."""
     joint = orthogonal(rng, (count * shape[0],) + tuple(shape[1:]), dtype)
     return [joint[i * shape[0] : (i + 1) * shape[0]] for i in range(count)]
 
@@ -147,15 +158,15 @@ def decompose(W, rank):
     matrix = W.reshape(O, -1)
     if not 1 <= rank <= min(matrix.shape):
         raise ValueError(f"rank: expected 1 ≤ rank ≤ {min(matrix.shape)} for W of shape {W.shape}, got {rank}")
-    U, sigma, Vt = onp.linalg.svd(matrix, full_matrices=False)
+    U, sigma, Vt = np.linalg.svd(matrix, full_matrices=False)
     basis = Vt[:rank].reshape((rank,) + W.shape[1:])
     coefficients = (U[:, :rank] * sigma[:rank]).reshape(O, rank, 1, 1)
     return basis, coefficients
 
 
 def _check_finite(name, a):
-    if not onp.all(onp.isfinite(a)):
-        raise ValueError(f"{name}: expected finite values, got {int(onp.sum(~onp.isfinite(a)))} NaN/inf entries")
+    if not np.all(np.isfinite(a)):
+        checks.fail(name, "finite values", f"{int(np.sum(~np.isfinite(a)))} NaN/inf entries")
 
 
 def reconstruct(basis, coefficients):
@@ -177,53 +188,52 @@ def shared_decompose(filters, shared_rank, unique_rank):
     ``coefficients`` [(O_l, u + s, 1, 1)], ``relative_errors`` [‖W_l − Ŵ_l‖_F / ‖W_l‖_F].
     """
     if not filters:
-        raise ValueError("filters: expected at least one weight array, got none")
+        checks.fail("filters", "at least one weight array", "none")
     tail = filters[0].shape[1:]
     for i, W in enumerate(filters):
         if W.ndim != 4 or W.shape[1:] != tail:
-            raise ValueError(f"filters[{i}]: expected shape (O, {', '.join(map(str, tail))}), got {W.shape}")
-    dim = int(onp.prod(tail))
+            checks.fail(f"filters[{i}]", f"shape (O, {', '.join(map(str, tail))})", f"shape {W.shape}")
+    dim = int(np.prod(tail))
     if min(shared_rank, unique_rank) < 0 or not 0 < shared_rank + unique_rank <= dim:
-        raise ValueError(
-            f"shared_rank, unique_rank: expected ranks ≥ 0 with 0 < sum ≤ C·kh·kw = {dim}, got {shared_rank}, {unique_rank}"
-        )
+        checks.fail("shared_rank, unique_rank", f"ranks ≥ 0 with 0 < sum ≤ C·kh·kw = {dim}", f"{shared_rank}, {unique_rank}")
     for i, W in enumerate(filters):
         _check_finite(f"filters[{i}]", W)
     mats = [W.reshape(W.shape[0], -1) for W in filters]
-    _, _, Vt = onp.linalg.svd(onp.concatenate(mats), full_matrices=True)
+    _, _, Vt = np.linalg.svd(np.concatenate(mats), full_matrices=True)
     S, complement = Vt[:shared_rank], Vt[shared_rank:]  # orthonormal bases of span(S) and S⊥
     result = {"shared_basis": S.reshape((shared_rank,) + tail), "unique_bases": [], "coefficients": [], "relative_errors": []}
     for M in mats:
         # The residual W_l (I − SᵀS) in coordinates of S⊥: its top right singular vectors,
         # mapped back, are orthogonal to S even when the residual has rank < unique_rank.
-        _, _, Vt_l = onp.linalg.svd(M @ complement.T, full_matrices=True)
+        _, _, Vt_l = np.linalg.svd(M @ complement.T, full_matrices=True)
         U = Vt_l[:unique_rank] @ complement
-        B = onp.concatenate([U, S])
-        C = onp.linalg.lstsq(B.T, M.T, rcond=None)[0].T  # M ≈ C·B
+        B = np.concatenate([U, S])
+        coefficients = np.linalg.lstsq(B.T, M.T, rcond=None)[0].T  # M ≈ coefficients · B
         result["unique_bases"].append(U.reshape((unique_rank,) + tail))
-        result["coefficients"].append(C.reshape(M.shape[0], -1, 1, 1))
-        result["relative_errors"].append(float(onp.linalg.norm(M - C @ B) / max(onp.linalg.norm(M), 1e-300)))
+        result["coefficients"].append(coefficients.reshape(M.shape[0], -1, 1, 1))
+        result["relative_errors"].append(float(np.linalg.norm(M - coefficients @ B) / max(np.linalg.norm(M), 1e-300)))
     return result
 
 
-def fold_basis_layer(params, state, eps=1e-5):
+def fold_basis_layer(params, state, eps=BN_EPS):
     """An eval-mode basis layer as one k×k conv with a bias: returns ``(W_eff, b_eff)``.
 
-    With BN in eval mode an affine map per channel, a_i = γ_i / √(v_i + ε):
+    With BN in eval mode an affine map per channel, a_i = γ_i / √(v_i + ε), and A the
+    coefficients as an (O, r) matrix:
         BN₁(B ∗ x) = (diag(a₁) B) ∗ x + (β₁ − a₁μ₁)
-        y = BN₂(C · BN₁(B ∗ x)),  so
-        W_eff = diag(a₂) · C · diag(a₁) · B,   b_eff = a₂ ⊙ (C (β₁ − a₁μ₁) − μ₂) + β₂,
+        y = BN₂(A · BN₁(B ∗ x)),  so
+        W_eff = diag(a₂) · A · diag(a₁) · B,   b_eff = a₂ ⊙ (A (β₁ − a₁μ₁) − μ₂) + β₂,
     and ``conv2d(x, W_eff) + b_eff`` equals the layer (the BN shift is added at every output
     pixel, padded or not, exactly as the folded bias is).
     """
-    basis = onp.asarray(stack_basis(params["unique_basis"], params["shared_basis"]))
+    basis = np.asarray(stack_basis(params["unique_basis"], params["shared_basis"]))
     r = basis.shape[0]
-    a1 = params["basis_bn"]["weight"] / onp.sqrt(state["basis_bn"]["running_var"] + eps)
+    a1 = params["basis_bn"]["weight"] / np.sqrt(state["basis_bn"]["running_var"] + eps)
     c1 = params["basis_bn"]["bias"] - a1 * state["basis_bn"]["running_mean"]
-    a2 = params["bn"]["weight"] / onp.sqrt(state["bn"]["running_var"] + eps)
-    C = params["coefficients"].reshape(-1, r)
-    W_eff = ((a2[:, None] * C * a1[None, :]) @ basis.reshape(r, -1)).reshape((C.shape[0],) + basis.shape[1:])
-    b_eff = a2 * (C @ c1 - state["bn"]["running_mean"]) + params["bn"]["bias"]
+    a2 = params["bn"]["weight"] / np.sqrt(state["bn"]["running_var"] + eps)
+    A = params["coefficients"].reshape(-1, r)
+    W_eff = ((a2[:, None] * A * a1[None, :]) @ basis.reshape(r, -1)).reshape((A.shape[0],) + basis.shape[1:])
+    b_eff = a2 * (A @ c1 - state["bn"]["running_mean"]) + params["bn"]["bias"]
     return W_eff, b_eff
 
 

@@ -1,11 +1,16 @@
-"""The authors' CIFAR ResNets in PyTorch, for comparing minibasis against PyTorch (optional).
+"""The authors' CIFAR-10 ResNets in PyTorch, for comparing minibasis against PyTorch (optional).
 
-Needs torch (not a dependency of minibasis). The modules are written after the structure of
-ssregibility/Net_RL2 models/cifar10/resnet.py (same attribute names, so the same
-``state_dict`` keys; a shared basis is one module registered on the model and on every block
-that uses it, as there)::
+Needs torch (not a dependency of minibasis). Written from the authors' ssregibility/Net_RL2
+``models/cifar10/resnet.py`` (same attribute names, so the same ``state_dict`` keys; a shared
+basis is one module registered on the model and on every block that uses it, as there) and
+their ``train_cifar10.py`` regulariser loop. It takes only the spec's numbers from minibasis
+(depth, variant, ranks, classes) and shares no code with :mod:`minibasis.models` or
+:mod:`minibasis.basis`, so that agreement between the two is evidence::
 
-    net = build_torch_model(model, to_state_dict(model, params, state))   # strict load
+    net = build_torch_model(model.spec, to_state_dict(model, params, state))   # strict load
+
+For the other families of the zoo, ``../shared/data/golden/`` holds what the authors' own
+classes compute, and the test suite checks minibasis against it without torch.
 """
 
 import numpy as np
@@ -15,7 +20,7 @@ import torch.nn.functional as F
 
 
 class OptionA(nn.Module):
-    """Every second pixel, channels zero-padded equally on both sides."""
+    """Every second pixel, channels zero-padded equally on both sides (the authors' LambdaLayer)."""
 
     def __init__(self, planes):
         super().__init__()
@@ -40,30 +45,29 @@ class BasicBlock(nn.Module):
 
 
 class BasisBlock(nn.Module):
-    """Two basis layers: cat(unique ∗ x, shared ∗ x) → basis_bn → 1×1 coeff → bn."""
+    """The authors' BasicBlock_Basis family: per layer cat(unique ∗ x, shared ∗ x) → basis_bn →
+    1×1 coeff → bn. ``shared``: {attribute name: module}, assigned first as the authors do."""
 
-    def __init__(self, planes, unique, shared):
+    def __init__(self, planes, unique_rank, shared):
         super().__init__()
-        # Registration order fixes the state_dict order: shared modules first, as the authors.
-        for name, module in shared:
+        for name, module in shared.items():
             setattr(self, name, module)
-        self.shared = [module for _, module in shared]
-        if len(self.shared) == 1:
-            self.shared = self.shared * 2
-        rank = unique + (self.shared[0].weight.shape[0] if self.shared else 0)
-        for layer in (1, 2):
-            if unique:
-                setattr(self, f"basis_conv{layer}", nn.Conv2d(planes, unique, 3, 1, 1, bias=False))
+        if "shared_basis" in shared:  # SingleShared: one basis for both layers
+            self.layer_bases = [shared["shared_basis"]] * 2
+        else:
+            self.layer_bases = [shared.get("shared_basis_1"), shared.get("shared_basis_2")]
+        for layer, basis in zip((1, 2), self.layer_bases):
+            rank = unique_rank + (basis.weight.shape[0] if basis is not None else 0)
+            if unique_rank:
+                setattr(self, f"basis_conv{layer}", nn.Conv2d(planes, unique_rank, 3, 1, 1, bias=False))
             setattr(self, f"basis_bn{layer}", nn.BatchNorm2d(rank))
             setattr(self, f"coeff_conv{layer}", nn.Conv2d(rank, planes, 1, bias=False))
             setattr(self, f"bn{layer}", nn.BatchNorm2d(planes))
 
     def layer(self, x, i):
-        parts = []
-        if hasattr(self, f"basis_conv{i}"):
-            parts.append(getattr(self, f"basis_conv{i}")(x))
-        if self.shared:
-            parts.append(self.shared[i - 1](x))
+        parts = [getattr(self, f"basis_conv{i}")(x)] if hasattr(self, f"basis_conv{i}") else []
+        if self.layer_bases[i - 1] is not None:
+            parts.append(self.layer_bases[i - 1](x))
         out = getattr(self, f"basis_bn{i}")(torch.cat(parts, dim=1))
         return getattr(self, f"bn{i}")(getattr(self, f"coeff_conv{i}")(out))
 
@@ -72,28 +76,30 @@ class BasisBlock(nn.Module):
 
 
 class ResNet(nn.Module):
-    def __init__(self, minibasis_model):
+    """ResNet_Basis (and the original ResNet) of ``models/cifar10/resnet.py``."""
+
+    def __init__(self, depth, variant, shared_rank, unique_rank, num_classes):
         super().__init__()
-        self.model = [minibasis_model]  # a list: not registered as a module
-        spec = minibasis_model.spec
+        blocks = (depth - 2) // 6
         self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(16)
         in_planes = 16
         for g, (planes, m) in enumerate(zip((16, 32, 64), (1, 2, 4)), start=1):
-            shared = []
-            for local, name in minibasis_model.block_shared(g):
-                module = nn.Conv2d(planes, spec.shared_rank * m, 3, 1, 1, bias=False)
-                setattr(self, name, module)
-                shared.append((local, module))
-            blocks = [BasicBlock(in_planes, planes, 1 if g == 1 else 2)]
-            for _ in range(1, spec.blocks_per_stage):
-                if spec.variant == "original":
-                    blocks.append(BasicBlock(planes, planes, 1))
-                else:
-                    blocks.append(BasisBlock(planes, spec.unique_rank * m, shared))
-            setattr(self, f"layer{g}", nn.Sequential(*blocks))
+            shared = {}
+            if variant in ("double", "shared_only"):  # registered before the stage, as the authors
+                for i in (1, 2):
+                    setattr(self, f"shared_basis_{g}_{i}", nn.Conv2d(planes, shared_rank * m, 3, 1, 1, bias=False))
+                    shared[f"shared_basis_{i}"] = getattr(self, f"shared_basis_{g}_{i}")
+            elif variant == "single":
+                setattr(self, f"shared_basis_{g}", nn.Conv2d(planes, shared_rank * m, 3, 1, 1, bias=False))
+                shared["shared_basis"] = getattr(self, f"shared_basis_{g}")
+            layer = [BasicBlock(in_planes, planes, 1 if g == 1 else 2)]
+            for _ in range(1, blocks):
+                layer.append(BasicBlock(planes, planes, 1) if variant == "original" else BasisBlock(planes, unique_rank * m, shared))
+            setattr(self, f"layer{g}", nn.Sequential(*layer))
             in_planes = planes
-        self.fc = nn.Linear(64, spec.num_classes)
+        self.fc = nn.Linear(64, num_classes)
+        self.variant = variant
 
     def forward(self, x):
         x = F.relu(self.bn1(self.conv1(x)))
@@ -101,33 +107,35 @@ class ResNet(nn.Module):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
     def orthogonality(self):
-        """The authors' regulariser R, computed independently of minibasis (same definition)."""
-        model = self.model[0]
-        numerator, denominator = 0.0, 0
+        """train_cifar10.py's regulariser, as its loop computes it: per stage B = the shared rows
+        then each basis block's basis_conv1, basis_conv2 rows; D = (B Bᵀ − I)²; the shared rows
+        against all rows, plus each unique basis' own block; one mean over the stages."""
+        if self.variant not in ("double", "single", "shared_only"):
+            return torch.zeros(())
+        sim, count = 0.0, 0
         for g in (1, 2, 3):
-            shared = [getattr(self, n).weight for n in model.shared_names(g)]
-            unique = []
-            for block in list(getattr(self, f"layer{g}"))[1:]:
-                unique += [getattr(block, f"basis_conv{i}").weight for i in (1, 2) if hasattr(block, f"basis_conv{i}")]
-            rows = [w.reshape(w.shape[0], -1) for w in shared + unique]
-            if not rows:
-                continue
-            B = torch.cat(rows)
+            layer = getattr(self, f"layer{g}")
+            names = [f"shared_basis_{g}"] if self.variant == "single" else [f"shared_basis_{g}_1", f"shared_basis_{g}_2"]
+            bases = [getattr(self, name).weight for name in names]
+            num_shared = sum(b.shape[0] for b in bases)
+            uniques = [getattr(block, f"basis_conv{j}").weight for block in list(layer)[1:] for j in (1, 2) if hasattr(block, f"basis_conv{j}")]
+            B = torch.cat(bases + uniques).flatten(1)
             D = (B @ B.T - torch.eye(B.shape[0], dtype=B.dtype)) ** 2
-            m = sum(w.shape[0] for w in shared)
-            numerator = numerator + D[:m].sum()
-            denominator += m * B.shape[0]
-            start = m
-            for w in unique:
-                end = start + w.shape[0]
-                numerator = numerator + D[start:end, start:end].sum()
-                denominator += w.shape[0] ** 2
-                start = end
-        return numerator / denominator
+            sim = sim + D[:num_shared, :].sum()
+            count += num_shared * B.shape[0]
+            start = num_shared
+            for unique in uniques:  # unique <-> unique within one layer
+                u = unique.shape[0]
+                sim = sim + D[start : start + u, start : start + u].sum()
+                count += u * u
+                start += u
+        return sim / count
 
 
-def build_torch_model(minibasis_model, state_dict, dtype=torch.float32):
-    """The authors' structure for ``minibasis_model``, loaded strictly from ``state_dict``."""
-    net = ResNet(minibasis_model).to(dtype)  # before loading: float64 weights stay float64
+def build_torch_model(spec, state_dict, dtype=torch.float32):
+    """The authors' structure for a minibasis CIFAR-10 ``spec`` (a ModelSpec, or a model: its
+    ``.spec``), loaded strictly from ``state_dict``."""
+    spec = getattr(spec, "spec", spec)
+    net = ResNet(spec.depth, spec.variant, spec.shared_rank, spec.unique_rank, spec.num_classes).to(dtype)
     net.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in state_dict.items()}, strict=True)
     return net

@@ -7,6 +7,7 @@ identical and keeps one array. So ``torch_model.load_state_dict(dict(np.load(f))
 accepts a minibasis file, and minibasis loads the authors' checkpoints. No pickle.
 """
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,8 @@ def state_dict_layout(model):
         owner = mod.alias or mod.name
         if mod.kind == "conv":
             layout.append((f"{mod.name}.weight", mod.shape, "params", f"{owner}.weight"))
+            if mod.bias:
+                layout.append((f"{mod.name}.bias", mod.shape[:1], "params", f"{owner}.bias"))
         elif mod.kind == "bn":
             for key in BN_PARAMS:
                 layout.append((f"{mod.name}.{key}", mod.shape, "params", f"{mod.name}.{key}"))
@@ -45,31 +48,56 @@ def to_state_dict(model, params, state):
 
 
 def from_state_dict(model, state_dict):
-    """{state_dict key: array} -> (params, state), checking every key, shape and shared copy.
+    """{state_dict key: array} -> (params, state), checking every key, shape, dtype, value and
+    shared copy.
 
-    All problems are collected and reported in one ValueError that names each missing,
-    unexpected or misshapen key and each copy of a shared basis that differs from its owner.
+    The problems are collected and reported in one ValueError (the first six) that names each missing,
+    unexpected, misshapen or mistyped key, each non-finite array or negative ``running_var``,
+    and each copy of a shared array that differs from its owner. The floating arrays must all
+    have one dtype (float32 or float64: what the model then computes in; minibasis never casts
+    silently), ``num_batches_tracked`` an integer one.
     """
     layout = state_dict_layout(model)
     expected = {key for key, *_ in layout}
     problems = [f"missing key {key!r}" for key, *_ in layout if key not in state_dict]
     problems += [f"unexpected key {key!r}" for key in state_dict if key not in expected]
-    trees = {"params": {}, "state": {}}
+    trees, float_dtypes = {"params": {}, "state": {}}, {}
     for key, shape, where, source in layout:
         if key not in state_dict:
             continue
         value = np.asarray(state_dict[key])
-        if value.shape != tuple(shape):
-            problems.append(f"key {key!r}: expected shape {tuple(shape)}, got {value.shape}")
+        problem = _value_problem(key, value, tuple(shape))
+        if problem:
+            problems.append(problem)
             continue
+        if value.dtype.kind == "f":
+            float_dtypes.setdefault(value.dtype, key)
         if source in trees[where]:
             if not np.array_equal(trees[where][source], value):
-                problems.append(f"key {key!r}: expected a copy identical to {source!r} (a shared basis), got a different array")
+                problems.append(f"key {key!r}: expected a copy identical to {source!r} (a shared array), got a different array")
             continue
         trees[where][source] = value
+    if len(float_dtypes) > 1:
+        problems.append("expected one floating dtype for all arrays, got " + ", ".join(f"{dtype} (e.g. {key!r})" for dtype, key in float_dtypes.items()))
     if problems:
-        raise ValueError(f"state_dict does not fit {model.spec.name}: " + "; ".join(problems))
+        more = f"; and {len(problems) - 6} more" if len(problems) > 6 else ""
+        raise ValueError(f"state_dict does not fit {model.spec.name}: " + "; ".join(problems[:6]) + more)
     return unflatten(trees["params"]), unflatten(trees["state"])
+
+
+def _value_problem(key, value, shape):
+    """What is wrong with one array of a state_dict (None: nothing)."""
+    if value.shape != shape:
+        return f"key {key!r}: expected shape {shape}, got {value.shape}"
+    if key.endswith("num_batches_tracked"):
+        return None if value.dtype.kind in "iu" else f"key {key!r}: expected an integer dtype, got {value.dtype}"
+    if value.dtype not in (np.float32, np.float64):
+        return f"key {key!r}: expected dtype float32 or float64, got {value.dtype}"
+    if not np.all(np.isfinite(value)):
+        return f"key {key!r}: expected finite values, got {int(np.sum(~np.isfinite(value)))} NaN/inf"
+    if key.endswith("running_var") and np.any(value < 0):
+        return f"key {key!r}: expected a variance ≥ 0, got a minimum of {value.min()}"
+    return None
 
 
 def save_weights(path, model, params, state):
@@ -77,10 +105,35 @@ def save_weights(path, model, params, state):
     return atomic_savez(path, to_state_dict(model, params, state))
 
 
-def load_weights(path, model):
-    """Read a state_dict ``.npz`` (the authors' keys) into ``(params, state)`` for ``model``."""
+def read_npz(path, what="an .npz file"):
+    """{key: array} of an ``.npz`` file, every problem a ValueError naming the file: not there,
+    not an .npz archive (a .npy, a text file, truncated or damaged), or holding pickled objects."""
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"path: expected an existing .npz weight file, got {str(path)!r}")
-    with np.load(path, allow_pickle=False) as f:
-        return from_state_dict(model, {key: f[key] for key in f.files})
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: expected {what}, found {'a folder' if path.is_dir() else 'no file'}")
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if not magic.startswith(b"PK"):  # every .npz is a zip archive
+        kind = "a single .npy array" if magic == b"\x93NUMPY" else "an empty file" if not magic else "a file that is not a zip archive"
+        raise ValueError(f"{path}: expected {what}, got {kind}")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return {key: f[key] for key in f.files}
+    except ValueError as error:  # pickled objects refused
+        raise ValueError(f"{path}: expected {what}, got {_first_line(error)}") from None
+    except (OSError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile, KeyError) as error:  # truncated, damaged
+        raise ValueError(f"{path}: expected {what}, got an unreadable archive ({type(error).__name__}: {_first_line(error)})") from None
+
+
+def _first_line(error):
+    return str(error).strip().splitlines()[0] if str(error).strip() else "no detail"
+
+
+def load_weights(path, model):
+    """Read a state_dict ``.npz`` (the authors' keys) into ``(params, state)`` for ``model``;
+    a ValueError naming the file and the first problems when it does not fit."""
+    arrays = read_npz(path, "a weights .npz file (PyTorch state_dict keys)")
+    try:
+        return from_state_dict(model, arrays)
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None

@@ -62,7 +62,7 @@ def test_device_code_path_equals_the_host_path(C, O, size, k, s, p, chunk_bytes)
     assert counts == {"in": 6, "out": 3}
 
     # conv2d's first-order VJP of both arguments (what a training step asks for): for a
-    # stride-1 k×k conv it is the fused path (conv._both_grads, one im2col of g per chunk).
+    # stride-1 k×k conv it is the fused path (conv_fast.both_grads, one im2col of g per chunk).
     def make_vjp():
         return autograd.make_vjp(lambda x, w: conv2d(x, w, **hp), (0, 1))(x, w)
 

@@ -333,15 +333,18 @@ def test_orthogonal_differs_between_seeds_and_is_sign_symmetric():
     assert 0.4 < np.mean(first > 0) < 0.6
 
 
-@pytest.mark.parametrize("shape", [(10, 1, 3, 3), (2, 1, 1, 1), (5, 4, 1, 1)])
-def test_orthogonal_rejects_more_rows_than_columns(shape):
-    with pytest.raises(ValueError, match="shape"):
-        orthogonal(np.random.default_rng(0), shape)
+@given(st.sampled_from([(10, 1, 3, 3), (2, 1, 1, 1), (5, 4, 1, 1), (256, 64, 1, 1), (192, 32, 1, 1)]), seeds)
+def test_with_more_rows_than_columns_the_columns_are_orthonormal(shape, seed):
+    """As PyTorch's orthogonal_ (ResNet50-Shared++'s 1×1 expansion, 4C filters of C values):
+    no more than C·k·k rows can be orthonormal, so the columns are."""
+    W = orthogonal(np.random.default_rng(seed), shape, dtype=np.float64).reshape(shape[0], -1)
+    np.testing.assert_allclose(W.T @ W, np.eye(W.shape[1]), atol=1e-12)
 
 
-def test_orthogonal_bases_rejects_too_many_rows_in_all():
-    with pytest.raises(ValueError, match="shape"):
-        orthogonal_bases(np.random.default_rng(0), 2, (5, 1, 3, 3))
+def test_jointly_initialised_bases_with_too_many_rows_have_orthonormal_columns_together():
+    bases = orthogonal_bases(np.random.default_rng(0), 2, (5, 1, 3, 3), dtype=np.float64)
+    joint = np.concatenate([b.reshape(5, -1) for b in bases])  # 10 rows of 9 values
+    np.testing.assert_allclose(joint.T @ joint, np.eye(9), atol=1e-12)
 
 
 # ---- decomposition --------------------------------------------------------------------------

@@ -1,0 +1,159 @@
+"""The residual blocks of the authors' ResNets (CIFAR-10, CIFAR-100 and ImageNet files).
+
+Each block is a pure function ``(x, params, state, train, …) -> (y, new_state)`` over the
+block's sub-trees, named as the authors' attributes (``params["conv1"]["weight"]`` is their
+``self.conv1.weight``); shared convs reach a block through :meth:`Model.view`, under the
+block's own name for them (``params["shared_basis_1"]``). The functions return the block's new
+BN state; nothing is stored anywhere else. Beside each block, the function that lists its
+modules in the authors' registration order (the ``state_dict`` order), with the output size.
+"""
+
+from ..basis import basis_layer
+from ..conv import conv2d
+from ..layers import batch_norm, relu, shortcut_a
+from .core import bn_module, conv_module
+
+
+def conv(x, params, **hyper):
+    """A conv module: ``conv2d`` with its weight, plus its bias per channel when it has one."""
+    y = conv2d(x, params["weight"], **hyper)
+    return y + params["bias"][None, :, None, None] if "bias" in params else y
+
+
+def norm(x, params, state, train, relu=False):
+    """A BatchNorm2d module (optionally followed by a ReLU): ``(y, new_state)``."""
+    return batch_norm(x, params["weight"], params["bias"], state, train=train, relu=relu)
+
+
+def shortcut(x, params, state, train, *, stride, out_channels):
+    """The block's skip path: the identity; the authors' ``shortcut`` Sequential (option B:
+    1×1 conv with the block's stride, then BN) when the block has one; option A (CIFAR-10:
+    every second pixel, channels zero-padded) when the shape changes and it has none."""
+    if "shortcut" in params:
+        h = conv(x, params["shortcut"]["0"], stride=stride)
+        h, new = norm(h, params["shortcut"]["1"], state["shortcut"]["1"], train)
+        return h, {"1": new}
+    if stride == 1 and x.shape[1] == out_channels:
+        return x, None
+    return shortcut_a(x, out_channels=out_channels), None
+
+
+def basic_block(x, params, state, train, *, stride=1):
+    """The authors' BasicBlock: 3×3 conv (stride) → BN → ReLU → 3×3 conv → BN, + shortcut, ReLU."""
+    new = {}
+    h = conv(x, params["conv1"], stride=stride, padding=1)
+    h, new["bn1"] = norm(h, params["bn1"], state["bn1"], train, relu=True)
+    h = conv(h, params["conv2"], padding=1)
+    h, new["bn2"] = norm(h, params["bn2"], state["bn2"], train)
+    skip, skip_state = shortcut(x, params, state, train, stride=stride, out_channels=h.shape[1])
+    if skip_state:
+        new["shortcut"] = skip_state
+    return relu(h + skip), new
+
+
+def basis_block(x, params, state, train):
+    """The authors' basis blocks (``BasicBlock_SingleShared`` / ``_DoubleShared`` /
+    ``_SharedOnly`` / ``_NonShared``): basis layer 1 → ReLU → basis layer 2, + identity, ReLU,
+    each basis layer ``[unique; shared] basis conv → BN → 1×1 coefficients → BN`` (Kim & Kang,
+    Sec. 3, Fig. 2)."""
+    new = {}
+    h = x
+    for layer in (1, 2):
+        layer_params, layer_state = basis_layer_trees(params, state, layer)
+        h, out = basis_layer(h, layer_params, layer_state, train=train, relu=layer == 1)
+        new[f"basis_bn{layer}"], new[f"bn{layer}"] = out["basis_bn"], out["bn"]
+    return relu(h + x), new
+
+
+def basis_layer_trees(params, state, layer):
+    """A basis block's parameters (as the authors name them) -> :func:`basis_layer`'s trees for
+    ``layer`` 1 or 2: its unique basis ``basis_conv{layer}`` (if any) and the shared basis it
+    uses, ``shared_basis_{layer}`` (DoubleShared; CIFAR-10 SharedOnly) or ``shared_basis``
+    (SingleShared; CIFAR-100 SharedOnly: one basis for both layers), or none (NonShared)."""
+    shared = params.get(f"shared_basis_{layer}", params.get("shared_basis"))
+    unique = params.get(f"basis_conv{layer}")
+    layer_params = {
+        "unique_basis": unique["weight"] if unique else None,
+        "shared_basis": shared["weight"] if shared else None,
+        "basis_bn": params[f"basis_bn{layer}"],
+        "coefficients": params[f"coeff_conv{layer}"]["weight"],
+        "bn": params[f"bn{layer}"],
+    }
+    return layer_params, {"basis_bn": state[f"basis_bn{layer}"], "bn": state[f"bn{layer}"]}
+
+
+def bottleneck_block(x, params, state, train, *, stride=1):
+    """The authors' BottleneckBlock (the stride on the 3×3, as torchvision's ResNet v1.5):
+    1×1 conv → BN → ReLU → 3×3 conv → BN → ReLU → 1×1 conv (4× channels) → BN, + shortcut, ReLU.
+
+    In the shared blocks of ResNet50/101-Shared the 3×3 conv is the stage's shared
+    ``shared_basis`` (``BottleneckBlock_SharedSingle``), in Shared++ ``shared_basis_1`` and the
+    last 1×1 conv the stage's ``shared_basis_2`` (``BottleneckBlock_Shared``): whole
+    convolutions, the same arrays in every block of the stage but the first."""
+    conv_3x3 = params.get("conv2") or params.get("shared_basis") or params["shared_basis_1"]
+    conv_expand = params.get("conv3") or params["shared_basis_2"]
+    new = {}
+    h = conv(x, params["conv1"])
+    h, new["bn1"] = norm(h, params["bn1"], state["bn1"], train, relu=True)
+    h = conv(h, conv_3x3, stride=stride, padding=1)
+    h, new["bn2"] = norm(h, params["bn2"], state["bn2"], train, relu=True)
+    h = conv(h, conv_expand)
+    h, new["bn3"] = norm(h, params["bn3"], state["bn3"], train)
+    skip, skip_state = shortcut(x, params, state, train, stride=stride, out_channels=h.shape[1])
+    if skip_state:
+        new["shortcut"] = skip_state
+    return relu(h + skip), new
+
+
+# ---- the blocks' modules, in the authors' registration order ------------------------------
+
+
+def _shortcut_modules(path, in_planes, out_planes, stride, size, group):
+    """Option B (the CIFAR-100 / ImageNet files): ``shortcut.0`` 1×1 conv, ``shortcut.1`` BN,
+    when the block changes the shape; none otherwise."""
+    if stride == 1 and in_planes == out_planes:
+        return []
+    skip, _ = conv_module(f"{path}.shortcut.0", (out_planes, in_planes, 1, 1), size, stride=stride, group=group)
+    return [skip, bn_module(f"{path}.shortcut.1", out_planes, group)]
+
+
+def basic_block_modules(path, in_planes, planes, size, group, *, stride=1, option_b=True):
+    """BasicBlock: conv1, bn1, conv2, bn2 (and option B's shortcut.0/.1). -> (modules, output size)."""
+    conv1, out = conv_module(f"{path}.conv1", (planes, in_planes, 3, 3), size, stride=stride, padding=1, group=group)
+    conv2, _ = conv_module(f"{path}.conv2", (planes, planes, 3, 3), out, padding=1, group=group)
+    mods = [conv1, bn_module(f"{path}.bn1", planes, group), conv2, bn_module(f"{path}.bn2", planes, group)]
+    return mods + (_shortcut_modules(path, in_planes, planes, stride, size, group) if option_b else []), out
+
+
+def basis_block_modules(path, planes, unique_rank, shared, size, group):
+    """A basis block: the block's names for the shared bases first (``shared``: [(local name,
+    owner, rows)]), then per layer basis_conv (if unique_rank), basis_bn, coeff_conv, bn."""
+    mods = [
+        conv_module(f"{path}.{local}", (rows, planes, 3, 3), size, padding=1, group=group, alias=owner, uses=2 if local == "shared_basis" else 1)[0]
+        for local, owner, rows in shared
+    ]
+    for layer in (1, 2):
+        rank = unique_rank + next((rows for local, _, rows in shared if local in ("shared_basis", f"shared_basis_{layer}")), 0)
+        if unique_rank:
+            mods.append(conv_module(f"{path}.basis_conv{layer}", (unique_rank, planes, 3, 3), size, padding=1, group=group)[0])
+        mods += [
+            bn_module(f"{path}.basis_bn{layer}", rank, group),
+            conv_module(f"{path}.coeff_conv{layer}", (planes, rank, 1, 1), size, group=group)[0],
+            bn_module(f"{path}.bn{layer}", planes, group),
+        ]
+    return mods
+
+
+def bottleneck_modules(path, in_planes, planes, size, group, *, stride=1, shared=()):
+    """BottleneckBlock: conv1, bn1, conv2, bn2, conv3, bn3 (+ shortcut); in a shared block the
+    block's names for the shared convs (``shared``: [(local name, owner)]) stand where conv2
+    (``shared_basis``/``shared_basis_1``) and conv3 (``shared_basis_2``) were. -> (modules, size)."""
+    owners = dict(shared)
+    conv1, _ = conv_module(f"{path}.conv1", (planes, in_planes, 1, 1), size, group=group)
+    name2 = next((local for local in ("shared_basis", "shared_basis_1") if local in owners), "conv2")
+    conv2, out = conv_module(f"{path}.{name2}", (planes, planes, 3, 3), size, stride=stride, padding=1, group=group, alias=owners.get(name2))
+    name3 = "shared_basis_2" if "shared_basis_2" in owners else "conv3"
+    conv3, _ = conv_module(f"{path}.{name3}", (4 * planes, planes, 1, 1), out, group=group, alias=owners.get(name3))
+    mods = [conv1, bn_module(f"{path}.bn1", planes, group), conv2, bn_module(f"{path}.bn2", planes, group)]
+    mods += [conv3, bn_module(f"{path}.bn3", 4 * planes, group)]
+    return mods + _shortcut_modules(path, in_planes, 4 * planes, stride, size, group), out

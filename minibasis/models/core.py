@@ -1,0 +1,252 @@
+"""What every model family shares: its modules in ``state_dict`` order, the aliases through
+which blocks use shared arrays, initialisation, counting, and the pure ``init``/``apply`` pair.
+
+A family (``cifar_resnet``, ``resnet``, ``mobilenetv2``) subclasses :class:`Model` and says
+three things: ``build(image_size)``, its modules as the authors' PyTorch class registers them;
+``forward``, the function of the trees; and, when the authors train it with one, its
+orthogonality regulariser. Everything else is here, written once.
+
+Sharing: a shared conv is *one* array in ``params``, under the name of the module that owns it
+(``params["shared_basis_1_1"]["weight"]``); a block that uses it has an *alias* module
+(``layer1.1.shared_basis_1`` → ``shared_basis_1_1``), as PyTorch lists a reused module under
+every parent. :meth:`Model.view` hands a block its parameters with the aliases filled in, so a
+block reads ``params["shared_basis_1"]`` like the authors' ``self.shared_basis_1`` and autograd
+sums the gradients of every use into the one array.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+from autograd.tracer import getval
+
+from .. import checks
+from ..basis import conv_macs, orthogonal, orthogonal_bases
+from ..layers import batch_norm_state
+from ..tree import flatten, unflatten
+
+
+@dataclass(frozen=True)
+class Module:
+    """One PyTorch module of the authors' model, in ``state_dict`` order.
+
+    kind: ``'conv'`` (``shape``: the weight, ``(O, C/groups, kh, kw)``, or ``(1, 1, k)`` for
+    the ECA ``Conv1d``), ``'bn'`` (``(C,)``) or ``'linear'`` (``(out, in)``).
+    alias: for a block's view of a shared module, the dotted name of the module that owns it.
+    bias: a conv with a bias (MobileNetV2's first and last conv).
+    out_pixels: output positions of this name's uses together, at the size the model was
+    built for (0 for a shared module's owner: it is used through its aliases).
+    group: the part of the network it belongs to, for the per-stage tables (``'layer2'``).
+    """
+
+    name: str
+    kind: str
+    shape: tuple
+    alias: str = None
+    bias: bool = False
+    out_pixels: int = 0
+    group: str = ""
+    groups: int = 1  # a conv's groups: its MACs are out_pixels · prod(shape), C_in/groups included
+
+    def parameter_names(self):
+        """The ``params`` leaves this module owns (none for an alias)."""
+        if self.alias:
+            return []
+        if self.kind == "conv":
+            return [f"{self.name}.weight"] + ([f"{self.name}.bias"] if self.bias else [])
+        return [f"{self.name}.weight", f"{self.name}.bias"]
+
+    def count_params(self):
+        """Trainable scalars this module owns: weights (and bias); BN's weight and bias."""
+        if self.alias:
+            return 0
+        if self.kind == "bn":
+            return 2 * self.shape[0]
+        weights = int(np.prod(self.shape))
+        return weights + (self.shape[0] if self.bias or self.kind == "linear" else 0)
+
+    def count_macs(self):
+        """Multiply-accumulates of one image: a conv's out_pixels·O·(C/groups)·kh·kw (the
+        formulas of :mod:`minibasis.basis`), a linear layer's in·out; BN, biases: none."""
+        if self.kind == "linear":
+            out, fan_in = self.shape
+            return out * fan_in
+        if self.kind != "conv":
+            return 0
+        O, c_per_group, *kernel = self.shape
+        kh, kw = (1, kernel[0]) if len(kernel) == 1 else kernel
+        return conv_macs(1, self.out_pixels, c_per_group * self.groups, O, kh, kw, self.groups)
+
+
+class Model:
+    """A model of one family and spec: ``init``, ``apply``, ``orthogonality``, the counts.
+
+    Subclasses define ``standard_size`` (the dataset's image size), ``build(image_size)``,
+    ``forward(params, state, x, train, rng)``, ``conv_init`` (``'kaiming_fan_out'`` or
+    ``'pytorch_default'``), ``orthogonal_groups()`` (the shared weights the authors re-initialise
+    orthogonally, each inner list drawn jointly) and, where the authors train with one,
+    ``regulariser`` (their function's name) and ``regularise(params)``.
+    """
+
+    regulariser = None  # the authors' orthogonality regulariser for this model, by name
+    conv_init = "kaiming_fan_out"
+
+    def __init__(self, spec):
+        self.spec = spec
+        self.modules = self.build(self.standard_size)
+        self._aliases = {}  # block path -> {local name: owner name}
+        for mod in self.modules:
+            if mod.alias:
+                block, local = mod.name.rsplit(".", 1)
+                self._aliases.setdefault(block, {})[local] = mod.alias
+        self.parameter_names = [name for mod in self.modules for name in mod.parameter_names()]
+        self.state_names = [f"{mod.name}.{key}" for mod in self.modules if mod.kind == "bn" for key in batch_norm_state(1)]
+
+    def __repr__(self):
+        return f"Model({self.spec.name!r}, num_classes={self.spec.num_classes})"
+
+    # ---- the trees ------------------------------------------------------------------------
+
+    def view(self, tree, path):
+        """The sub-tree at dotted ``path`` with its aliases filled in from ``tree`` (the same
+        arrays, not copies): what a block sees of the shared modules it uses."""
+        node = tree
+        for key in path.split("."):
+            node = node[key]
+        aliases = self._aliases.get(path)
+        if not aliases:
+            return node
+        return {**node, **{local: _at(tree, owner) for local, owner in aliases.items()}}
+
+    def init(self, seed, dtype=np.float32):
+        """Fresh ``(params, state)`` as the authors' classes initialise them, from ``seed``.
+
+        Convs: Kaiming normal with fan_out (``conv_init = 'kaiming_fan_out'``, the ResNets:
+        std = √(2 / (C_out·kh·kw))) or PyTorch's default (MobileNetV2: weight and bias uniform
+        ±1/√fan_in, fan_in = C_in/groups·kh·kw); BN weight 1, bias 0, running mean 0, var 1;
+        linear PyTorch's default (uniform ±1/√fan_in); then the shared convs the authors
+        re-initialise orthogonally (``nn.init.orthogonal_``), jointly where they do so.
+        """
+        dtype = np.dtype(dtype)
+        if dtype.kind != "f":
+            checks.fail("dtype", "a floating dtype (numpy.float32 or numpy.float64)", str(dtype))
+        rng = np.random.default_rng(seed)
+        params, state = {}, {}
+        for mod in self.modules:
+            if mod.alias:
+                continue
+            if mod.kind == "bn":
+                params[f"{mod.name}.weight"], params[f"{mod.name}.bias"] = np.ones(mod.shape, dtype), np.zeros(mod.shape, dtype)
+                state.update({f"{mod.name}.{k}": v for k, v in batch_norm_state(mod.shape[0], dtype).items()})
+            elif mod.kind == "conv" and self.conv_init == "kaiming_fan_out":
+                fan_out = mod.shape[0] * int(np.prod(mod.shape[2:]))
+                params[f"{mod.name}.weight"] = (rng.standard_normal(mod.shape) * np.sqrt(2.0 / fan_out)).astype(dtype)
+            else:  # PyTorch's default for Conv2d, Conv1d and Linear: kaiming_uniform_(a=√5), bias alike
+                bound = 1.0 / np.sqrt(np.prod(mod.shape[1:]))
+                for name in mod.parameter_names():
+                    shape = mod.shape if name.endswith("weight") else mod.shape[:1]
+                    params[name] = rng.uniform(-bound, bound, shape).astype(dtype)
+        for names in self.orthogonal_groups():
+            shape = params[f"{names[0]}.weight"].shape
+            for name, basis in zip(names, orthogonal_bases(rng, len(names), shape, dtype) if len(names) > 1 else [orthogonal(rng, shape, dtype)]):
+                params[f"{name}.weight"] = basis
+        return unflatten(params), unflatten(state)
+
+    def orthogonal_groups(self):
+        return []
+
+    # ---- forward ----------------------------------------------------------------------------
+
+    def apply(self, params, state, x, /, *, train, rng=None):
+        """Logits of ``x: (N, 3, H, W)``; returns ``(logits: (N, classes), new_state)``.
+
+        train=True: BN normalises with batch statistics and the returned state holds the
+        updated running statistics; train=False: BN uses the running statistics.
+        rng: a ``numpy.random.Generator`` for dropout's masks in training mode (only the
+        MobileNetV2s have a dropout); ``rng=None`` runs training mode with dropout off (how
+        the golden outputs of ``../shared/data/golden`` were made).
+        """
+        checks.array("x", x, ndim=4)
+        if x.shape[1] != 3:
+            checks.fail("x", "shape (N, 3, H, W)", f"shape {tuple(x.shape)}")
+        self.check_trees(params, state)
+        first = self.parameter_names[0]
+        weight = _at(params, first.rsplit(".", 1)[0])["weight"]
+        if weight.dtype != x.dtype:
+            checks.fail(
+                "x",
+                f"dtype {weight.dtype}, that of the model's parameters ({first}); cast the input with "
+                f"x.astype(numpy.{weight.dtype}) or make float64 parameters with model.init(seed, dtype=numpy.float64)",
+                str(x.dtype),
+            )
+        return self.forward(params, state, x, train=train, rng=rng)
+
+    def check_trees(self, params, state):
+        """ValueError naming the first missing or unexpected leaf of ``params`` or ``state``."""
+        for tree_name, tree, expected in (("params", getval(params), self.parameter_names), ("state", state, self.state_names)):
+            if not isinstance(tree, dict):  # (getval: autograd.grad of a dict traces it as one box)
+                checks.fail(tree_name, f"a nested dict of arrays (from {self.spec.name}'s init)", type(tree).__name__, TypeError)
+            names = flatten(tree)
+            missing = next((name for name in expected if name not in names), None)
+            if missing:
+                checks.fail(tree_name, f"the leaves of {self.spec.name}, among them {missing!r}", f"a tree without {missing!r} (another model's?)")
+            if len(names) != len(expected):
+                known = set(expected)
+                extra = next(name for name in names if name not in known)
+                checks.fail(tree_name, f"only the leaves of {self.spec.name}", f"an unexpected leaf {extra!r} (another model's?)")
+
+    # ---- the regulariser ----------------------------------------------------------------------
+
+    def orthogonality(self, params):
+        """The orthogonality regulariser R the authors train this model with (``regulariser``
+        names their function); 0.0 for the models they train with cross-entropy alone."""
+        return 0.0 if self.regulariser is None else self.regularise(params)
+
+    def shared_weights(self, params, index=None):
+        """Per stage, the shared arrays the stage's blocks use (owners in registration order):
+        ``[[shared_basis_g_1, shared_basis_g_2], …]``; ``index`` picks the ``_i`` ones only."""
+        stages = {}
+        for mod in self.modules:
+            if mod.name.startswith("shared_basis_"):
+                stage, _, i = mod.name[len("shared_basis_") :].partition("_")
+                if index is None or i == str(index):
+                    stages.setdefault(stage, []).append(_at(params, mod.name)["weight"])
+        return list(stages.values())
+
+    # ---- counting ------------------------------------------------------------------------------
+
+    def modules_at(self, image_size=None):
+        """The modules, their MACs counted for one ``image_size``² image (the dataset's size by default)."""
+        return self.modules if image_size is None else self.build(checks.integer("image_size", image_size, 1))
+
+    def accounting(self, image_size=None):
+        """Rows ``(name, params, macs)`` per module, for one ``image_size``² image. A shared
+        module counts its parameters once (at its owner) and its MACs at every use (at its aliases)."""
+        return [(mod.name, mod.count_params(), mod.count_macs()) for mod in self.modules_at(image_size)]
+
+    def count_params(self):
+        return sum(mod.count_params() for mod in self.modules)
+
+    def count_macs(self, image_size=None):
+        return sum(mod.count_macs() for mod in self.modules_at(image_size))
+
+
+def _at(tree, path):
+    for key in path.split("."):
+        tree = tree[key]
+    return tree
+
+
+def conv_module(name, weight_shape, in_size, *, stride=1, padding=0, group="", alias=None, bias=False, groups=1, uses=1):
+    """(a conv Module, its output size) for a square input of ``in_size`` pixels."""
+    out = (in_size + 2 * padding - weight_shape[-1]) // stride + 1
+    return Module(name, "conv", tuple(weight_shape), alias=alias, bias=bias, out_pixels=uses * out * out, group=group, groups=groups), out
+
+
+def bn_module(name, channels, group=""):
+    return Module(name, "bn", (channels,), group=group)
+
+
+def shared_module(name, weight_shape, group):
+    """The owner of a shared conv: its parameters; its MACs are counted at its uses."""
+    return Module(name, "conv", tuple(weight_shape), group=group)
+

@@ -1,0 +1,139 @@
+"""MobileNetV2 for ImageNet and its shared variants, as the authors built them
+(``models/ilsvrc/mobilenetv2.py``).
+
+``pre``: 3×3 conv 3→32 (stride 2, with a bias), BN, ReLU6. Seven stages of inverted-residual
+blocks (1×1 expansion ×t → BN → ReLU → 3×3 depthwise (stride) → BN → ReLU → 1×1 projection →
+BN, + x when the shape is kept; the authors' blocks use ReLU, not ReLU6); ``conv1``: 1×1 conv
+320→1280 (with a bias), BN, ReLU6; global average pooling; dropout 0.2; linear → classes.
+
+Stages 3–6 of the shared variants share WHOLE 1×1 convolutions across their blocks 2…n:
+
+========================  ===============================  ====================================
+spec                      authors' constructor             shared in stage 3 + g − 1 (g = 1…4)
+========================  ===============================  ====================================
+``imagenet-mobilenetv2``  ``MobileNetV2()``                nothing
+``…-shared``              ``MobileNetV2_Shared()``         the expansion ``shared_basis_g``
+``…-shared++``            ``MobileNetV2_SharedDouble()``   the expansion ``shared_basis_g_1`` and
+                                                           the projection ``shared_basis_g_2``;
+                                                           the shared blocks end with ECA
+                                                           channel attention before the add
+========================  ===============================  ====================================
+"""
+
+from ..basis import separate_orthogonality_loss, shared_orthogonality_loss
+from ..layers import dropout, efficient_channel_attention, global_avg_pool, linear, relu6
+from .blocks import conv, norm
+from .core import Model, Module, bn_module, conv_module, shared_module
+
+# (name, blocks, input channels, output channels, stride of the first block, expansion t);
+# stage1 and stage7 are single blocks (their state_dict names carry no block index).
+STAGES = (
+    ("stage1", 1, 32, 16, 1, 1),
+    ("stage2", 2, 16, 24, 2, 6),
+    ("stage3", 3, 24, 32, 2, 6),
+    ("stage4", 4, 32, 64, 2, 6),
+    ("stage5", 3, 64, 96, 1, 6),
+    ("stage6", 3, 96, 160, 2, 6),
+    ("stage7", 1, 160, 320, 1, 6),
+)
+SHARED_STAGES = ("stage3", "stage4", "stage5", "stage6")  # shared_basis_1 … _4
+DROPOUT = 0.2
+
+
+def attention_kernel(channels):
+    """The ECA Conv1d's kernel size in the authors' blocks: 1 below 96 channels, else 3."""
+    return 1 if channels < 96 else 3
+
+
+class MobileNetV2(Model):
+    """An ImageNet MobileNetV2 of a given spec (see the module docstring)."""
+
+    standard_size = 224
+    conv_init = "pytorch_default"  # the authors' MobileNetV2 classes keep PyTorch's defaults
+
+    @property
+    def regulariser(self):
+        return {"shared": "train_ilsvrc.py:train_basis_single", "shared++": "train_ilsvrc.py:train_basis_double_separate"}.get(self.spec.variant)
+
+    def shared_owners(self, stage, channels, t):
+        """[(the block's name, the model's name, weight shape)] of the convs ``stage`` shares."""
+        if stage not in SHARED_STAGES or self.spec.variant == "original":
+            return []
+        g = SHARED_STAGES.index(stage) + 1
+        expand = (t * channels, channels, 1, 1)
+        if self.spec.variant == "shared":
+            return [("shared_basis1", f"shared_basis_{g}", expand)]
+        return [("shared_basis1", f"shared_basis_{g}_1", expand), ("shared_basis2", f"shared_basis_{g}_2", (channels, t * channels, 1, 1))]
+
+    def build(self, image_size):
+        pre, size = conv_module("pre.0", (32, 3, 3, 3), image_size, stride=2, padding=1, bias=True, group="pre")
+        mods = [pre, bn_module("pre.1", 32, "pre")]
+        for stage, blocks, c_in, c_out, stride, t in STAGES:
+            shared = self.shared_owners(stage, c_out, t)
+            mods += [shared_module(owner, shape, stage) for _, owner, shape in shared]
+            for b in range(blocks):
+                path = stage if blocks == 1 else f"{stage}.{b}"
+                block, size = _block_modules(path, c_in if b == 0 else c_out, c_out, t, stride if b == 0 else 1, size, stage, shared if b > 0 else [])
+                mods += block
+        last, _ = conv_module("conv1.0", (1280, 320, 1, 1), size, bias=True, group="head")
+        return mods + [last, bn_module("conv1.1", 1280, "head"), Module("classifier.1", "linear", (self.spec.num_classes, 1280), group="head")]
+
+    def forward(self, params, state, x, /, *, train, rng=None):
+        new_state = {"pre": {}, "conv1": {}}
+        h = conv(x, params["pre"]["0"], stride=2, padding=1)
+        h, new_state["pre"]["1"] = norm(h, params["pre"]["1"], state["pre"]["1"], train)
+        h = relu6(h)
+        for stage, blocks, _, _, stride, _ in STAGES:
+            if blocks == 1:
+                h, new_state[stage] = inverted_residual(h, params[stage], state[stage], train, stride=stride)
+                continue
+            new_state[stage] = {}
+            for b in range(blocks):
+                block_params = self.view(params, f"{stage}.{b}")
+                h, new_state[stage][str(b)] = inverted_residual(h, block_params, state[stage][str(b)], train, stride=stride if b == 0 else 1)
+        h = conv(h, params["conv1"]["0"])
+        h, new_state["conv1"]["1"] = norm(h, params["conv1"]["1"], state["conv1"]["1"], train)
+        features = dropout(global_avg_pool(relu6(h)), rate=DROPOUT, rng=rng if train else None)
+        return linear(features, params["classifier"]["1"]["weight"], params["classifier"]["1"]["bias"]), new_state
+
+    def regularise(self, params):
+        """train_ilsvrc.py's ``train_basis_single`` (Shared: the expansion convs) and
+        ``train_basis_double_separate`` (Shared++: expansions and projections apart)."""
+        if self.spec.variant == "shared":
+            return shared_orthogonality_loss(self.shared_weights(params))
+        return separate_orthogonality_loss(self.shared_weights(params, index=1), self.shared_weights(params, index=2))
+
+
+def inverted_residual(x, params, state, train, *, stride):
+    """The authors' Block / BlockShared / BlockSharedDoubleAttention: 1×1 expansion → BN → ReLU
+    → 3×3 depthwise (stride) → BN → ReLU → 1×1 projection → BN (→ ECA attention), + x when the
+    stride is 1 and the channels are kept. The expansion is the stage's ``shared_basis1`` in
+    the shared blocks, the projection its ``shared_basis2`` in Shared++."""
+    expand = params.get("conv1") or params["shared_basis1"]
+    project = params.get("conv3") or params["shared_basis2"]
+    new = {}
+    h = conv(x, expand)
+    h, new["bn1"] = norm(h, params["bn1"], state["bn1"], train, relu=True)
+    h = conv(h, params["conv2"], stride=stride, padding=1, groups=h.shape[1])
+    h, new["bn2"] = norm(h, params["bn2"], state["bn2"], train, relu=True)
+    h = conv(h, project)
+    h, new["bn3"] = norm(h, params["bn3"], state["bn3"], train)
+    if "chan_attention" in params:
+        h = efficient_channel_attention(h, params["chan_attention"]["conv"]["weight"])
+    return (x + h if stride == 1 and x.shape[1] == h.shape[1] else h), new
+
+
+def _block_modules(path, c_in, c_out, t, stride, size, group, shared):
+    """A block's modules in registration order -> (modules, output size). ``shared``: [(the
+    block's name, owner, shape)] of the convs it takes from the stage (then registered first)."""
+    owners = {local: owner for local, owner, _ in shared}
+    planes = t * c_in
+    expand, _ = conv_module(f"{path}.{'shared_basis1' if 'shared_basis1' in owners else 'conv1'}", (planes, c_in, 1, 1), size, group=group, alias=owners.get("shared_basis1"))
+    depthwise, out = conv_module(f"{path}.conv2", (planes, 1, 3, 3), size, stride=stride, padding=1, group=group, groups=planes)
+    project, _ = conv_module(f"{path}.{'shared_basis2' if 'shared_basis2' in owners else 'conv3'}", (c_out, planes, 1, 1), out, group=group, alias=owners.get("shared_basis2"))
+    if "shared_basis2" in owners:  # BlockSharedDoubleAttention: shared convs first, ECA last
+        attention = Module(f"{path}.chan_attention.conv", "conv", (1, 1, attention_kernel(c_in)), out_pixels=c_out, group=group)
+        mods = [expand, project, bn_module(f"{path}.bn1", planes, group), depthwise, bn_module(f"{path}.bn2", planes, group), bn_module(f"{path}.bn3", c_out, group), attention]
+    else:
+        mods = [expand, bn_module(f"{path}.bn1", planes, group), depthwise, bn_module(f"{path}.bn2", planes, group), project, bn_module(f"{path}.bn3", c_out, group)]
+    return mods, out

@@ -1,0 +1,138 @@
+"""Model specs: the strings that name every model of the authors' zoo.
+
+======================================================  =====================================
+spec                                                    the authors' model
+======================================================  =====================================
+``resnet{D}``, ``resnet{D}-s{S}u{U}``,                  CIFAR-10 ResNets, D = 6n + 2 ≤ 1202:
+``resnet{D}-single-s{S}u{U}``                           original, DoubleShared (SharedOnly
+                                                        with U = 0, NonShared with S = 0),
+                                                        SingleShared
+``cifar100-resnet{18,34}``, ``…-single-s{S}u{U}``,      CIFAR-100 ResNets: original,
+``…-s{S}u0``, ``…-s0u{U}``                              SingleShared, SharedOnly, NonShared
+``imagenet-resnet{18,34,50,101}``                       ImageNet originals
+``imagenet-resnet{18,34}-s{S}u{U}``, ``…-single-…``     DoubleShared, SingleShared (bases)
+``imagenet-resnet{50,101}-shared``, ``…-shared++``      shared whole convs (SharedSingle, Shared)
+``imagenet-mobilenetv2``, ``…-shared``, ``…-shared++``  MobileNetV2, _Shared, _SharedDouble
+======================================================  =====================================
+"""
+
+import re
+from dataclasses import dataclass
+
+from .. import checks
+
+MAX_DEPTH = 1202  # He et al.'s deepest CIFAR ResNet: deeper specs are refused before anything is built
+MAX_RANK = 256  # basis filters per 16 channels (×1, 2, 4, 8 by stage)
+CIFAR100_DEPTHS = (18, 34)
+IMAGENET_DEPTHS = (18, 34, 50, 101)
+VARIANTS = ("original", "double", "single", "shared_only", "non_shared", "shared", "shared++")
+DEFAULT_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet": 1000}
+SPEC_HELP = (
+    "valid model specs: CIFAR-10 'resnet{D}' (original), 'resnet{D}-s{S}u{U}' (DoubleShared; SharedOnly "
+    "with U = 0; NonShared with S = 0), 'resnet{D}-single-s{S}u{U}' (SingleShared), D = 6n + 2 ≤ 1202 "
+    "(20, 32, 44, 56, 110, …; the shared variants need n ≥ 2), S, U ≤ 256, e.g. resnet56-s16u1 (the paper's "
+    "ResNet56-S16U1*); CIFAR-100 'cifar100-resnet{18,34}', 'cifar100-resnet34-single-s32u1', "
+    "'cifar100-resnet34-s32u0', 'cifar100-resnet34-s0u1'; ImageNet 'imagenet-resnet{18,34,50,101}', "
+    "'imagenet-resnet34-s48u1' (ResNet34-S48U1*), 'imagenet-resnet34-single-s48u1', "
+    "'imagenet-resnet{50,101}-shared', 'imagenet-resnet{50,101}-shared++', 'imagenet-mobilenetv2', "
+    "'imagenet-mobilenetv2-shared', 'imagenet-mobilenetv2-shared++'"
+)
+
+_GRAMMAR = re.compile(
+    r"(?:(?P<dataset>cifar100|imagenet)-)?"
+    r"(?:resnet(?P<depth>\d+)|(?P<mobilenet>mobilenetv2))"
+    r"(?:-(?:(?P<kind>single|double)-)?s(?P<s>\d+)u(?P<u>\d+)|-(?P<whole>shared\+\+|shared))?"
+)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A parsed spec. ``depth`` is 0 for MobileNetV2; ranks are 0 where a variant has none."""
+
+    depth: int
+    variant: str
+    shared_rank: int = 0
+    unique_rank: int = 0
+    num_classes: int = 10
+    dataset: str = "cifar10"  # 'cifar10', 'cifar100' or 'imagenet': the architecture's source
+    architecture: str = "resnet"  # 'resnet' or 'mobilenetv2'
+
+    @property
+    def blocks_per_stage(self):
+        """Blocks per stage of a CIFAR-10 ResNet (n of 6n + 2)."""
+        return (self.depth - 2) // 6
+
+    @property
+    def name(self):
+        prefix = "" if self.dataset == "cifar10" else f"{self.dataset}-"
+        base = f"{prefix}{self.architecture}" + (str(self.depth) if self.architecture == "resnet" else "")
+        if self.variant == "original":
+            return base
+        if self.variant in ("shared", "shared++"):
+            return f"{base}-{self.variant}"
+        return f"{base}{'-single' if self.variant == 'single' else ''}-s{self.shared_rank}u{self.unique_rank}"
+
+
+def _refuse(spec, why):
+    checks.fail("spec", f"{why}; {SPEC_HELP}", repr(spec))
+
+
+def parse_spec(spec, num_classes=None):
+    """'resnet56-s16u1' -> ModelSpec. A malformed spec is a ValueError listing what is valid.
+
+    ``num_classes``: the classifier's outputs (default: 10, 100 or 1000 by the spec's dataset)."""
+    if not isinstance(spec, str):
+        checks.fail("spec", "a string such as 'resnet56-s16u1'", type(spec).__name__, TypeError)
+    match = _GRAMMAR.fullmatch(spec.strip().lower())
+    if not match:
+        _refuse(spec, "a model spec")
+    dataset = match["dataset"] or "cifar10"
+    num_classes = DEFAULT_CLASSES[dataset] if num_classes is None else checks.integer("num_classes", num_classes, 1)
+    kind, whole = match["kind"], match["whole"]
+    s, u = int(match["s"] or 0), int(match["u"] or 0)
+    if max(len(match["s"] or ""), len(match["u"] or ""), len(match["depth"] or "")) > 5 or max(s, u) > MAX_RANK:
+        _refuse(spec, f"ranks S, U ≤ {MAX_RANK} and a depth ≤ {MAX_DEPTH}")
+    variant = "original" if match["s"] is None and not whole else whole or _basis_variant(spec, kind, s, u)
+    if match["mobilenet"]:
+        if dataset != "imagenet" or variant not in ("original", "shared", "shared++"):
+            _refuse(spec, "'imagenet-mobilenetv2' with nothing, '-shared' or '-shared++' after it")
+        return ModelSpec(0, variant, num_classes=num_classes, dataset=dataset, architecture="mobilenetv2")
+    depth = int(match["depth"])
+    _check_depth_and_variant(spec, dataset, depth, variant)
+    return ModelSpec(depth, variant, s, u, num_classes, dataset)
+
+
+def _basis_variant(spec, kind, s, u):
+    """The basis variant of '-[single-|double-]s{S}u{U}'."""
+    if s == 0 and u == 0:
+        _refuse(spec, "s > 0 or u > 0")
+    if kind == "single":
+        if s == 0:
+            _refuse(spec, "s > 0 for SingleShared")
+        return "single"
+    variant = "non_shared" if s == 0 else "shared_only" if u == 0 else "double"
+    if kind == "double" and variant != "double":
+        _refuse(spec, "s > 0 and u > 0 for an explicit DoubleShared")
+    return variant
+
+
+def _check_depth_and_variant(spec, dataset, depth, variant):
+    """Each dataset's depths, and the variants the authors' files define for it."""
+    if dataset == "cifar10":
+        if depth > MAX_DEPTH or depth < 8 or (depth - 2) % 6:
+            _refuse(spec, f"a depth 6n + 2 with 8 ≤ depth ≤ {MAX_DEPTH}")
+        if variant in ("shared", "shared++"):
+            _refuse(spec, "a basis variant for a CIFAR-10 ResNet ('-shared' is for the ImageNet ResNet50/101 and MobileNetV2)")
+        if variant != "original" and depth < 14:
+            _refuse(spec, f"a depth ≥ 14 for a shared variant (resnet{depth} has one block per stage: no block would use a basis)")
+        return
+    depths = CIFAR100_DEPTHS if dataset == "cifar100" else IMAGENET_DEPTHS
+    if depth not in depths:
+        _refuse(spec, f"a depth in {depths} for {dataset}")
+    allowed = {
+        ("cifar100", False): ("original", "single", "shared_only", "non_shared"),
+        ("imagenet", False): ("original", "double", "single"),
+        ("imagenet", True): ("original", "shared", "shared++"),
+    }[(dataset, depth in (50, 101))]
+    if variant not in allowed:
+        _refuse(spec, f"one of the authors' {dataset} variants of resnet{depth}: {', '.join(allowed)}")
