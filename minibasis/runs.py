@@ -103,7 +103,7 @@ def load_checkpoint(path, model):
     try:
         params, state = from_state_dict(model, {k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")})
     except ValueError as error:
-        raise ValueError(f"{where}: {error}") from None
+        fail(where, f"the weights of a {model.spec.name}", str(error))
     momentum = {k[len("momentum/"):]: v for k, v in arrays.items() if k.startswith("momentum/")}
     _check_momentum(momentum, params, epoch, config, where)
     return Checkpoint(params, state, unflatten(momentum) if momentum else None, epoch, rng, config, extensions)

@@ -66,7 +66,7 @@ def resave(path, **changes):
     ({"momentum/fc.weight": np.zeros((3, 3), np.float32)}, "['momentum/fc.weight']", "expected a buffer of shape (10, 64), got (3, 3)"),
     ({"momentum/fc.weight": None}, "['momentum/fc.weight']", "expected a buffer of shape (10, 64), got no entry"),
     ({"momentum/fc.extra": np.zeros(2, np.float32)}, "['momentum/fc.extra']", "expected a buffer of shape (none: no such parameter), got (2,)"),
-    ({"model/fc.bias": None}, "", "state_dict does not fit resnet14-s2u1: missing key 'fc.bias'"),
+    ({"model/fc.bias": None}, "", "expected the weights of a resnet14-s2u1, got state_dict does not fit resnet14-s2u1: missing key 'fc.bias'"),
 ])
 def test_a_damaged_checkpoint_is_one_line_naming_the_file_and_entry(checkpoint, changes, where, expected):
     path, model, *_ = checkpoint
