@@ -32,8 +32,10 @@ def stack_basis(unique_basis, shared_basis):
 
 
 def basis_layer(x, params, state, /, *, train, stride=1, relu=False):
-    """One basis layer: basis conv → BN over r channels → 1×1 coefficients → BN. No ReLU
-    between basis and coefficients; ``relu=True`` applies one after the last BN (fused with it).
+    """One basis layer (Kim & Kang, Sec. 3): the k×k conv with C_out filters ``W ≈ A·[U; S]``
+    computed as the basis conv with the r = u + s filters ``[U; S]``, BN over the r channels,
+    the 1×1 conv with the coefficients ``A`` (r → C_out), BN: ``BN(A ∗ BN([U; S] ∗ x))``. No
+    ReLU between basis and coefficients; ``relu=True`` applies one after the last BN (fused).
 
     ``x: (N, C, H, W)``. ``params``: ``unique_basis (u, C, k, k)`` or None, ``shared_basis
     (s, C, k, k)`` or None, ``basis_bn`` and ``bn`` (``{"weight", "bias"}``), ``coefficients
@@ -41,12 +43,12 @@ def basis_layer(x, params, state, /, *, train, stride=1, relu=False):
     Returns ``(y: (N, C_out, H', W'), new_state)``.
     """
     basis = stack_basis(params["unique_basis"], params["shared_basis"])
-    k = basis.shape[-1]
-    h = conv2d(x, basis, stride=stride, padding=k // 2)
-    h, basis_bn_state = batch_norm(h, params["basis_bn"]["weight"], params["basis_bn"]["bias"], state["basis_bn"], train=train)
-    h = conv2d(h, params["coefficients"])
-    h, bn_state = batch_norm(h, params["bn"]["weight"], params["bn"]["bias"], state["bn"], train=train, relu=relu)
-    return h, {"basis_bn": basis_bn_state, "bn": bn_state}
+    kernel = basis.shape[-1]
+    out = conv2d(x, basis, stride=stride, padding=kernel // 2)
+    out, basis_bn_state = batch_norm(out, params["basis_bn"]["weight"], params["basis_bn"]["bias"], state["basis_bn"], train=train)
+    out = conv2d(out, params["coefficients"])
+    out, bn_state = batch_norm(out, params["bn"]["weight"], params["bn"]["bias"], state["bn"], train=train, relu=relu)
+    return out, {"basis_bn": basis_bn_state, "bn": bn_state}
 
 
 def _rows(basis):

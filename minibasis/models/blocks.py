@@ -30,9 +30,9 @@ def shortcut(x, params, state, train, *, stride, out_channels):
     1×1 conv with the block's stride, then BN) when the block has one; option A (CIFAR-10:
     every second pixel, channels zero-padded) when the shape changes and it has none."""
     if "shortcut" in params:
-        h = conv(x, params["shortcut"]["0"], stride=stride)
-        h, new = norm(h, params["shortcut"]["1"], state["shortcut"]["1"], train)
-        return h, {"1": new}
+        out = conv(x, params["shortcut"]["0"], stride=stride)
+        out, new = norm(out, params["shortcut"]["1"], state["shortcut"]["1"], train)
+        return out, {"1": new}
     if stride == 1 and x.shape[1] == out_channels:
         return x, None
     return shortcut_a(x, out_channels=out_channels), None
@@ -41,14 +41,14 @@ def shortcut(x, params, state, train, *, stride, out_channels):
 def basic_block(x, params, state, train, *, stride=1):
     """The authors' BasicBlock: 3×3 conv (stride) → BN → ReLU → 3×3 conv → BN, + shortcut, ReLU."""
     new = {}
-    h = conv(x, params["conv1"], stride=stride, padding=1)
-    h, new["bn1"] = norm(h, params["bn1"], state["bn1"], train, relu=True)
-    h = conv(h, params["conv2"], padding=1)
-    h, new["bn2"] = norm(h, params["bn2"], state["bn2"], train)
-    skip, skip_state = shortcut(x, params, state, train, stride=stride, out_channels=h.shape[1])
+    out = conv(x, params["conv1"], stride=stride, padding=1)
+    out, new["bn1"] = norm(out, params["bn1"], state["bn1"], train, relu=True)
+    out = conv(out, params["conv2"], padding=1)
+    out, new["bn2"] = norm(out, params["bn2"], state["bn2"], train)
+    skip, skip_state = shortcut(x, params, state, train, stride=stride, out_channels=out.shape[1])
     if skip_state:
         new["shortcut"] = skip_state
-    return relu(h + skip), new
+    return relu(out + skip), new
 
 
 def basis_block(x, params, state, train):
@@ -57,12 +57,12 @@ def basis_block(x, params, state, train):
     each basis layer ``[unique; shared] basis conv → BN → 1×1 coefficients → BN`` (Kim & Kang,
     Sec. 3, Fig. 2)."""
     new = {}
-    h = x
+    out = x
     for layer in (1, 2):
         layer_params, layer_state = basis_layer_trees(params, state, layer)
-        h, out = basis_layer(h, layer_params, layer_state, train=train, relu=layer == 1)
-        new[f"basis_bn{layer}"], new[f"bn{layer}"] = out["basis_bn"], out["bn"]
-    return relu(h + x), new
+        out, new_layer_state = basis_layer(out, layer_params, layer_state, train=train, relu=layer == 1)
+        new[f"basis_bn{layer}"], new[f"bn{layer}"] = new_layer_state["basis_bn"], new_layer_state["bn"]
+    return relu(out + x), new
 
 
 def basis_layer_trees(params, state, layer):
@@ -93,16 +93,16 @@ def bottleneck_block(x, params, state, train, *, stride=1):
     conv_3x3 = params.get("conv2") or params.get("shared_basis") or params["shared_basis_1"]
     conv_expand = params.get("conv3") or params["shared_basis_2"]
     new = {}
-    h = conv(x, params["conv1"])
-    h, new["bn1"] = norm(h, params["bn1"], state["bn1"], train, relu=True)
-    h = conv(h, conv_3x3, stride=stride, padding=1)
-    h, new["bn2"] = norm(h, params["bn2"], state["bn2"], train, relu=True)
-    h = conv(h, conv_expand)
-    h, new["bn3"] = norm(h, params["bn3"], state["bn3"], train)
-    skip, skip_state = shortcut(x, params, state, train, stride=stride, out_channels=h.shape[1])
+    out = conv(x, params["conv1"])
+    out, new["bn1"] = norm(out, params["bn1"], state["bn1"], train, relu=True)
+    out = conv(out, conv_3x3, stride=stride, padding=1)
+    out, new["bn2"] = norm(out, params["bn2"], state["bn2"], train, relu=True)
+    out = conv(out, conv_expand)
+    out, new["bn3"] = norm(out, params["bn3"], state["bn3"], train)
+    skip, skip_state = shortcut(x, params, state, train, stride=stride, out_channels=out.shape[1])
     if skip_state:
         new["shortcut"] = skip_state
-    return relu(h + skip), new
+    return relu(out + skip), new
 
 
 # ---- the blocks' modules, in the authors' registration order ------------------------------

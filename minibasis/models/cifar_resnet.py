@@ -58,15 +58,15 @@ class CifarResNet(Model):
         spec = self.spec
         conv1, size = conv_module("conv1", (16, 3, 3, 3), image_size, padding=1, group="stem")
         mods, in_planes = [conv1, bn_module("bn1", 16, "stem")], 16
-        for g, (planes, m) in enumerate(zip(WIDTHS, STAGE_MULTIPLIERS), start=1):
-            stage, rows = f"layer{g}", spec.shared_rank * m
-            owners = self.shared_names(g)
+        for stage_index, (planes, m) in enumerate(zip(WIDTHS, STAGE_MULTIPLIERS), start=1):
+            stage, rows = f"layer{stage_index}", spec.shared_rank * m
+            owners = self.shared_names(stage_index)
             mods += [shared_module(name, (rows, planes, 3, 3), stage) for name in owners]
             locals_ = ["shared_basis"] if spec.variant == "single" else ["shared_basis_1", "shared_basis_2"][: len(owners)]
-            for b in range(spec.blocks_per_stage):
-                path = f"{stage}.{b}"
-                if b == 0 or spec.variant == "original":  # option A shortcut: no modules
-                    block, size = basic_block_modules(path, in_planes, planes, size, stage, stride=2 if g > 1 and b == 0 else 1, option_b=False)
+            for index in range(spec.blocks_per_stage):
+                path = f"{stage}.{index}"
+                if index == 0 or spec.variant == "original":  # option A shortcut: no modules
+                    block, size = basic_block_modules(path, in_planes, planes, size, stage, stride=2 if stage_index > 1 and index == 0 else 1, option_b=False)
                     mods, in_planes = mods + block, planes
                 else:
                     shared = [(local, owner, rows) for local, owner in zip(locals_, owners)]
@@ -80,17 +80,17 @@ class CifarResNet(Model):
 
     def forward(self, params, state, x, /, *, train, rng=None):
         new_state = {}
-        h = conv(x, params["conv1"], padding=1)
-        h, new_state["bn1"] = norm(h, params["bn1"], state["bn1"], train, relu=True)
-        for g in (1, 2, 3):
-            new_stage = new_state[f"layer{g}"] = {}
-            for b in range(self.spec.blocks_per_stage):
-                path, block_state = f"layer{g}.{b}", state[f"layer{g}"][str(b)]
-                if b == 0 or self.spec.variant == "original":
-                    h, new_stage[str(b)] = basic_block(h, params[f"layer{g}"][str(b)], block_state, train, stride=2 if g > 1 and b == 0 else 1)
+        out = conv(x, params["conv1"], padding=1)
+        out, new_state["bn1"] = norm(out, params["bn1"], state["bn1"], train, relu=True)
+        for stage in (1, 2, 3):
+            new_stage = new_state[f"layer{stage}"] = {}
+            for index in range(self.spec.blocks_per_stage):
+                path, block_state = f"layer{stage}.{index}", state[f"layer{stage}"][str(index)]
+                if index == 0 or self.spec.variant == "original":
+                    out, new_stage[str(index)] = basic_block(out, params[f"layer{stage}"][str(index)], block_state, train, stride=2 if stage > 1 and index == 0 else 1)
                 else:
-                    h, new_stage[str(b)] = basis_block(h, self.view(params, path), block_state, train)
-        return linear(global_avg_pool(h), params["fc"]["weight"], params["fc"]["bias"]), new_state
+                    out, new_stage[str(index)] = basis_block(out, self.view(params, path), block_state, train)
+        return linear(global_avg_pool(out), params["fc"]["weight"], params["fc"]["bias"]), new_state
 
     def regularise(self, params):
         """train_cifar10.py's R: :func:`~minibasis.basis.orthogonality_loss` of each stage's
@@ -99,8 +99,8 @@ class CifarResNet(Model):
         if self.spec.variant == "shared_only":
             return shared_orthogonality_loss(self.shared_weights(params))
         stages = []
-        for g, shared in enumerate(self.shared_weights(params), start=1):
-            blocks = [params[f"layer{g}"][str(b)] for b in range(1, self.spec.blocks_per_stage)]
+        for stage, shared in enumerate(self.shared_weights(params), start=1):
+            blocks = [params[f"layer{stage}"][str(index)] for index in range(1, self.spec.blocks_per_stage)]
             unique = [block[f"basis_conv{layer}"]["weight"] for block in blocks for layer in (1, 2) if f"basis_conv{layer}" in block]
             stages.append((shared, unique))
         return orthogonality_loss(stages)

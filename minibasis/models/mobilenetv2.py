@@ -71,29 +71,29 @@ class MobileNetV2(Model):
         for stage, blocks, c_in, c_out, stride, t in STAGES:
             shared = self.shared_owners(stage, c_out, t)
             mods += [shared_module(owner, shape, stage) for _, owner, shape in shared]
-            for b in range(blocks):
-                path = stage if blocks == 1 else f"{stage}.{b}"
-                block, size = _block_modules(path, c_in if b == 0 else c_out, c_out, t, stride if b == 0 else 1, size, stage, shared if b > 0 else [])
+            for index in range(blocks):
+                path = stage if blocks == 1 else f"{stage}.{index}"
+                block, size = _block_modules(path, c_in if index == 0 else c_out, c_out, t, stride if index == 0 else 1, size, stage, shared if index > 0 else [])
                 mods += block
         last, _ = conv_module("conv1.0", (1280, 320, 1, 1), size, bias=True, group="head")
         return mods + [last, bn_module("conv1.1", 1280, "head"), Module("classifier.1", "linear", (self.spec.num_classes, 1280), group="head")]
 
     def forward(self, params, state, x, /, *, train, rng=None):
         new_state = {"pre": {}, "conv1": {}}
-        h = conv(x, params["pre"]["0"], stride=2, padding=1)
-        h, new_state["pre"]["1"] = norm(h, params["pre"]["1"], state["pre"]["1"], train)
-        h = relu6(h)
+        out = conv(x, params["pre"]["0"], stride=2, padding=1)
+        out, new_state["pre"]["1"] = norm(out, params["pre"]["1"], state["pre"]["1"], train)
+        out = relu6(out)
         for stage, blocks, _, _, stride, _ in STAGES:
             if blocks == 1:
-                h, new_state[stage] = inverted_residual(h, params[stage], state[stage], train, stride=stride)
+                out, new_state[stage] = inverted_residual(out, params[stage], state[stage], train, stride=stride)
                 continue
             new_state[stage] = {}
-            for b in range(blocks):
-                block_params = self.view(params, f"{stage}.{b}")
-                h, new_state[stage][str(b)] = inverted_residual(h, block_params, state[stage][str(b)], train, stride=stride if b == 0 else 1)
-        h = conv(h, params["conv1"]["0"])
-        h, new_state["conv1"]["1"] = norm(h, params["conv1"]["1"], state["conv1"]["1"], train)
-        features = dropout(global_avg_pool(relu6(h)), rate=DROPOUT, rng=rng if train else None)
+            for index in range(blocks):
+                block_params = self.view(params, f"{stage}.{index}")
+                out, new_state[stage][str(index)] = inverted_residual(out, block_params, state[stage][str(index)], train, stride=stride if index == 0 else 1)
+        out = conv(out, params["conv1"]["0"])
+        out, new_state["conv1"]["1"] = norm(out, params["conv1"]["1"], state["conv1"]["1"], train)
+        features = dropout(global_avg_pool(relu6(out)), rate=DROPOUT, rng=rng if train else None)
         return linear(features, params["classifier"]["1"]["weight"], params["classifier"]["1"]["bias"]), new_state
 
     def regularise(self, params):
@@ -112,15 +112,15 @@ def inverted_residual(x, params, state, train, *, stride):
     expand = params.get("conv1") or params["shared_basis1"]
     project = params.get("conv3") or params["shared_basis2"]
     new = {}
-    h = conv(x, expand)
-    h, new["bn1"] = norm(h, params["bn1"], state["bn1"], train, relu=True)
-    h = conv(h, params["conv2"], stride=stride, padding=1, groups=h.shape[1])
-    h, new["bn2"] = norm(h, params["bn2"], state["bn2"], train, relu=True)
-    h = conv(h, project)
-    h, new["bn3"] = norm(h, params["bn3"], state["bn3"], train)
+    out = conv(x, expand)
+    out, new["bn1"] = norm(out, params["bn1"], state["bn1"], train, relu=True)
+    out = conv(out, params["conv2"], stride=stride, padding=1, groups=out.shape[1])
+    out, new["bn2"] = norm(out, params["bn2"], state["bn2"], train, relu=True)
+    out = conv(out, project)
+    out, new["bn3"] = norm(out, params["bn3"], state["bn3"], train)
     if "chan_attention" in params:
-        h = efficient_channel_attention(h, params["chan_attention"]["conv"]["weight"])
-    return (x + h if stride == 1 and x.shape[1] == h.shape[1] else h), new
+        out = efficient_channel_attention(out, params["chan_attention"]["conv"]["weight"])
+    return (x + out if stride == 1 and x.shape[1] == out.shape[1] else out), new
 
 
 def _block_modules(path, c_in, c_out, t, stride, size, group, shared):

@@ -92,20 +92,20 @@ class ResNet(Model):
         else:
             conv1, size = conv_module("conv1", (64, 3, 3, 3), image_size, padding=1, group="stem")
         mods, in_planes = [conv1, bn_module("bn1", 64, "stem")], 64
-        for g, (planes, blocks) in enumerate(zip(PLANES, BLOCKS[spec.depth]), start=1):
-            stage, shared = f"layer{g}", self.shared_owners(g)
+        for stage_index, (planes, blocks) in enumerate(zip(PLANES, BLOCKS[spec.depth]), start=1):
+            stage, shared = f"layer{stage_index}", self.shared_owners(stage_index)
             mods += [shared_module(owner, shape, stage) for _, owner, shape in shared]
-            for b in range(blocks):
-                path, stride = f"{stage}.{b}", 2 if g > 1 and b == 0 else 1
-                shared_here = shared if b > 0 else []
+            for index in range(blocks):
+                path, stride = f"{stage}.{index}", 2 if stage_index > 1 and index == 0 else 1
+                shared_here = shared if index > 0 else []
                 if self.bottleneck:
                     block, size = bottleneck_modules(path, in_planes, planes, size, stage, stride=stride, shared=[(local, owner) for local, owner, _ in shared_here])
                     in_planes = 4 * planes
-                elif b == 0 or spec.variant == "original":
+                elif index == 0 or spec.variant == "original":
                     block, size = basic_block_modules(path, in_planes, planes, size, stage, stride=stride)
                     in_planes = planes
                 else:
-                    unique = spec.unique_rank * STAGE_MULTIPLIERS[g - 1]
+                    unique = spec.unique_rank * STAGE_MULTIPLIERS[stage_index - 1]
                     block = basis_block_modules(path, planes, unique, [(local, owner, shape[0]) for local, owner, shape in shared], size, stage)
                 mods += block
         return mods + [Module("fc", "linear", (spec.num_classes, in_planes), group="head")]
@@ -113,7 +113,7 @@ class ResNet(Model):
     def orthogonal_groups(self):
         """The authors re-initialise every shared conv orthogonally, one at a time, except
         ResNet34_DoubleShared's two bases of a stage: jointly (orthogonal to each other too)."""
-        groups = [[owner for _, owner, _ in self.shared_owners(g)] for g in (1, 2, 3, 4)]
+        groups = [[owner for _, owner, _ in self.shared_owners(stage_index)] for stage_index in (1, 2, 3, 4)]
         if self.spec.variant == "double":
             return [names for names in groups if names]
         return [[name] for names in groups for name in names]
@@ -121,23 +121,23 @@ class ResNet(Model):
     def forward(self, params, state, x, /, *, train, rng=None):
         new_state = {}
         if self.spec.dataset == "imagenet":
-            h = conv(x, params["conv1"], stride=2, padding=3)
-            h, new_state["bn1"] = norm(h, params["bn1"], state["bn1"], train, relu=True)
-            h = max_pool2d(h, kernel_size=3, stride=2, padding=1)
+            out = conv(x, params["conv1"], stride=2, padding=3)
+            out, new_state["bn1"] = norm(out, params["bn1"], state["bn1"], train, relu=True)
+            out = max_pool2d(out, kernel_size=3, stride=2, padding=1)
         else:
-            h = conv(x, params["conv1"], padding=1)
-            h, new_state["bn1"] = norm(h, params["bn1"], state["bn1"], train, relu=True)
-        for g, blocks in enumerate(BLOCKS[self.spec.depth], start=1):
-            new_stage = new_state[f"layer{g}"] = {}
-            for b in range(blocks):
-                path, block_state, stride = f"layer{g}.{b}", state[f"layer{g}"][str(b)], 2 if g > 1 and b == 0 else 1
+            out = conv(x, params["conv1"], padding=1)
+            out, new_state["bn1"] = norm(out, params["bn1"], state["bn1"], train, relu=True)
+        for stage_index, blocks in enumerate(BLOCKS[self.spec.depth], start=1):
+            new_stage = new_state[f"layer{stage_index}"] = {}
+            for index in range(blocks):
+                path, block_state, stride = f"layer{stage_index}.{index}", state[f"layer{stage_index}"][str(index)], 2 if stage_index > 1 and index == 0 else 1
                 if self.bottleneck:
-                    h, new_stage[str(b)] = bottleneck_block(h, self.view(params, path), block_state, train, stride=stride)
-                elif b == 0 or self.spec.variant == "original":
-                    h, new_stage[str(b)] = basic_block(h, params[f"layer{g}"][str(b)], block_state, train, stride=stride)
+                    out, new_stage[str(index)] = bottleneck_block(out, self.view(params, path), block_state, train, stride=stride)
+                elif index == 0 or self.spec.variant == "original":
+                    out, new_stage[str(index)] = basic_block(out, params[f"layer{stage_index}"][str(index)], block_state, train, stride=stride)
                 else:
-                    h, new_stage[str(b)] = basis_block(h, self.view(params, path), block_state, train)
-        return linear(global_avg_pool(h), params["fc"]["weight"], params["fc"]["bias"]), new_state
+                    out, new_stage[str(index)] = basis_block(out, self.view(params, path), block_state, train)
+        return linear(global_avg_pool(out), params["fc"]["weight"], params["fc"]["bias"]), new_state
 
     def regularise(self, params):
         """train_cifar100.py's ``train_basis`` and train_ilsvrc.py's ``train_basis_single`` /
