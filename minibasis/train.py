@@ -324,6 +324,8 @@ def _read_run(run):
     if saved is not None and run.config.epochs != saved["epochs"]:
         extension = {"at_epoch": checkpoint.epoch if checkpoint else 0, "from_epochs": saved["epochs"], "to_epochs": run.config.epochs}
     extensions = checkpoint.extensions if checkpoint else (config_json or {}).get("extensions", [])
+    if not isinstance(extensions, list):
+        fail(f"{folder / runs.CONFIG}['extensions']", "a JSON list", repr(extensions))
     log = runs.read_log(folder / runs.LOG) if (folder / runs.LOG).exists() else None
     return {"checkpoint": checkpoint, "extension": extension, "extensions": extensions, "log": log}
 
@@ -333,13 +335,15 @@ def _check_same_run(saved, config, source):
     ``epochs``, which may grow to extend the run."""
     if saved is None:
         return
+    if isinstance(saved.get("epochs"), bool) or not isinstance(saved.get("epochs"), int) or saved["epochs"] < 1:
+        fail(str(source), "a run configuration with an integer 'epochs' ≥ 1", repr(saved.get("epochs")))
     given = asdict(config)
     differences = [f"{k} {v!r} (the run's: {saved.get(k, 'none')!r})" for k, v in given.items() if k != "epochs" and saved.get(k) != v]
     differences += [f"no {k} (the run's: {v!r})" for k, v in saved.items() if k not in given and k != "extensions"]
     if differences:
         fail("config", f"the configuration of the run in {source} (only epochs may change, to extend it)", "; ".join(differences))
-    if not isinstance(saved.get("epochs"), int) or config.epochs < saved["epochs"]:
-        fail("epochs", f"at least {saved.get('epochs')}, the run's epochs (a run can be extended, not shortened)", repr(config.epochs))
+    if config.epochs < saved["epochs"]:
+        fail("epochs", f"at least {saved['epochs']}, the run's epochs (a run can be extended, not shortened)", repr(config.epochs))
 
 
 def _extension_note(config, extension):
