@@ -4,7 +4,21 @@ Kim & Kang, "Learning Shared Filter Bases for Efficient ConvNets" (arXiv 2006.05
 """
 
 from .conv import col2im, conv2d, conv2d_input_grad, conv2d_weight_grad, im2col
-from .layers import batch_norm, batch_norm_state, cross_entropy, global_avg_pool, linear, relu, shortcut_a
+from .layers import (
+    batch_norm,
+    batch_norm_state,
+    cross_entropy,
+    dropout,
+    efficient_channel_attention,
+    global_avg_pool,
+    linear,
+    max_pool2d,
+    relu,
+    relu6,
+    shortcut_a,
+    sigmoid,
+)
+from .mode import reference_mode
 from .models import create_model, parse_spec
 from .testing import check_gradients
 from .weights import load_weights, save_weights
