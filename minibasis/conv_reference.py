@@ -59,8 +59,8 @@ def col2im(cols, x_shape, kh, kw, stride, padding):
 
 def _by_group(matrix, groups):
     """(P, G·K) -> (G, P, K): the columns of each group side by side become a batch of matrices."""
-    P = matrix.shape[0]
-    return matrix.reshape(P, groups, -1).transpose(1, 0, 2)
+    P, columns = matrix.shape
+    return matrix.reshape(P, groups, columns // groups).transpose(1, 0, 2)
 
 
 def _from_groups(batch):

@@ -29,6 +29,8 @@ from minibasis.conv import conv2d
 from minibasis.layers import batch_norm
 from minibasis.testing import check_gradients
 
+pytestmark = pytest.mark.reference  # also run with MINIBASIS_REFERENCE=1 (see README)
+
 seeds = st.integers(0, 2**32 - 1)
 
 

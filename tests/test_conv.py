@@ -16,6 +16,8 @@ from minibasis.mode import reference_mode
 from minibasis.conv import col2im, conv2d, conv2d_input_grad, conv2d_weight_grad, im2col
 from minibasis.testing import check_gradients
 
+pytestmark = pytest.mark.reference  # also run with MINIBASIS_REFERENCE=1 (see README)
+
 
 @st.composite
 def geometries(draw, max_channels=3, max_stride=3, max_groups=3):

@@ -26,6 +26,8 @@ from minibasis.layers import (
 from minibasis.mode import reference_mode
 from minibasis.testing import check_gradients
 
+pytestmark = pytest.mark.reference  # also run with MINIBASIS_REFERENCE=1 (see README)
+
 shapes = st.tuples(st.integers(1, 3), st.integers(1, 4), st.integers(1, 4), st.integers(1, 4))
 
 

@@ -27,6 +27,8 @@ from minibasis.testing import check_gradients
 from minibasis.train import training_loss
 from minibasis.tree import flatten, tree_map, tree_size, unflatten
 
+pytestmark = pytest.mark.reference  # also run with MINIBASIS_REFERENCE=1 (see README)
+
 from authors_layout import (  # noqa: E402
     MULTIPLIERS,
     WIDTHS,

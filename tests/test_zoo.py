@@ -16,6 +16,8 @@ from minibasis.models import create_model, info_table, parse_spec
 from minibasis.tree import flatten, unflatten
 from minibasis.weights import from_state_dict, load_weights, save_weights, state_dict_layout
 
+pytestmark = pytest.mark.reference  # also run with MINIBASIS_REFERENCE=1 (see README)
+
 LAMBDA = 10.0  # the golden files' loss_total = loss_ce + 10·R
 
 # spec -> (params, MACs of one image at 32 px (CIFAR) or 224 px (ImageNet)), measured from the
