@@ -9,8 +9,10 @@ their ``train_cifar10.py`` regulariser loop. It takes only the spec's numbers fr
 
     net = build_torch_model(model.spec, to_state_dict(model, params, state))   # strict load
 
-For the other families of the zoo, ``../shared/data/golden/`` holds what the authors' own
-classes compute, and the test suite checks minibasis against it without torch.
+The ImageNet ResNet50/101 "Shared" models and the MobileNetV2s are here too (written from
+``models/ilsvrc/resnet.py`` and ``mobilenetv2.py``), for benchmarks and for users who compare
+their own PyTorch code; ``../shared/data/golden/`` holds what the authors' own classes compute
+for the whole zoo, and the test suite checks minibasis against it without torch.
 """
 
 import numpy as np
@@ -132,10 +134,140 @@ class ResNet(nn.Module):
         return sim / count
 
 
+class Bottleneck(nn.Module):
+    """BottleneckBlock (stride on the 3×3) and its shared forms: ``conv2``/``conv3`` given as
+    ``(attribute name, module)`` are the stage's shared convs, assigned where the authors do."""
+
+    def __init__(self, in_planes, planes, stride, conv2=None, conv3=None):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        name2, module2 = conv2 or ("conv2", nn.Conv2d(planes, planes, 3, stride, 1, bias=False))
+        setattr(self, name2, module2)
+        self.bn2 = nn.BatchNorm2d(planes)
+        name3, module3 = conv3 or ("conv3", nn.Conv2d(planes, 4 * planes, 1, bias=False))
+        setattr(self, name3, module3)
+        self.bn3 = nn.BatchNorm2d(4 * planes)
+        self.convs = [module2, module3]  # a list: not registered again
+        self.shortcut = nn.Sequential()
+        if stride != 1 or in_planes != 4 * planes:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_planes, 4 * planes, 1, stride, bias=False), nn.BatchNorm2d(4 * planes))
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = F.relu(self.bn2(self.convs[0](out)))
+        return F.relu(self.bn3(self.convs[1](out)) + self.shortcut(x))
+
+
+class ImageNetBottleneckResNet(nn.Module):
+    """ResNet50/101 (``shared`` = None, 'shared' (SharedSingle) or 'shared++' (Shared))."""
+
+    def __init__(self, depth, shared, num_classes):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        in_planes = 64
+        for g, (planes, blocks) in enumerate(zip((64, 128, 256, 512), {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}[depth]), start=1):
+            conv2 = conv3 = None
+            if shared == "shared":
+                setattr(self, f"shared_basis_{g}", nn.Conv2d(planes, planes, 3, 1, 1, bias=False))
+                conv2 = ("shared_basis", getattr(self, f"shared_basis_{g}"))
+            elif shared == "shared++":
+                setattr(self, f"shared_basis_{g}_1", nn.Conv2d(planes, planes, 3, 1, 1, bias=False))
+                setattr(self, f"shared_basis_{g}_2", nn.Conv2d(planes, 4 * planes, 1, bias=False))
+                conv2, conv3 = ("shared_basis_1", getattr(self, f"shared_basis_{g}_1")), ("shared_basis_2", getattr(self, f"shared_basis_{g}_2"))
+            layer = [Bottleneck(in_planes, planes, 1 if g == 1 else 2)]
+            layer += [Bottleneck(4 * planes, planes, 1, conv2, conv3) for _ in range(1, blocks)]
+            setattr(self, f"layer{g}", nn.Sequential(*layer))
+            in_planes = 4 * planes
+        self.fc = nn.Linear(2048, num_classes)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 3, 2, 1)
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+class InvertedResidual(nn.Module):
+    """Block / BlockShared / BlockSharedDoubleAttention of the authors' mobilenetv2.py."""
+
+    def __init__(self, c_in, c_out, t, stride, expand=None, project=None):
+        super().__init__()
+        planes = t * c_in
+        if expand is None:
+            self.conv1 = expand = nn.Conv2d(c_in, planes, 1, bias=False)
+        else:
+            self.shared_basis1 = expand
+        if project is not None:
+            self.shared_basis2 = project
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, groups=planes, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        if project is None:
+            self.conv3 = project = nn.Conv2d(planes, c_out, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(c_out)
+        if hasattr(self, "shared_basis2"):
+            k = 1 if c_in < 96 else 3
+            self.chan_attention = nn.Module()
+            self.chan_attention.conv = nn.Conv1d(1, 1, k, padding=(k - 1) // 2, bias=False)
+        self.convs = [expand, project]  # a list: not registered again
+        self.residual = stride == 1 and c_in == c_out
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.convs[0](x)))
+        out = F.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.convs[1](out))
+        if hasattr(self, "chan_attention"):
+            pooled = F.adaptive_avg_pool2d(out, 1).squeeze(-1).transpose(-1, -2)  # (N, 1, C)
+            out = out * torch.sigmoid(self.chan_attention.conv(pooled)).transpose(-1, -2).unsqueeze(-1)
+        return x + out if self.residual else out
+
+
+class MobileNetV2(nn.Module):
+    """MobileNetV2 (``shared`` = None), _Shared ('shared'), _SharedDouble ('shared++')."""
+
+    STAGES = ((1, 32, 16, 1, 1), (2, 16, 24, 2, 6), (3, 24, 32, 2, 6), (4, 32, 64, 2, 6), (3, 64, 96, 1, 6), (3, 96, 160, 2, 6), (1, 160, 320, 1, 6))
+
+    def __init__(self, shared, num_classes):
+        super().__init__()
+        self.pre = nn.Sequential(nn.Conv2d(3, 32, 3, 2, 1), nn.BatchNorm2d(32), nn.ReLU6())
+        for index, (blocks, c_in, c_out, stride, t) in enumerate(self.STAGES, start=1):
+            expand = project = None
+            if shared and 3 <= index <= 6:
+                g = index - 2
+                names = [f"shared_basis_{g}"] if shared == "shared" else [f"shared_basis_{g}_1", f"shared_basis_{g}_2"]
+                setattr(self, names[0], nn.Conv2d(c_out, t * c_out, 1, bias=False))
+                expand = getattr(self, names[0])
+                if shared == "shared++":
+                    setattr(self, names[1], nn.Conv2d(t * c_out, c_out, 1, bias=False))
+                    project = getattr(self, names[1])
+            layer = [InvertedResidual(c_in, c_out, t, stride)]
+            layer += [InvertedResidual(c_out, c_out, t, 1, expand, project) for _ in range(1, blocks)]
+            setattr(self, f"stage{index}", layer[0] if blocks == 1 else nn.Sequential(*layer))
+        self.conv1 = nn.Sequential(nn.Conv2d(320, 1280, 1), nn.BatchNorm2d(1280), nn.ReLU6())
+        self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(1280, num_classes))
+
+    def forward(self, x):
+        x = self.pre(x)
+        for index in range(1, 8):
+            x = getattr(self, f"stage{index}")(x)
+        return self.classifier(F.adaptive_avg_pool2d(self.conv1(x), 1).flatten(1))
+
+
 def build_torch_model(spec, state_dict, dtype=torch.float32):
-    """The authors' structure for a minibasis CIFAR-10 ``spec`` (a ModelSpec, or a model: its
-    ``.spec``), loaded strictly from ``state_dict``."""
+    """The authors' structure for a minibasis ``spec`` (a ModelSpec, or a model: its ``.spec``):
+    the CIFAR-10 ResNets, the ImageNet ResNet50/101 (Shared, Shared++) and the MobileNetV2s,
+    loaded strictly from ``state_dict``."""
     spec = getattr(spec, "spec", spec)
-    net = ResNet(spec.depth, spec.variant, spec.shared_rank, spec.unique_rank, spec.num_classes).to(dtype)
+    shared = None if spec.variant == "original" else spec.variant
+    if spec.architecture == "mobilenetv2":
+        net = MobileNetV2(shared, spec.num_classes)
+    elif spec.dataset == "imagenet" and spec.depth in (50, 101):
+        net = ImageNetBottleneckResNet(spec.depth, shared, spec.num_classes)
+    elif spec.dataset == "cifar10":
+        net = ResNet(spec.depth, spec.variant, spec.shared_rank, spec.unique_rank, spec.num_classes)
+    else:
+        raise ValueError(f"spec: expected a CIFAR-10 ResNet, an ImageNet ResNet50/101 or a MobileNetV2, got {spec.name!r}")
+    net = net.to(dtype)
     net.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in state_dict.items()}, strict=True)
     return net
