@@ -19,6 +19,7 @@ from .layers import (
     sigmoid,
 )
 from .mode import reference_mode
+from .parallel import set_threads
 from .models import create_model, parse_spec
 from .testing import check_gradients
 from .weights import load_weights, save_weights

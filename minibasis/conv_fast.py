@@ -28,6 +28,11 @@ convolutions run the dense kernels on each group's channel slices.
 """
 
 
+import numpy as np
+
+from . import parallel
+
+
 def output_size(size, kernel, stride, padding):
     """floor((size + 2·padding − kernel) / stride) + 1, PyTorch's rule."""
     return (size + 2 * padding - kernel) // stride + 1
@@ -134,15 +139,44 @@ class Geometry:
 # ---- dense (groups = 1) ------------------------------------------------------------------
 
 
+def _each(device, fn, pieces):
+    """``fn`` over the pieces on minibasis' worker threads (host arrays), else one after another."""
+    if device.xp is np:
+        return parallel.for_each(fn, pieces)
+    return [fn(piece) for piece in pieces]
+
+
+def _image_slices(count, pieces=8):
+    """The batch in up to ``pieces`` slices (1×1 convolutions: no im2col to size chunks by)."""
+    size = -(-count // pieces) if count else 1
+    return [slice(start, min(start + size, count)) for start in range(0, count, size)]
+
+
+def _sum_in_order(partials, like):
+    """Σ partials, added in the pieces' order (the same sum whatever thread made which)."""
+    total = like
+    for partial in partials:
+        total += partial
+    return total
+
+
 def _correlate(x, w, stride, padding, device):
     """y = x ⋆ w per chunk of images, y = W · im2col(x).  -> (N, O, Ho, Wo)."""
     geo = Geometry(x.shape, w.shape, stride, padding, device)
     w_mat = w.reshape(geo.O, geo.K)
-    if geo.pointwise:  # y[n] = W · x[n], batched over images, in NCHW (no transposes)
-        return geo.xp.matmul(w_mat, x.reshape(geo.N, geo.C, geo.H * geo.W)).reshape(geo.N, geo.O, geo.Ho, geo.Wo)
     y = geo.xp.empty((geo.N, geo.O, geo.Ho, geo.Wo), dtype=x.dtype)
-    for part in geo.chunks():
+    if geo.pointwise:  # y[n] = W · x[n], batched over images, in NCHW (no transposes)
+
+        def run(part):
+            y[part] = geo.xp.matmul(w_mat, x[part].reshape(-1, geo.C, geo.H * geo.W)).reshape(-1, geo.O, geo.Ho, geo.Wo)
+
+        _each(device, run, _image_slices(geo.N))
+        return y
+
+    def run(part):
         y[part] = geo.narrow(w_mat @ geo.im2col(geo.pad_flat(x[part])), part.stop - part.start)
+
+    _each(device, run, geo.chunks())
     return y
 
 
@@ -166,8 +200,11 @@ def _input_grad(dy, w, x_shape, stride, padding, device):
     geo = Geometry(x_shape, w.shape, stride, padding, device)
     dx = geo.xp.empty(tuple(x_shape), dtype=dy.dtype)
     w_mat_t = w.reshape(geo.O, geo.K).T
-    for part in geo.chunks():
+
+    def run(part):
         geo.unpad(geo.col2im(w_mat_t @ geo.wide(dy[part]), part.stop - part.start), out=dx[part])
+
+    _each(device, run, geo.chunks())
     return dx
 
 
@@ -176,11 +213,17 @@ def _weight_grad(x, dy, w_shape, stride, padding, device):
     geo = Geometry(x.shape, w_shape, stride, padding, device)
     if geo.pointwise:  # dW = Σ_n dy[n] · x[n]ᵀ
         pixels = geo.H * geo.W
-        dw = geo.xp.matmul(dy.reshape(geo.N, geo.O, pixels), x.reshape(geo.N, geo.C, pixels).transpose(0, 2, 1)).sum(axis=0)
-        return dw.reshape(w_shape)
-    dw_t = geo.xp.zeros((geo.K, geo.O), dtype=x.dtype)
-    for part in geo.chunks():
-        dw_t += geo.im2col(geo.pad_flat(x[part])) @ geo.wide(dy[part]).T  # (K, n·L) @ (n·L, O): the faster order
+
+        def partial(part):
+            return geo.xp.matmul(dy[part].reshape(-1, geo.O, pixels), x[part].reshape(-1, geo.C, pixels).transpose(0, 2, 1)).sum(axis=0)
+
+        partials = _each(device, partial, _image_slices(geo.N))
+        return _sum_in_order(partials, geo.xp.zeros((geo.O, geo.C), dtype=x.dtype)).reshape(w_shape)
+
+    def partial(part):  # (K, n·L) @ (n·L, O): the faster order
+        return geo.im2col(geo.pad_flat(x[part])) @ geo.wide(dy[part]).T
+
+    dw_t = _sum_in_order(_each(device, partial, geo.chunks()), geo.xp.zeros((geo.K, geo.O), dtype=x.dtype))
     return dw_t.T.reshape(w_shape)
 
 
@@ -201,12 +244,14 @@ def both_grads(x, w, dy, padding, device):
     C, O, kh, kw = w_flipped.shape
     geo = Geometry(dy.shape, w_flipped.shape, (1, 1), padding_t, device)
     dx = geo.xp.empty((geo.N, C, geo.Ho, geo.Wo), dtype=dy.dtype)
-    dw_t = geo.xp.zeros((geo.K, C), dtype=dy.dtype)
     w_mat = w_flipped.reshape(C, geo.K)
-    for part in geo.chunks():
+
+    def run(part):  # dx of the chunk, and its part of dw
         cols = geo.im2col(geo.pad_flat(dy[part]))
         dx[part] = geo.narrow(w_mat @ cols, part.stop - part.start)
-        dw_t += cols @ geo.wide(x[part]).T
+        return cols @ geo.wide(x[part]).T
+
+    dw_t = _sum_in_order(_each(device, run, geo.chunks()), geo.xp.zeros((geo.K, C), dtype=dy.dtype))
     dw = dw_t.reshape(O, kh, kw, C)[:, ::-1, ::-1].transpose(0, 3, 1, 2).copy()  # OIHW, contiguous
     return dx, dw
 
@@ -227,35 +272,61 @@ def _depthwise_windows(x, w_shape, stride, padding, xp):
     return [(i, j, xpad[:, :, i : i + sh * Ho : sh, j : j + sw * Wo : sw]) for i in range(kh) for j in range(kw)]
 
 
-def _depthwise(x, w, stride, padding, xp):
+def _by_channels(fn, device, channels, multiplier):
+    """``fn(input channels, output channels)`` over fixed ranges of the input channels (each
+    feeds its own ``multiplier`` outputs), spread over the workers."""
+    ranges = parallel.channel_slices(channels)
+    return _each(device, lambda c: fn(c, slice(c.start * multiplier, c.stop * multiplier)), ranges)
+
+
+def _depthwise(x, w, stride, padding, device):
     """y[n, o] = Σ_{i,j} w[o, 0, i, j] · xpad[n, o // M, i::sh, j::sw]: kh·kw multiply-adds."""
-    windows = _depthwise_windows(x, w.shape, stride, padding, xp)
-    y = xp.zeros(windows[0][2].shape, dtype=x.dtype)
-    for i, j, window in windows:
-        y += w[:, 0, i, j][None, :, None, None] * window
+    xp = device.xp
+    O, C = w.shape[0], x.shape[1]
+    Ho, Wo = (output_size(s, k, st, p) for s, k, st, p in zip(x.shape[2:], w.shape[2:], stride, padding))
+    y = xp.empty((x.shape[0], O, Ho, Wo), dtype=x.dtype)
+
+    def run(cs, os):
+        windows = _depthwise_windows(x[:, cs], w[os].shape, stride, padding, xp)
+        y[:, os] = 0
+        for i, j, window in windows:
+            y[:, os] += w[os, 0, i, j][None, :, None, None] * window
+
+    _by_channels(run, device, C, O // C)
     return y
 
 
-def _depthwise_input_grad(dy, w, x_shape, stride, padding, xp):
+def _depthwise_input_grad(dy, w, x_shape, stride, padding, device):
     """dx: each offset's w·dy added back where its window came from (the adjoint of the shifts)."""
+    xp = device.xp
     O, _, kh, kw = w.shape
     (sh, sw), (ph, pw) = stride, padding
     N, C, H, W = x_shape
     Ho, Wo = dy.shape[2:]
-    dxpad = xp.zeros((N, O, H + 2 * ph, W + 2 * pw), dtype=dy.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            dxpad[:, :, i : i + sh * Ho : sh, j : j + sw * Wo : sw] += w[:, 0, i, j][None, :, None, None] * dy
-    if O != C:  # an input channel feeds M outputs: sum their gradients
-        dxpad = dxpad.reshape(N, C, O // C, *dxpad.shape[2:]).sum(axis=2)
-    return xp.ascontiguousarray(dxpad[:, :, ph : ph + H, pw : pw + W])
+    dx = xp.empty(tuple(x_shape), dtype=dy.dtype)
+
+    def run(cs, os):
+        dxpad = xp.zeros((N, os.stop - os.start, H + 2 * ph, W + 2 * pw), dtype=dy.dtype)
+        for i in range(kh):
+            for j in range(kw):
+                dxpad[:, :, i : i + sh * Ho : sh, j : j + sw * Wo : sw] += w[os, 0, i, j][None, :, None, None] * dy[:, os]
+        if O != C:  # an input channel feeds M outputs: sum their gradients
+            dxpad = dxpad.reshape(N, cs.stop - cs.start, O // C, *dxpad.shape[2:]).sum(axis=2)
+        dx[:, cs] = dxpad[:, :, ph : ph + H, pw : pw + W]
+
+    _by_channels(run, device, C, O // C)
+    return dx
 
 
-def _depthwise_weight_grad(x, dy, w_shape, stride, padding, xp):
+def _depthwise_weight_grad(x, dy, w_shape, stride, padding, device):
     """dw[o, 0, i, j] = Σ_{n,a,b} dy[n, o, a, b] · window_ij[n, o, a, b]."""
-    dw = xp.empty(w_shape, dtype=x.dtype)
-    for i, j, window in _depthwise_windows(x, w_shape, stride, padding, xp):
-        dw[:, 0, i, j] = (dy * window).sum(axis=(0, 2, 3))
+    dw = device.xp.empty(w_shape, dtype=x.dtype)
+
+    def run(cs, os):
+        for i, j, window in _depthwise_windows(x[:, cs], (os.stop - os.start,) + tuple(w_shape[1:]), stride, padding, device.xp):
+            dw[os, 0, i, j] = (dy[:, os] * window).sum(axis=(0, 2, 3))
+
+    _by_channels(run, device, x.shape[1], w_shape[0] // x.shape[1])
     return dw
 
 
@@ -276,7 +347,7 @@ def conv2d(x, w, stride, padding, groups, device):
     if groups == 1:
         return _correlate(x, w, stride, padding, device)
     if _is_depthwise(x.shape, groups):
-        return _depthwise(x, w, stride, padding, device.xp)
+        return _depthwise(x, w, stride, padding, device)
     parts = zip(_group_slices(x.shape[1], groups), _group_slices(w.shape[0], groups))
     return device.xp.concatenate([_correlate(x[:, c], w[o], stride, padding, device) for c, o in parts], axis=1)
 
@@ -286,7 +357,7 @@ def input_grad(dy, w, x_shape, stride, padding, groups, device):
     if groups == 1:
         return _input_grad(dy, w, x_shape, stride, padding, device)
     if _is_depthwise(x_shape, groups):
-        return _depthwise_input_grad(dy, w, x_shape, stride, padding, device.xp)
+        return _depthwise_input_grad(dy, w, x_shape, stride, padding, device)
     N, C, H, W = x_shape
     parts = zip(_group_slices(C, groups), _group_slices(w.shape[0], groups))
     return device.xp.concatenate([_input_grad(dy[:, o], w[o], (N, C // groups, H, W), stride, padding, device) for _, o in parts], axis=1)
@@ -297,7 +368,7 @@ def weight_grad(x, dy, w_shape, stride, padding, groups, device):
     if groups == 1:
         return _weight_grad(x, dy, w_shape, stride, padding, device)
     if _is_depthwise(x.shape, groups):
-        return _depthwise_weight_grad(x, dy, w_shape, stride, padding, device.xp)
+        return _depthwise_weight_grad(x, dy, w_shape, stride, padding, device)
     O, Cg, kh, kw = w_shape
     parts = zip(_group_slices(x.shape[1], groups), _group_slices(O, groups))
     return device.xp.concatenate([_weight_grad(x[:, c], dy[:, o], (O // groups, Cg, kh, kw), stride, padding, device) for c, o in parts], axis=0)

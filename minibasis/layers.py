@@ -16,7 +16,7 @@ import numpy as np
 from autograd.extend import defvjp_argnums, primitive
 from autograd.tracer import getval, isbox
 
-from . import checks
+from . import checks, parallel
 from .conv import conv2d
 from .mode import is_reference
 
@@ -79,17 +79,22 @@ def batch_norm_train_reference(x, weight, bias, /, *, eps=BN_EPS):
 
 
 def _channel_stats(x):
-    """Per-channel mean and biased variance of x: (N, C, H, W) (plain NumPy, no tracing).
+    """Per-channel mean and biased variance of x: (N, C, H, W) (plain NumPy, no tracing), over
+    fixed channel ranges on minibasis' workers (:mod:`minibasis.parallel`).
 
     Two passes (mean, then the centred squares) rather than E[x²] − μ², which cancels badly
     when |μ| ≫ σ."""
     N, C = x.shape[:2]
-    flat = x.reshape(N, C, -1)
-    n = flat.shape[0] * flat.shape[2]
-    mean = flat.sum(axis=2).sum(axis=0) / n
-    centered = flat - mean[None, :, None]
-    var = np.einsum("ncp,ncp->c", centered, centered) / n
-    return mean.astype(x.dtype), var.astype(x.dtype)
+    n = N * x[0, 0].size
+
+    def stats(channels):
+        flat = x[:, channels].reshape(N, channels.stop - channels.start, -1)
+        mean = flat.sum(axis=2).sum(axis=0) / n
+        centered = flat - mean[None, :, None]
+        return mean, np.einsum("ncp,ncp->c", centered, centered) / n
+
+    parts = parallel.for_each(stats, parallel.channel_slices(C))
+    return np.concatenate([m for m, _ in parts]).astype(x.dtype), np.concatenate([v for _, v in parts]).astype(x.dtype)
 
 
 @primitive
@@ -101,10 +106,19 @@ def batch_norm_train(x, weight, bias, /, *, eps=BN_EPS, relu=False, stats=None):
     Centred first, ``(x − μ)·α + bias``: PyTorch's CPU kernel computes ``x·α + (bias − μ·α)``,
     one pass fewer, but that cancels when |μ| ≫ σ (float32 errors of ε·|μ|/σ)."""
     mean, var = _channel_stats(x) if stats is None else stats
-    y = x - mean[None, :, None, None]
-    y *= (weight / np.sqrt(var + eps))[None, :, None, None]
-    y += bias[None, :, None, None]
-    return np.maximum(y, 0, out=y) if relu else y
+    scale = weight / np.sqrt(var + eps)
+    y = np.empty_like(x)
+
+    def normalise(c):  # one fixed channel range
+        out = y[:, c]
+        np.subtract(x[:, c], mean[None, c, None, None], out=out)
+        out *= scale[None, c, None, None]
+        out += bias[None, c, None, None]
+        if relu:
+            np.maximum(out, 0, out=out)
+
+    parallel.for_each(normalise, parallel.channel_slices(x.shape[1]))
+    return y
 
 
 def _batch_norm_train_vjp(argnums, y, args, kwargs):
@@ -125,22 +139,29 @@ def _batch_norm_train_vjp(argnums, y, args, kwargs):
 
 
 def _batch_norm_train_vjp_in_place(argnums, g, x, weight, eps, stats):
-    """The VJP in few passes over memory, in place on x − μ (first order only)."""
+    """The VJP in few passes over memory, in place on x − μ (first order only), over fixed
+    channel ranges on minibasis' workers."""
     mean, var = _channel_stats(x) if stats is None else stats
     inv_std = 1 / np.sqrt(var + eps)
     N, C = x.shape[:2]
-    n = N * x.shape[2] * x.shape[3]
-    centered, g3 = (x - mean[None, :, None, None]).reshape(N, C, -1), g.reshape(N, C, -1)
-    sum_g = g3.sum(axis=2).sum(axis=0)
-    sum_gx = inv_std * np.einsum("ncp,ncp->c", g3, centered)  # Σ g·x̂
-    grads = {1: sum_gx, 2: sum_g}
-    if 0 in argnums:
-        dx = centered
-        dx *= (-inv_std * sum_gx / n)[None, :, None]  # −x̂·mean(g·x̂) = (x − μ)·(−σ̂⁻¹·Σg·x̂/n)
-        dx += g3
-        dx -= (sum_g / n)[None, :, None]
-        dx *= (weight * inv_std)[None, :, None]
-        grads[0] = dx.reshape(x.shape)
+    n = N * x[0, 0].size
+    dx = np.empty_like(x) if 0 in argnums else None
+
+    def channels(c):
+        count = c.stop - c.start
+        centered, g3 = (x[:, c] - mean[None, c, None, None]).reshape(N, count, -1), g[:, c].reshape(N, count, -1)
+        sum_g = g3.sum(axis=2).sum(axis=0)
+        sum_gx = inv_std[c] * np.einsum("ncp,ncp->c", g3, centered)  # Σ g·x̂
+        if dx is not None:  # in place, on x − μ
+            centered *= (-inv_std[c] * sum_gx / n)[None, :, None]  # −x̂·mean(g·x̂) = (x − μ)·(−σ̂⁻¹·Σg·x̂/n)
+            centered += g3
+            centered -= (sum_g / n)[None, :, None]
+            centered *= (weight[c] * inv_std[c])[None, :, None]
+            dx[:, c] = centered.reshape(N, count, *x.shape[2:])
+        return sum_gx, sum_g
+
+    parts = parallel.for_each(channels, parallel.channel_slices(C))
+    grads = {0: dx, 1: np.concatenate([a for a, _ in parts]), 2: np.concatenate([b for _, b in parts])}
     return tuple(grads[i] for i in argnums)
 
 

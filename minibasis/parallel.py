@@ -1,0 +1,118 @@
+"""Every core, deterministically: kernels split their own work over worker threads, and the
+BLAS underneath runs one thread per call.
+
+Why. OpenBLAS' own threads spin between calls, so a second busy process on a 2-core machine
+makes both crawl (5–10× slower), and they split sums differently for different thread counts,
+so results depended on the machine. minibasis instead pins numpy's BLAS to one thread and
+splits each kernel into pieces whose boundaries depend only on the shapes (images per chunk
+for the convolutions, channels for batch norm), never on how many workers run them; partial
+sums are added in piece order. So the same seed gives bit-identical results with 1 worker or
+16, and on any machine with the same NumPy.
+
+    minibasis.set_threads(2)     # or `minibasis … --threads 2`; default: the cores this process may use
+
+NumPy releases the GIL inside BLAS calls, copies and ufuncs on large arrays, so threads run
+them in parallel; autograd's tracing stays in the calling thread.
+"""
+
+import ctypes
+import glob
+import os
+import threading
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from . import checks
+
+
+def available_cores():
+    """The cores this process may run on (``os.sched_getaffinity`` where it exists)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+_state = {"threads": available_cores(), "pool": None, "blas": None}
+_lock = threading.Lock()
+
+
+def set_threads(count):
+    """Run minibasis' kernels on ``count`` worker threads (1: in the calling thread only)."""
+    count = checks.integer("threads", count, 1)
+    with _lock:
+        if _state["pool"] is not None and count != _state["threads"]:
+            _state["pool"].shutdown(wait=True)
+            _state["pool"] = None
+        _state["threads"] = count
+    return count
+
+
+def threads():
+    """The number of worker threads the kernels use."""
+    return _state["threads"]
+
+
+def for_each(fn, pieces):
+    """``[fn(piece) for piece in pieces]``, the pieces spread over the workers; the results come
+    back in the order of ``pieces`` whatever thread ran them (so a sum over them is the same)."""
+    pieces = list(pieces)
+    pin_blas()
+    if _state["threads"] == 1 or len(pieces) < 2 or threading.current_thread().name.startswith("minibasis"):
+        return [fn(piece) for piece in pieces]
+    with _lock:
+        if _state["pool"] is None:
+            _state["pool"] = ThreadPoolExecutor(_state["threads"], thread_name_prefix="minibasis")
+        pool = _state["pool"]
+    return list(pool.map(fn, pieces))
+
+
+def channel_slices(channels, pieces=16):
+    """Up to ``pieces`` contiguous channel ranges: a split that depends on ``channels`` alone."""
+    size = -(-channels // pieces)
+    return [slice(start, min(start + size, channels)) for start in range(0, channels, size)]
+
+
+# ---- one BLAS thread -------------------------------------------------------------------------
+
+# The entry points that set the thread count of the BLAS libraries NumPy is built with: the
+# OpenBLAS of NumPy's wheels (scipy-openblas, 64-bit interface), plain OpenBLAS, MKL.
+_SETTERS = ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads", "openblas_set_num_threads64_", "openblas_set_num_threads", "MKL_Set_Num_Threads")
+
+
+def _blas_libraries():
+    """Paths of the loaded shared libraries that may be NumPy's BLAS."""
+    try:
+        with open("/proc/self/maps") as maps:  # Linux: what this process has loaded
+            paths = {line.split()[-1] for line in maps if "/" in line}
+    except OSError:  # elsewhere: the libraries NumPy's wheels bundle
+        root = os.path.dirname(os.path.dirname(np.__file__))
+        paths = set(glob.glob(os.path.join(root, "numpy*libs", "*")) + glob.glob(os.path.join(os.path.dirname(np.__file__), ".dylibs", "*")))
+    return sorted(p for p in paths if any(name in os.path.basename(p).lower() for name in ("openblas", "mkl_rt", "blas")))
+
+
+def pin_blas():
+    """Set NumPy's BLAS to one thread (once per process); returns what was pinned.
+
+    Warns once when no known BLAS could be pinned: results may then depend on its thread count."""
+    if _state["blas"] is not None:
+        return _state["blas"]
+    np.dot(np.ones((2, 2)), np.ones((2, 2)))  # make sure NumPy's BLAS is loaded
+    pinned = []
+    for path in _blas_libraries():
+        try:
+            library = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for name in _SETTERS:
+            setter = getattr(library, name, None)
+            if setter is not None:
+                setter(1)
+                pinned.append(f"{os.path.basename(path)}:{name}")
+                break
+    if not pinned:
+        warnings.warn("minibasis could not set NumPy's BLAS to one thread: results may depend on its thread count", RuntimeWarning, stacklevel=2)
+    _state["blas"] = pinned
+    return pinned

@@ -1,0 +1,98 @@
+"""Kernels on several worker threads: bit-identical results whatever the number of workers,
+and still equal to the reference forms."""
+
+import autograd
+import numpy as np
+import pytest
+
+from minibasis import parallel
+from minibasis.autodiff import gradient_and_aux
+from minibasis.conv import conv2d, conv2d_input_grad, conv2d_weight_grad
+from minibasis.layers import batch_norm, batch_norm_state
+from minibasis.mode import reference_mode
+from minibasis.models import create_model
+from minibasis.optim import sgd_step
+from minibasis.train import training_loss
+from minibasis.tree import flatten
+
+
+@pytest.fixture
+def workers():
+    """``workers(n)`` sets the worker count; the suite's own count comes back afterwards."""
+    before = parallel.threads()
+    yield parallel.set_threads
+    parallel.set_threads(before)
+
+
+def two_training_steps(spec, dtype):
+    """Params and BN state after two SGD steps of ``spec`` on a fixed batch (λ = 10 if shared)."""
+    model = create_model(spec)
+    params, state = model.init(seed=0, dtype=dtype)
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((16, 3, 16, 16)).astype(dtype), rng.integers(0, 10, 16)
+    step = gradient_and_aux(lambda p, s, x, y: training_loss(model, p, s, x, y, 10.0 if model.regulariser else 0.0))
+    momentum = None
+    for _ in range(2):
+        grads, aux = step(params, state, x, y)
+        state = aux[-1]
+        params, momentum = sgd_step(params, grads, momentum, lr=0.1, momentum=0.9, weight_decay=5e-4)
+    return {**{f"param {k}": v for k, v in flatten(params).items()}, **{f"state {k}": v for k, v in flatten(state).items()}}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("spec", ["resnet14", "resnet14-s4u1", "imagenet-mobilenetv2-shared++"])
+def test_training_steps_are_bit_identical_with_1_2_and_3_workers(workers, spec, dtype):
+    results = []
+    for count in (1, 2, 3):
+        workers(count)
+        results.append(two_training_steps(spec, dtype))
+    for other in results[1:]:
+        assert other.keys() == results[0].keys()
+        for key in results[0]:
+            np.testing.assert_array_equal(other[key], results[0][key], err_msg=key)
+
+
+@pytest.mark.parametrize(
+    "x_shape, w_shape, hyper",
+    [
+        ((9, 5, 12, 12), (6, 5, 3, 3), dict(padding=1)),  # several chunks, the fused first-order VJP
+        ((9, 5, 12, 12), (6, 5, 3, 3), dict(stride=2, padding=1)),  # col2im input gradient
+        ((9, 40, 6, 6), (24, 40, 1, 1), {}),  # 1×1 over image slices
+        ((5, 32, 9, 9), (32, 1, 3, 3), dict(stride=2, padding=1, groups=32)),  # depthwise over channel ranges
+        ((5, 8, 9, 9), (16, 1, 3, 3), dict(padding=1, groups=8)),  # depthwise, 2 outputs per channel
+    ],
+)
+def test_kernels_on_several_workers_equal_their_reference_forms(workers, x_shape, w_shape, hyper):
+    rng = np.random.default_rng(2)
+    x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
+    y_shape = conv2d(x, w, **hyper).shape
+    dy = rng.standard_normal(y_shape)
+    loss = lambda x, w: np.sum(conv2d(x, w, **hyper) * dy)
+    with reference_mode():
+        expected = [conv2d(x, w, **hyper), conv2d_input_grad(dy, w, x_shape=x_shape, **hyper), conv2d_weight_grad(x, dy, w_shape=w_shape, **hyper)]
+    workers(3)
+    fused = autograd.grad(loss, (0, 1))(x, w)  # both gradients at first order
+    got = [conv2d(x, w, **hyper), conv2d_input_grad(dy, w, x_shape=x_shape, **hyper), conv2d_weight_grad(x, dy, w_shape=w_shape, **hyper)]
+    for a, b in zip(got + list(fused), expected + expected[1:]):
+        np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-11 * np.abs(b).max())
+
+
+def test_batch_norm_on_several_workers_equals_one_worker(workers):
+    rng = np.random.default_rng(3)
+    x, gamma, beta, g = rng.standard_normal((4, 40, 5, 5)), rng.standard_normal(40), rng.standard_normal(40), rng.standard_normal((4, 40, 5, 5))
+    loss = lambda x, gamma, beta: np.sum(batch_norm(x, gamma, beta, batch_norm_state(40, np.float64), train=True, relu=True)[0] * g)
+    outputs = []
+    for count in (1, 3):
+        workers(count)
+        outputs.append([batch_norm(x, gamma, beta, batch_norm_state(40, np.float64), train=True, relu=True)[0], *autograd.grad(loss, (0, 1, 2))(x, gamma, beta)])
+    for a, b in zip(*outputs):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_set_threads_checks_its_argument_and_blas_is_pinned(workers):
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="threads: expected an int ≥ 1"):
+            workers(bad)
+    assert parallel.available_cores() >= 1
+    pinned = parallel.pin_blas()
+    assert pinned, "NumPy's BLAS (OpenBLAS in NumPy's wheels) is set to one thread"
