@@ -159,7 +159,7 @@ def decompose(W, rank):
     O = W.shape[0]
     matrix = W.reshape(O, -1)
     if not 1 <= rank <= min(matrix.shape):
-        raise ValueError(f"rank: expected 1 ≤ rank ≤ {min(matrix.shape)} for W of shape {W.shape}, got {rank}")
+        checks.fail("rank", f"1 ≤ rank ≤ {min(matrix.shape)} for W of shape {W.shape}", repr(rank))
     U, sigma, Vt = np.linalg.svd(matrix, full_matrices=False)
     basis = Vt[:rank].reshape((rank,) + W.shape[1:])
     coefficients = (U[:, :rank] * sigma[:rank]).reshape(O, rank, 1, 1)

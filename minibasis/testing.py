@@ -22,27 +22,16 @@ import inspect
 import autograd
 import numpy as np
 
+from .tree import flatten, tree_map
+
 
 class GradientCheckError(AssertionError):
     """Autograd's gradient and the finite difference disagree."""
 
 
-def _leaves(tree, path=""):
-    """[(dotted path, array)] of a tree's leaves, in a fixed order."""
-    if isinstance(tree, dict):
-        return [leaf for k in tree for leaf in _leaves(tree[k], f"{path}.{k}" if path else str(k))]
-    if isinstance(tree, (list, tuple)):
-        return [leaf for i, v in enumerate(tree) for leaf in _leaves(v, f"{path}.{i}" if path else str(i))]
-    return [(path, tree)]
-
-
-def _replace(tree, leaves):
-    """A tree like ``tree`` whose leaves are taken in order from the iterator ``leaves``."""
-    if isinstance(tree, dict):
-        return {k: _replace(v, leaves) for k, v in tree.items()}
-    if isinstance(tree, (list, tuple)):
-        return type(tree)(_replace(v, leaves) for v in tree)
-    return next(leaves)
+def _leaves(tree):
+    """[(dotted path, array)] of a tree's leaves in a fixed order ("" for a bare array)."""
+    return list(flatten(tree).items()) if isinstance(tree, (dict, list, tuple)) else [("", tree)]
 
 
 def _arg_names(fun, n):
@@ -85,7 +74,8 @@ def check_gradients(
 
         def f_of(values):
             new_args = list(args)
-            new_args[index] = _replace(args[index], iter(values))
+            replacements = iter(values)
+            new_args[index] = tree_map(lambda _: next(replacements), args[index])
             return fun(*new_args)
 
         values = [leaf for _, leaf in leaves]

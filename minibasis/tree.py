@@ -5,15 +5,20 @@ PyTorch ``state_dict`` names (``layer1.1.coeff_conv2.weight``). Integer block in
 plain string keys (``"1"``), exactly as they appear in the dotted name.
 """
 
-import numpy as onp
+import numpy as np
+
+
+def _children(tree):
+    """(key, child) pairs of a dict, list or tuple (list items keyed by their index)."""
+    return tree.items() if isinstance(tree, dict) else enumerate(tree)
 
 
 def flatten(tree, prefix=""):
-    """Nested dict -> flat ``{dotted_name: leaf}`` in insertion order."""
+    """Nested dicts (lists, tuples) -> flat ``{dotted_name: leaf}`` in insertion order."""
     flat = {}
-    for key, value in tree.items():
+    for key, value in _children(tree):
         name = f"{prefix}{key}"
-        if isinstance(value, dict):
+        if isinstance(value, (dict, list, tuple)):
             flat.update(flatten(value, name + "."))
         else:
             flat[name] = value
@@ -33,12 +38,14 @@ def unflatten(flat):
 
 
 def tree_map(fn, tree, *others):
-    """Apply ``fn`` leaf-wise to ``tree`` and trees of the same structure."""
+    """Apply ``fn`` leaf-wise to ``tree`` and trees of the same structure (dicts, lists, tuples)."""
     if isinstance(tree, dict):
         return {k: tree_map(fn, v, *(o[k] for o in others)) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(tree_map(fn, v, *(o[i] for o in others)) for i, v in enumerate(tree))
     return fn(tree, *others)
 
 
 def tree_size(tree):
     """Number of scalars in all leaves."""
-    return sum(int(onp.size(leaf)) for leaf in flatten(tree).values())
+    return sum(int(np.size(leaf)) for leaf in flatten(tree).values())

@@ -20,7 +20,7 @@ import numpy as np
 from autograd.tracer import getval
 
 from .. import checks
-from ..basis import conv_macs, orthogonal, orthogonal_bases
+from ..basis import conv_macs, conv_params, orthogonal, orthogonal_bases
 from ..layers import batch_norm_state
 from ..tree import flatten, unflatten
 
@@ -61,8 +61,16 @@ class Module:
             return 0
         if self.kind == "bn":
             return 2 * self.shape[0]
-        weights = int(np.prod(self.shape))
-        return weights + (self.shape[0] if self.bias or self.kind == "linear" else 0)
+        if self.kind == "linear":
+            out, fan_in = self.shape
+            return out * fan_in + out
+        O, c_per_group, kh, kw = self._conv_dims()
+        return conv_params(c_per_group * self.groups, O, kh, kw, self.groups) + (O if self.bias else 0)
+
+    def _conv_dims(self):
+        """(O, C/groups, kh, kw) of a conv's weight; the ECA Conv1d's (1, 1, k) as a 1×k kernel."""
+        O, c_per_group, *kernel = self.shape
+        return (O, c_per_group, 1, kernel[0]) if len(kernel) == 1 else (O, c_per_group, *kernel)
 
     def count_macs(self):
         """Multiply-accumulates of one image: a conv's out_pixels·O·(C/groups)·kh·kw (the
@@ -72,8 +80,7 @@ class Module:
             return out * fan_in
         if self.kind != "conv":
             return 0
-        O, c_per_group, *kernel = self.shape
-        kh, kw = (1, kernel[0]) if len(kernel) == 1 else kernel
+        O, c_per_group, kh, kw = self._conv_dims()
         return conv_macs(1, self.out_pixels, c_per_group * self.groups, O, kh, kw, self.groups)
 
 
