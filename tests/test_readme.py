@@ -1,0 +1,22 @@
+"""The README's two commands are the ones CI and a new user run."""
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def bash_blocks(text):
+    return re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    test_command = next(block.strip() for block in bash_blocks(readme) if "pytest" in block)
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").strip().splitlines()
+    assert ci[-1] == test_command
+
+
+def test_the_readme_starts_with_install_and_the_main_job():
+    first = bash_blocks((ROOT / "README.md").read_text(encoding="utf-8"))[0].strip()
+    assert first.startswith("pip install -e . && minibasis train")
