@@ -22,6 +22,7 @@ import inspect
 import autograd
 import numpy as np
 
+from . import checks
 from .tree import flatten, tree_map
 
 
@@ -53,69 +54,75 @@ def check_gradients(
     ``|autograd − finite difference| ≤ atol + rtol·|finite difference|``.
     Returns the largest relative error seen (for reporting).
     """
-    if mode not in ("directional", "leafwise", "elementwise"):
-        raise ValueError(f"mode: expected 'directional', 'leafwise' or 'elementwise', got {mode!r}")
+    checks.one_of("mode", mode, ("directional", "leafwise", "elementwise"))
+    checks.real("eps", eps)
     if eps <= 0:
-        raise ValueError(f"eps: expected > 0, got {eps}")
-    wrt = range(len(args)) if wrt is None else wrt
+        checks.fail("eps", "a step > 0", repr(eps))
     names = _arg_names(fun, len(args))
     rng = np.random.default_rng(seed)
     worst = 0.0
-    for index in wrt:
-        if not 0 <= index < len(args):
-            raise ValueError(f"wrt: expected indices in [0, {len(args)}), got {index}")
-        name = names[index]
-        leaves = _leaves(args[index])
-        labels = [f"{name}.{path}" if path else name for path, _ in leaves]  # what a failure names
-        for (path, leaf), label in zip(leaves, labels):
-            if not isinstance(leaf, np.ndarray) or leaf.dtype != np.float64:
-                got = leaf.dtype if isinstance(leaf, np.ndarray) else type(leaf).__name__
-                raise ValueError(f"{label}: expected a float64 array for finite differences, got {got}")
+    for index in range(len(args)) if wrt is None else wrt:
+        checks.integer("wrt", index, 0, len(args) - 1)
+        leaves, labels = _float64_leaves(args[index], names[index])
 
-        def f_of(values):
-            new_args = list(args)
-            replacements = iter(values)
+        def f_of(values, index=index):  # fun with argument ``index``'s leaves replaced
+            replacements, new_args = iter(values), list(args)
             new_args[index] = tree_map(lambda _: next(replacements), args[index])
             return fun(*new_args)
 
-        values = [leaf for _, leaf in leaves]
-        analytic = autograd.grad(f_of)(values)
-
-        def f_at(perturbation, step):
-            value = float(f_of([v + step * p for v, p in zip(values, perturbation)]))
-            if not np.isfinite(value):
-                raise ValueError(f"fun: expected a finite value near the point checked, got {value} (argument {name})")
-            return value
-
-        def compare(perturbation, label):
-            nonlocal worst
-            numeric = (f_at(perturbation, eps) - f_at(perturbation, -eps)) / (2 * eps)
+        analytic = autograd.grad(f_of)(leaves)
+        for perturbation, label in _directions(mode, leaves, labels, names[index], directions, rng):
             exact = float(sum(np.sum(g * p) for g, p in zip(analytic, perturbation)))
+            numeric = _central_difference(f_of, leaves, perturbation, eps, names[index])
             error = abs(exact - numeric)
             worst = max(worst, error / max(abs(numeric), 1e-300))
             if not error <= atol + rtol * abs(numeric):
                 raise GradientCheckError(
                     f"{label}: autograd gives {exact!r}, central finite difference (eps={eps}) gives "
-                    f"{numeric!r}; |difference| = {error:.3e} > atol + rtol·|fd| = "
-                    f"{atol + rtol * abs(numeric):.3e}"
+                    f"{numeric!r}; |difference| = {error:.3e} > atol + rtol·|fd| = {atol + rtol * abs(numeric):.3e}"
                 )
-
-        if mode == "directional":
-            for d in range(directions):
-                perturbation = [rng.standard_normal(v.shape) for v in values]
-                norm = np.sqrt(sum(np.sum(p * p) for p in perturbation)) or 1.0
-                compare([p / norm for p in perturbation], f"{name}, random direction {d}")
-        elif mode == "leafwise":
-            for k, ((_, leaf), label) in enumerate(zip(leaves, labels)):
-                perturbation = [np.zeros_like(v) for v in values]
-                direction = rng.standard_normal(leaf.shape)
-                perturbation[k] = direction / (np.linalg.norm(direction) or 1.0)
-                compare(perturbation, label)
-        else:
-            perturbation = [np.zeros_like(v) for v in values]
-            for k, ((_, leaf), label) in enumerate(zip(leaves, labels)):
-                for element in np.ndindex(leaf.shape):
-                    perturbation[k][element] = 1.0  # the basis vector e_element of leaf k
-                    compare(perturbation, f"{label}{list(element)}")
-                    perturbation[k][element] = 0.0
     return worst
+
+
+def _float64_leaves(argument, name):
+    """(leaves, the label a failure names for each) of one argument; float64 arrays only."""
+    leaves = _leaves(argument)
+    labels = [f"{name}.{path}" if path else name for path, _ in leaves]
+    for (_, leaf), label in zip(leaves, labels):
+        if not isinstance(leaf, np.ndarray) or leaf.dtype != np.float64:
+            checks.fail(label, "a float64 array for finite differences", leaf.dtype if isinstance(leaf, np.ndarray) else type(leaf).__name__)
+    return [leaf for _, leaf in leaves], labels
+
+
+def _directions(mode, leaves, labels, name, count, rng):
+    """(perturbation of every leaf, label) pairs: random unit directions through all leaves,
+    one random unit direction inside each leaf, or every basis vector of every leaf."""
+    if mode == "directional":
+        for d in range(count):
+            perturbation = [rng.standard_normal(v.shape) for v in leaves]
+            norm = np.sqrt(sum(np.sum(p * p) for p in perturbation)) or 1.0
+            yield [p / norm for p in perturbation], f"{name}, random direction {d}"
+    elif mode == "leafwise":
+        for k, label in enumerate(labels):
+            perturbation = [np.zeros_like(v) for v in leaves]
+            direction = rng.standard_normal(leaves[k].shape)
+            perturbation[k] = direction / (np.linalg.norm(direction) or 1.0)
+            yield perturbation, label
+    else:
+        perturbation = [np.zeros_like(v) for v in leaves]
+        for k, label in enumerate(labels):
+            for element in np.ndindex(leaves[k].shape):
+                perturbation[k][element] = 1.0  # the basis vector e_element of leaf k
+                yield perturbation, f"{label}{list(element)}"
+                perturbation[k][element] = 0.0
+
+
+def _central_difference(f_of, leaves, perturbation, eps, name):
+    """(f(θ + ε·v) − f(θ − ε·v)) / 2ε."""
+    values = []
+    for step in (eps, -eps):
+        value = float(f_of([v + step * p for v, p in zip(leaves, perturbation)]))
+        if not np.isfinite(value):
+            checks.fail("fun", "a finite value near the point checked", f"{value} (argument {name})")
+        values.append(value)
+    return (values[0] - values[1]) / (2 * eps)
