@@ -255,10 +255,12 @@ if not FAST:
     assert t_lib * 10 < t_loops, f"expected conv2d to beat the Python loops by 10× at least: {t_lib:.3f} s vs {t_loops:.3f} s"
 
 # %% [markdown]
-# `minibasis.conv2d` uses the same idea with two refinements (see the docstring of
-# `minibasis/conv.py`): it flattens each padded channel to one long vector, so that the im2col
-# row of offset (i, j) is a *single* slice of that vector (the "flat shift"), and it processes
-# images in chunks small enough for the im2col block to stay in cache.
+# `minibasis.conv2d` has two forms. Its *reference form* (`minibasis/conv_reference.py`, run
+# under `minibasis.reference_mode()`) is exactly `conv_gemm` above: one strided copy per kernel
+# offset, then one GEMM. Its *fast form* (`minibasis/conv_fast.py`, the default) uses the same
+# idea with two refinements: it flattens each padded channel to one long vector, so that the
+# im2col row of offset (i, j) is a *single* slice of that vector (the "flat shift"), and it
+# processes images in chunks small enough for the im2col block to stay in cache, on all cores.
 #
 # ## 3. A picture of the im2col matrix
 #
