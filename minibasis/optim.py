@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as onp
 
 from .checks import boolean, fail, integer, one_of, real
-from .tree import flatten, tree_map
+from .tree import flatten, unflatten
 
 __all__ = ["sgd_step", "step_lr", "cosine_lr", "learning_rate", "SCHEDULES", "STEP_MILESTONES"]
 
@@ -64,13 +64,13 @@ def sgd_step(params, grads, momentum_buffers=None, /, *, lr, momentum=0.9, weigh
     """
     hyper = _SGD.checked(lr, momentum, weight_decay, nesterov, dampening)
     _check_trees(params, grads, momentum_buffers if hyper.momentum else None)
+    grads = flatten(grads)
+    buffers = flatten(momentum_buffers) if hyper.momentum and momentum_buffers is not None else {}  # {}: the first step
+    updated = {key: _update(p, grads[key], buffers.get(key), hyper) for key, p in flatten(params).items()}
+    new_params = unflatten({key: p for key, (p, _) in updated.items()})
     if hyper.momentum == 0:
-        return tree_map(lambda p, g: _update(p, g, None, hyper)[0], params, grads), momentum_buffers
-    if momentum_buffers is None:  # the first step: PyTorch's empty optimizer state
-        pairs = tree_map(lambda p, g: _update(p, g, None, hyper), params, grads)
-    else:
-        pairs = tree_map(lambda p, g, b: _update(p, g, b, hyper), params, grads, momentum_buffers)
-    return tree_map(lambda pair: pair[0], pairs), tree_map(lambda pair: pair[1], pairs)
+        return new_params, momentum_buffers
+    return new_params, unflatten({key: b for key, (_, b) in updated.items()})
 
 
 def _update(p, g, buf, hyper):

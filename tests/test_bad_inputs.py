@@ -40,7 +40,7 @@ class Row:
     names: str  # what the message starts with: the argument or the file ({here}: the row's folder)
     fragment: str  # what else the message must say
     error: type = ValueError  # LIBRARY rows: the exception's type
-    pending: str = ""  # why the row cannot pass yet (an xfail until that work lands)
+    pending: str = ""  # why the row cannot pass yet: a strict xfail until that work lands (then drop it)
     subprocess: bool = False  # CLI rows: also run in a real process
 
 
@@ -92,15 +92,17 @@ class World:
         for lock in self.locks:
             lock.__exit__(None, None, None)
 
+    def weights_with(self, **arrays):
+        """The run's state_dict with some arrays replaced."""
+        with np.load(self.run / "weights.npz") as f:
+            return {**{key: f[key] for key in f.files}, **arrays}
+
     def weights_beside(self, config_text):
         """A copy of the run's weights with ``config_text`` as the config.json beside them."""
         folder = self.folder()
         shutil.copy(self.run / "weights.npz", folder / "weights.npz")
         (folder / "config.json").write_text(config_text)
         return folder / "weights.npz"
-
-
-WEIGHTS_PENDING = "load_weights' checks of damaged files (issue 12.6, weights.py)"
 
 
 def truncated(path):
@@ -147,9 +149,9 @@ CLI = [
           subprocess=what == "truncated checkpoint") for what in DAMAGES],
     # eval
     Row("eval of a missing weights file", lambda w: ["eval", w.root / "no" / "weights.npz", "--data", w.archive], "weights", "expected an existing .npz weight file"),
-    Row("eval of a truncated weights file", lambda w: ["eval", w.file("weights.npz", truncated), "--data", w.archive, "--model", "resnet8"], "{here}/weights.npz", "", pending=WEIGHTS_PENDING),
-    Row("eval of an empty weights file", lambda w: ["eval", w.file("weights.npz", b""), "--data", w.archive, "--model", "resnet8"], "{here}/weights.npz", "", pending=WEIGHTS_PENDING, subprocess=True),
-    Row("eval of another model's weights", lambda w: ["eval", w.run / "weights.npz", "--data", w.archive, "--model", "resnet14-s2u1"], "{run}/weights.npz", "missing key", pending=WEIGHTS_PENDING),
+    Row("eval of a truncated weights file", lambda w: ["eval", w.file("weights.npz", truncated), "--data", w.archive, "--model", "resnet8"], "{here}/weights.npz", "got an unreadable archive"),
+    Row("eval of an empty weights file", lambda w: ["eval", w.file("weights.npz", b""), "--data", w.archive, "--model", "resnet8"], "{here}/weights.npz", "got an empty file", subprocess=True),
+    Row("eval of another model's weights", lambda w: ["eval", w.run / "weights.npz", "--data", w.archive, "--model", "resnet14-s2u1"], "{run}/weights.npz", "does not fit resnet14-s2u1: missing key"),
     Row("eval with a config.json that is not JSON", lambda w: ["eval", w.weights_beside("model = resnet8"), "--data", w.archive], "{here}/config.json", "expected JSON text"),
     Row("eval without --model or config.json", lambda w: ["eval", w.file("weights.npz", (w.run / "weights.npz").read_bytes()), "--data", w.archive], "--model", "expected a model spec"),
     Row("eval --test-size -1", lambda w: ["eval", w.run / "weights.npz", "--data", w.archive, "--test-size", "-1"], "test_size", "expected an int ≥ 0, got -1"),
@@ -194,10 +196,10 @@ LIBRARY = [
     Row("Progress every=-1", lambda w: Progress("x", 3, every=-1), "every", "got -1"),
     Row("Progress total=-1", lambda w: Progress("x", -1), "total", "got -1"),
     Row("load_weights of a .npy", lambda w: load_weights(w.file("w.npz", lambda p: np.save(open(p, "wb"), np.ones(2))), create_model("resnet8")),
-        "{here}/w.npz", "", pending=WEIGHTS_PENDING),
-    Row("load_weights of a text file", lambda w: load_weights(w.file("w.npz", b"hello"), create_model("resnet8")), "{here}/w.npz", "", pending=WEIGHTS_PENDING),
-    Row("load_weights of a string array", lambda w: load_weights(w.file("w.npz", lambda p: np.savez(p, **{"fc.bias": np.array(["a"] * 10)})), create_model("resnet8")),
-        "{here}/w.npz", "", pending=WEIGHTS_PENDING),
+        "{here}/w.npz", "got a single .npy array"),
+    Row("load_weights of a text file", lambda w: load_weights(w.file("w.npz", b"hello"), create_model("resnet8")), "{here}/w.npz", "got a file that is not a zip archive"),
+    Row("load_weights of a string array", lambda w: load_weights(w.file("w.npz", lambda p: np.savez(p, **w.weights_with(**{"fc.bias": np.array(["a"] * 10)}))), create_model("resnet8")),
+        "{here}/w.npz", "key 'fc.bias': expected dtype float32 or float64, got <U1"),
 ]
 
 
@@ -213,7 +215,7 @@ def expected_start(row, w):
 
 
 def params(rows):
-    return [pytest.param(row, id=row.bad, marks=[pytest.mark.xfail(reason=row.pending, strict=False)] if row.pending else [])
+    return [pytest.param(row, id=row.bad, marks=[pytest.mark.xfail(reason=row.pending, strict=True)] if row.pending else [])
             for row in rows]
 
 

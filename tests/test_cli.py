@@ -70,7 +70,7 @@ def test_info_resnet56_s16u1(capsys):
     assert "1.16× the MACs" in out and "0.37× the parameters" in out
     assert "more MACs" in out  # sharing saves parameters, not compute
     assert "against resnet56" in out
-    for stage in ("conv1", "layer1", "layer2", "layer3", "fc"):
+    for stage in ("stem", "layer1", "layer2", "layer3", "head"):
         assert re.search(rf"^{stage}\s", out, re.M), stage
     assert "layer1.1.coeff_conv1" not in out  # only per stage without --layers
 
