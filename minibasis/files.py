@@ -8,13 +8,10 @@ written by two processes at once.
   Files are created with the mode the umask gives (0644 under umask 022), like any other
   program's files, so a run folder can be shared.
 * :func:`folder_lock`: an exclusive lock on a folder for the life of a ``with`` block.
-* :func:`load_npz`: every array of an ``.npz``, with one-line errors naming the file.
 """
 
 import os
 import secrets
-import zipfile
-import zlib
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -69,34 +66,6 @@ def temp_files(path):
 def atomic_savez(path, arrays):
     """np.savez through :func:`atomic_write`."""
     return atomic_write(path, lambda f: np.savez(f, **arrays))
-
-
-def load_npz(path):
-    """``{name: array}`` of every array in the ``.npz`` at ``path``, read at once.
-
-    Raises FileNotFoundError for a missing file and ValueError ``"<path>: expected …, got …"``
-    for one that is not a readable archive of plain arrays: empty, truncated, bit-flipped
-    (zip's CRC-32 catches a flip in the data), a ``.npy``, text, or pickled objects.
-    """
-    path = Path(path)
-    if not path.is_file():
-        fail(str(path), "an existing .npz file", "no such file", FileNotFoundError)
-    try:
-        loaded = np.load(path, allow_pickle=False)
-        if not isinstance(loaded, np.lib.npyio.NpzFile):
-            fail(str(path), "an .npz archive of named arrays", f"a single .npy array ({loaded.dtype}, shape {loaded.shape})")
-        with loaded:
-            return {name: loaded[name] for name in loaded.files}
-    except (EOFError, zipfile.BadZipFile, zlib.error) as error:
-        fail(str(path), "a readable .npz archive", f"an empty, truncated or damaged file ({_one_line(error)})")
-    except ValueError as error:
-        if str(error).startswith(f"{path}:"):
-            raise
-        fail(str(path), "an .npz archive of plain arrays", f"a file numpy cannot read that way ({_one_line(error)})")
-
-
-def _one_line(error):
-    return " ".join(str(error).split()) or type(error).__name__
 
 
 class FolderBusy(RuntimeError):

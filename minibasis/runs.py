@@ -24,14 +24,15 @@ from pathlib import Path
 import numpy as np
 
 from .checks import fail
-from .files import atomic_savez, atomic_write, load_npz, temp_files
+from .files import atomic_savez, atomic_write, temp_files
 from .tree import flatten, unflatten
-from .weights import from_state_dict, to_state_dict
+from .weights import from_state_dict, read_npz, to_state_dict
 
 CHECKPOINT, WEIGHTS, LOG, CONFIG = "checkpoint.npz", "weights.npz", "log.jsonl", "config.json"
 #: The files of a run, in the order a replacement removes them: the checkpoint first, so that a
 #: kill midway never leaves an old checkpoint beside a new configuration.
 RUN_FILES = (CHECKPOINT, WEIGHTS, LOG, CONFIG)
+CHECKPOINT_FORMAT = "a minibasis checkpoint .npz"  # what errors say a checkpoint should be
 
 
 def run_files(folder):
@@ -91,7 +92,7 @@ def load_checkpoint(path, model):
     shapes; every array finite. ValueError naming the file (and the entry) otherwise.
     """
     where = str(path)
-    arrays = load_npz(path)
+    arrays = read_npz(path, CHECKPOINT_FORMAT)
     for key in ("epoch", "rng_state", "config"):
         if key not in arrays:
             fail(where, f"a minibasis checkpoint (with {key!r})", f"an .npz without it (entries: {_some(arrays)})")
@@ -111,12 +112,12 @@ def load_checkpoint(path, model):
 
 def read_checkpoint_config(path):
     """The configuration dict a checkpoint holds (without building its model)."""
-    return _json(_text(_entry(load_npz(path), "config", path), f"{path}['config']"), f"{path}['config']", dict)
+    return _json(_text(_entry(read_npz(path, CHECKPOINT_FORMAT), "config", path), f"{path}['config']"), f"{path}['config']", dict)
 
 
 def checkpoint_epoch(path):
     """The epochs done that the checkpoint at ``path`` holds."""
-    arrays = load_npz(path)
+    arrays = read_npz(path, CHECKPOINT_FORMAT)
     return _epoch(_entry(arrays, "epoch", path), read_checkpoint_config(path), f"{path}['epoch']")
 
 

@@ -1,18 +1,17 @@
-"""Tests of minibasis.files: atomic writes with the umask's mode, .npz reading with errors
-naming the file, and the folder lock (also across real processes, and after a kill -9)."""
+"""Tests of minibasis.files: atomic writes with the umask's mode, and the folder lock (also
+across real processes, and after a kill -9)."""
 
 import os
 import signal
 import stat
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from minibasis.files import FolderBusy, atomic_savez, atomic_write, folder_lock, load_npz, temp_files
+from minibasis.files import FolderBusy, atomic_savez, atomic_write, folder_lock, temp_files
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,47 +56,6 @@ def test_temp_files_are_those_of_one_name(tmp_path):
     for name in names:
         (tmp_path / name).write_bytes(b"")
     assert [p.name for p in temp_files(tmp_path / "w.npz")] == [".w.npz.0a1b2c3d.tmp", ".w.npz.ffffffff.tmp"]
-
-
-# ------------------------------------------------------------------------------- load_npz
-
-
-def test_load_npz_reads_every_array(tmp_path):
-    arrays = {"a": np.arange(6.0).reshape(2, 3), "text": np.array("hello"), "n": np.int64(3)}
-    np.savez(tmp_path / "f.npz", **arrays)
-    loaded = load_npz(tmp_path / "f.npz")
-    assert sorted(loaded) == ["a", "n", "text"]
-    for key, value in arrays.items():
-        np.testing.assert_array_equal(loaded[key], value, strict=True)
-
-
-def good_npz(path):
-    np.savez(path, a=np.arange(1000.0), b=np.ones(3, np.float32))
-    return path.read_bytes()
-
-
-@pytest.mark.parametrize("make, got", [
-    (lambda p: p.write_bytes(b""), "got an empty, truncated or damaged file (No data left in file)"),
-    (lambda p: p.write_bytes(good_npz(p)[:500]), "got an empty, truncated or damaged file (File is not a zip file)"),
-    (lambda p: p.write_bytes(bytes(b ^ (0x10 if i == 3000 else 0) for i, b in enumerate(good_npz(p)))),
-     "got an empty, truncated or damaged file (Bad CRC-32 for file 'a.npy')"),
-    (lambda p: p.write_text("hello\n"), "expected an .npz archive of plain arrays, got a file numpy cannot read that way"),
-    (lambda p: np.save(open(p, "wb"), np.arange(3)), "expected an .npz archive of named arrays, got a single .npy array (int64, shape (3,))"),
-    (lambda p: np.savez(p, a=np.array([{"x": 1}], dtype=object)), "expected an .npz archive of plain arrays, got a file numpy cannot read"),
-])
-def test_load_npz_errors_name_the_file(tmp_path, make, got):
-    path = tmp_path / "w.npz"
-    make(path)
-    with pytest.raises(ValueError) as info:
-        load_npz(path)
-    message = str(info.value)
-    assert message.startswith(f"{path}: expected ") and got in message, message
-    assert "\n" not in message
-
-
-def test_load_npz_of_a_missing_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match=rf"^{tmp_path / 'no.npz'}: expected an existing .npz file, got no such file$"):
-        load_npz(tmp_path / "no.npz")
 
 
 # ---------------------------------------------------------------------------- folder_lock
