@@ -93,13 +93,10 @@ def load_checkpoint(path, model):
     """
     where = str(path)
     arrays = read_npz(path, CHECKPOINT_FORMAT)
-    for key in ("epoch", "rng_state", "config"):
-        if key not in arrays:
-            fail(where, f"a minibasis checkpoint (with {key!r})", f"an .npz without it (entries: {_some(arrays)})")
-    config = _json(_text(arrays["config"], f"{where}['config']"), f"{where}['config']", dict)
-    epoch = _epoch(arrays["epoch"], config, f"{where}['epoch']")
-    rng = rng_from_json(_text(arrays["rng_state"], f"{where}['rng_state']"), f"{where}['rng_state']")
-    extensions = _json(_text(arrays["extensions"], f"{where}['extensions']"), f"{where}['extensions']", list) if "extensions" in arrays else []
+    config = _json_entry(arrays, "config", path, dict)
+    epoch = _epoch(_entry(arrays, "epoch", path), config, f"{where}['epoch']")
+    rng = rng_from_json(_text(_entry(arrays, "rng_state", path), f"{where}['rng_state']"), f"{where}['rng_state']")
+    extensions = _json_entry(arrays, "extensions", path, list) if "extensions" in arrays else []  # none before extensions existed
     _check_finite(arrays, where)
     try:
         params, state = from_state_dict(model, {k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")})
@@ -112,19 +109,25 @@ def load_checkpoint(path, model):
 
 def read_checkpoint_config(path):
     """The configuration dict a checkpoint holds (without building its model)."""
-    return _json(_text(_entry(read_npz(path, CHECKPOINT_FORMAT), "config", path), f"{path}['config']"), f"{path}['config']", dict)
+    return _json_entry(read_npz(path, CHECKPOINT_FORMAT), "config", path, dict)
 
 
 def checkpoint_epoch(path):
     """The epochs done that the checkpoint at ``path`` holds."""
     arrays = read_npz(path, CHECKPOINT_FORMAT)
-    return _epoch(_entry(arrays, "epoch", path), read_checkpoint_config(path), f"{path}['epoch']")
+    return _epoch(_entry(arrays, "epoch", path), _json_entry(arrays, "config", path, dict), f"{path}['epoch']")
 
 
 def _entry(arrays, key, path):
     if key not in arrays:
         fail(str(path), f"a minibasis checkpoint (with {key!r})", f"an .npz without it (entries: {_some(arrays)})")
     return arrays[key]
+
+
+def _json_entry(arrays, key, path, kind):
+    """The JSON ``kind`` (dict or list) in the text entry ``key``."""
+    where = f"{path}['{key}']"
+    return _json(_text(_entry(arrays, key, path), where), where, kind)
 
 
 def _some(arrays):
