@@ -17,10 +17,9 @@ sums the gradients of every use into the one array.
 from dataclasses import dataclass
 
 import numpy as np
-from autograd.tracer import getval
-
 from .. import checks
 from ..basis import conv_macs, conv_params, orthogonal, orthogonal_bases
+from ..debug import value
 from ..layers import batch_norm_state
 from ..tree import flatten, unflatten
 
@@ -189,8 +188,8 @@ class Model:
 
     def check_trees(self, params, state):
         """ValueError naming the first missing or unexpected leaf of ``params`` or ``state``."""
-        for tree_name, tree, expected in (("params", getval(params), self.parameter_names), ("state", state, self.state_names)):
-            if not isinstance(tree, dict):  # (getval: autograd.grad of a dict traces it as one box)
+        for tree_name, tree, expected in (("params", value(params), self.parameter_names), ("state", state, self.state_names)):
+            if not isinstance(tree, dict):  # (value: autograd.grad of a dict traces it as boxes of dicts)
                 checks.fail(tree_name, f"a nested dict of arrays (from {self.spec.name}'s init)", type(tree).__name__, TypeError)
             names = flatten(tree)
             missing = next((name for name in expected if name not in names), None)
