@@ -23,6 +23,7 @@ from .data import DATASETS, default_cache_dir
 from .files import FolderBusy
 from .models import SPEC_HELP, create_model, info_table
 from .optim import SCHEDULES
+from .parallel import available_cores, set_threads
 from .progress import DEFAULT_EVERY, Progress
 from .weights import load_weights
 
@@ -49,11 +50,19 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", required=True, metavar="{train,eval,info}")
     _train_parser(sub)
     _eval_parser(sub)
-    i = sub.add_parser("info", help="parameters and MACs of a model, per stage or per layer")
-    i.add_argument("spec", help="model spec, e.g. resnet56-s16u1")
-    i.add_argument("--num-classes", type=int, default=10, help=_help("classes of the final layer", 10))
+    i = sub.add_parser("info", help="the zoo, or the parameters and MACs of one model per stage or per layer",
+                       description="Without a spec: every model of the authors' zoo with its counts. " + SPEC_HELP)
+    i.add_argument("spec", nargs="?", help="model spec, e.g. resnet56-s16u1 (default: list the zoo)")
+    i.add_argument("--num-classes", type=int, help=_help("classes of the final layer", "10, 100 or 1000 by the spec's dataset"))
+    i.add_argument("--image-size", type=int, help=_help("image side the MACs are counted for", "32 for CIFAR, 224 for ImageNet"))
     i.add_argument("--layers", action="store_true", help=_help("every layer, not only the totals per stage", "per stage"))
+    _threads_option(i)
     return parser
+
+
+def _threads_option(p):
+    p.add_argument("--threads", type=int, default=available_cores(), help=_help(
+        "worker threads of the kernels; results are bit-identical for any number", "the cores this process may use"))
 
 
 def _train_parser(sub):
@@ -84,6 +93,7 @@ def _train_parser(sub):
     t.add_argument("--stop-after", type=int, metavar="K", help=_help("leave after K epochs of this call (continue later with --resume)", "train to the last epoch"))
     _progress_options(t)
     t.add_argument("--device", default="cpu", choices=backend.NAMES, help=_help("where convolutions run (gpu: needs cupy and a CUDA GPU)", "cpu"))
+    _threads_option(t)
 
 
 def _eval_parser(sub):
@@ -96,6 +106,7 @@ def _eval_parser(sub):
     e.add_argument("--seed", type=int, help=_help("seed of the subset", "the run's seed + 1, the images the run evaluated on"))
     e.add_argument("--batch-size", type=int, default=EVAL_BATCH, help=_help("images per forward pass", EVAL_BATCH))
     _progress_options(e)
+    _threads_option(e)
 
 
 def _data_options(p, default_dataset=None):
@@ -173,7 +184,11 @@ def _eval(args):
 
 
 def _info(args):
-    print(info_table(args.spec, args.num_classes, args.layers))
+    if args.spec is None:
+        for name, value in (("--num-classes", args.num_classes), ("--image-size", args.image_size), ("--layers", args.layers or None)):
+            if value is not None:
+                fail(name, "a model spec to apply to (minibasis info SPEC …)", "none")
+    print(info_table(args.spec, args.num_classes, args.layers, args.image_size))
 
 
 COMMANDS = {"train": _train, "eval": _eval, "info": _info}
@@ -182,6 +197,7 @@ COMMANDS = {"train": _train, "eval": _eval, "info": _info}
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
+        set_threads(args.threads)
         COMMANDS[args.command](args)
     except BrokenPipeError:  # e.g. `minibasis info … | head`
         return 0

@@ -95,10 +95,10 @@ class NonFiniteValue(RuntimeError):
     stopped, and the last checkpoint (written before it) is intact."""
 
 
-def training_loss(model, params, state, x, labels, lam):
+def training_loss(model, params, state, x, labels, lam, rng=None):
     """``cross_entropy + λ·R`` and, as auxiliary output, ``(loss, cross-entropy, R or None, logits,
-    new BN state)`` (R is not computed when λ = 0)."""
-    logits, new_state = model.apply(params, state, x, train=True)
+    new BN state)`` (R is not computed when λ = 0). ``rng`` draws dropout's masks (MobileNetV2)."""
+    logits, new_state = model.apply(params, state, x, train=True, rng=rng)
     ce = cross_entropy(logits, labels)
     if not lam:
         return ce, (ce, ce, None, logits, new_state)
@@ -234,7 +234,7 @@ class _Run:
     std: tuple
     progress_every: float  # None: quiet
     print_fn: object
-    step_fn: object  # params, BN state, x, y -> (grads, training_loss's aux)
+    step_fn: object  # params, BN state, x, y, rng -> (grads, training_loss's aux)
 
     @classmethod
     def of(cls, config, folder, data, progress_every, print_fn):
@@ -243,7 +243,7 @@ class _Run:
         train = subset(data.train_images, data.train_labels, config.train_size, seed=config.seed,
                        num_classes=data.num_classes, name="train_size")
         test = evaluation_subset(data, config.test_size, seed=config.seed)
-        step_fn = gradient_and_aux(lambda p, s, x, y: training_loss(model, p, s, x, y, lam))
+        step_fn = gradient_and_aux(lambda p, s, x, y, rng: training_loss(model, p, s, x, y, lam, rng))
         return cls(config, folder, model, lam, *train, *test, *data.stats, progress_every, print_fn, step_fn)
 
     def progress(self, label, total):
@@ -413,7 +413,7 @@ def _sgd_step(run, state, xb, yb, lr, where):
     config = run.config
     if config.augment:
         xb = augment(xb, state.rng)
-    grads, (loss, ce, r, logits, bn_state) = run.step_fn(state.params, state.bn_state, normalize(xb, run.mean, run.std), yb)
+    grads, (loss, ce, r, logits, bn_state) = run.step_fn(state.params, state.bn_state, normalize(xb, run.mean, run.std), yb, state.rng)
     _guard(run, where, {"cross-entropy loss": ce, "orthogonality R": r, "loss (cross-entropy + λ·R)": loss})
     _guard(run, where, _named("gradient of", grads), f" (the loss, {float(loss):.4g}, was finite)")
     state.params, state.momentum = sgd_step(state.params, grads, state.momentum, lr=lr, momentum=config.momentum,

@@ -102,3 +102,21 @@ def write_cifar10_archive(root, *, train_per_class, test_per_class, seed=0):
     archive = make_tar(folder, Path(root) / ARCHIVE)
     shutil.rmtree(folder)
     return archive
+
+
+def write_cifar100_archive(root, *, train_per_class, test_per_class, seed=0):
+    """``root/cifar-100-python.tar.gz`` in the official CIFAR-100 layout (a ``meta`` file of
+    fine and coarse label names, ``train`` and ``test`` batches with ``fine_labels`` and
+    ``coarse_labels``), cyclic fine labels, random pixels."""
+    rng = np.random.default_rng(seed)
+    folder = Path(root) / "cifar-100-python"
+    folder.mkdir(parents=True)
+    dump({b"fine_label_names": [f"class{i:03d}".encode() for i in range(100)],
+          b"coarse_label_names": [f"super{i}".encode() for i in range(20)]}, folder / "meta")
+    for split, per_class in (("train", train_per_class), ("test", test_per_class)):
+        images, labels, _ = make_batch(rng, 100 * per_class, num_classes=100)
+        dump({b"filenames": [b"f.png"] * len(labels), b"batch_label": split.encode(), b"fine_labels": [int(v) for v in labels],
+              b"coarse_labels": [int(v) // 5 for v in labels], b"data": to_rows(images)}, folder / split)
+    archive = make_tar(folder, Path(root) / "cifar-100-python.tar.gz")
+    shutil.rmtree(folder)
+    return archive

@@ -19,6 +19,10 @@ import numpy as np
 import pytest
 
 from minibasis import cli, runs
+from minibasis.conv import conv2d, conv2d_input_grad
+from minibasis.layers import dropout, max_pool2d
+from minibasis.mode import reference_mode
+from minibasis.parallel import set_threads
 from minibasis.autodiff import gradient_and_aux, tree_vjp
 from minibasis.files import FolderBusy, folder_lock
 from minibasis.models import create_model
@@ -162,6 +166,13 @@ CLI = [
     # info
     Row("info of an unknown spec", lambda w: ["info", "resnet21"], "spec", "expected a depth 6n + 2"),
     Row("info --num-classes 0", lambda w: ["info", "resnet20", "--num-classes", "0"], "num_classes", "got 0"),
+    Row("info of a 29-digit depth", lambda w: ["info", "resnet99999999999999999999992"], "spec", "a depth ≤ 1202", subprocess=True),
+    Row("info of a shared resnet8", lambda w: ["info", "resnet8-s16u1"], "spec", "one block per stage: no block would use a basis"),
+    Row("info of a CIFAR-100 DoubleShared", lambda w: ["info", "cifar100-resnet34-s16u1"], "spec", "variants of resnet34: original, single, shared_only, non_shared"),
+    Row("info --layers without a spec", lambda w: ["info", "--layers"], "--layers", "expected a model spec to apply to"),
+    Row("info --image-size 0", lambda w: ["info", "imagenet-resnet50", "--image-size", "0"], "image_size", "expected an int ≥ 1, got 0"),
+    Row("train --threads 0", lambda w: ["train", *w.tiny, "--threads", "0"], "threads", "expected an int ≥ 1, got 0"),
+    Row("train --model of a shared resnet8", lambda w: ["train", *w.tiny, "--model", "resnet8-s16u1"], "model", "one block per stage"),
     Row("a command that does not exist", lambda w: ["fly"], "argument {train,eval,info}", "invalid choice: 'fly'"),
 ]
 
@@ -169,7 +180,31 @@ CLI = [
 P, G = {"w": np.zeros((2, 3))}, {"w": np.ones((2, 3))}
 QUIET = dict(quiet=True, print_fn=lambda *a: None)
 
+X, W = np.zeros((1, 2, 5, 5)), np.zeros((3, 2, 3, 3))
+
 LIBRARY = [
+    Row("conv2d stride=1.5", lambda w: conv2d(X, W, stride=1.5), "stride", "expected an int ≥ 1 or a pair of them, got 1.5"),
+    Row("conv2d stride=True", lambda w: conv2d(X, W, stride=True), "stride", "got True"),
+    Row("conv2d padding=None", lambda w: conv2d(X, W, padding=None), "padding", "expected an int ≥ 0 or a pair of them, got None"),
+    Row("conv2d of a 0×0 kernel", lambda w: conv2d(X, np.zeros((3, 2, 0, 0))), "w", "expected a kernel of at least 1×1"),
+    Row("conv2d groups not dividing the channels", lambda w: conv2d(X, np.zeros((3, 1, 3, 3)), groups=2), "groups", "expected a divisor"),
+    Row("conv2d of mixed dtypes", lambda w: conv2d(X.astype(np.float32), W), "w", "expected dtype float32 (that of x; no silent casts), got float64"),
+    Row("conv2d_input_grad of a weight with other channels", lambda w: conv2d_input_grad(np.zeros((1, 3, 3, 3)), np.zeros((3, 4, 3, 3)), x_shape=(1, 2, 5, 5)), "w", "expected 2 input channels"),
+    Row("create_model num_classes=True", lambda w: create_model("resnet20", num_classes=True), "num_classes", "got True"),
+    Row("model.apply of another model's params", lambda w: create_model("resnet8").apply(*create_model("resnet14-s2u1").init(0), np.zeros((1, 3, 8, 8), np.float32), train=False),
+        "params", "expected only the leaves of resnet8, got an unexpected leaf 'shared_basis_1_1.weight'"),
+    Row("model.apply of a float64 input to float32 params", lambda w: create_model("resnet8").apply(*create_model("resnet8").init(0), np.zeros((1, 3, 8, 8)), train=False),
+        "x", "cast the input with x.astype(numpy.float32)"),
+    Row("load_weights of NaN weights", lambda w: load_weights(w.file("w.npz", lambda p: np.savez(p, **w.weights_with(**{"fc.bias": np.full(10, np.nan, np.float32)}))), create_model("resnet8")),
+        "{here}/w.npz", "key 'fc.bias': expected finite values, got 10 NaN/inf"),
+    Row("load_weights of a negative running_var", lambda w: load_weights(w.file("w.npz", lambda p: np.savez(p, **w.weights_with(**{"bn1.running_var": -np.ones(16, np.float32)}))), create_model("resnet8")),
+        "{here}/w.npz", "expected a variance ≥ 0"),
+    Row("load_weights of float32 and float64 arrays", lambda w: load_weights(w.file("w.npz", lambda p: np.savez(p, **w.weights_with(**{"fc.bias": np.zeros(10)}))), create_model("resnet8")),
+        "{here}/w.npz", "expected one floating dtype for all arrays"),
+    Row("max_pool2d padding above half the kernel", lambda w: max_pool2d(X, kernel_size=3, padding=2), "padding", "at most half the kernel"),
+    Row("dropout rate=1.5", lambda w: dropout(X, rate=1.5, rng=np.random.default_rng(0)), "rate", "in [0, 1], got 1.5"),
+    Row("reference_mode('yes')", lambda w: reference_mode("yes").__enter__(), "enabled", "expected True or False, got 'yes'"),
+    Row("set_threads(0)", lambda w: set_threads(0), "threads", "expected an int ≥ 1, got 0"),
     Row("sgd_step lr=-1", lambda w: sgd_step(P, G, lr=-1), "lr", "expected a finite real number ≥ 0, got -1"),
     Row("sgd_step nesterov without momentum", lambda w: sgd_step(P, G, lr=0.1, momentum=0, nesterov=True), "nesterov", "momentum=0.0"),
     Row("sgd_step grads of another shape", lambda w: sgd_step(P, {"w": np.ones(3)}, lr=0.1), "grads['w']", "expected shape (2, 3)"),

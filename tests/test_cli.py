@@ -26,7 +26,7 @@ from minibasis.data import DATASETS, load_cifar, stratified_subset
 from minibasis.models import create_model
 from minibasis.weights import load_weights, save_weights
 
-from cifar_files import write_cifar10_archive
+from cifar_files import write_cifar10_archive, write_cifar100_archive
 from run_files import assert_npz_identical, evaluate_by_hand, files_of, logits_by_hand, read_log, without_timing
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,6 +104,23 @@ def test_info_num_classes(capsys):
     assert f"{853_018 - 650 + 64 * 100 + 100:,}" in total_line(out, "resnet56")
 
 
+def test_info_without_a_spec_lists_the_zoo_with_its_counts(capsys):
+    code, out, err = run(capsys, "info")
+    assert code == 0 and err == ""
+    rows = {line.split()[0]: line.replace(",", "") for line in out.splitlines() if line.split() and line.split()[0].count("-") >= 1}
+    for spec, params, macs in (("imagenet-resnet50-shared++", 18_262_056, 4_089_184_256), ("cifar100-resnet34-single-s32u1", 7_726_676, 772_524_032),
+                               ("imagenet-mobilenetv2-shared++", 2_978_905, 313_621_120), ("resnet56-s16u1", 319_226, 145_932_928)):
+        assert str(params) in rows[spec] and str(macs) in rows[spec], rows.get(spec)
+
+
+def test_info_counts_macs_at_another_image_size(capsys):
+    code, out, _ = run(capsys, "info", "imagenet-resnet50-shared++", "--image-size", 64)
+    assert code == 0
+    assert "335,691,776" in total_line(out, "imagenet-resnet50-shared++")  # the golden file's macs_at_input
+    code, _, err = run(capsys, "info", "--layers")
+    assert code == 1 and err.startswith("minibasis info: error: --layers: expected a model spec")
+
+
 @pytest.mark.parametrize("spec", ["resnet9", "resnet56-x", "vgg16"])
 def test_info_invalid_spec(capsys, spec):
     code, out, err = run(capsys, "info", spec)
@@ -162,7 +179,8 @@ def help_entries(text):
                "--schedule": "step", "--out": "runs/MODEL", "--progress-every": "5.0", "--device": "cpu",
                "--dataset": "cifar10", "--lam": "10 for the shared variants, 0 for the original and NonShared"}),
     ("eval", {"--test-size": "0", "--batch-size": "500", "--progress-every": "5.0", "--dataset": "cifar10"}),
-    ("info", {"--num-classes": "10"}),
+    ("info", {"--num-classes": "10, 100 or 1000 by the spec's dataset", "--image-size": "32 for CIFAR, 224 for ImageNet",
+              "--threads": "the cores this process may use"}),
 ])
 def test_help_shows_every_default(sub, expected):
     """Issue 16.2: every option's help ends with its default (before, --epochs, --lr and most
@@ -494,3 +512,51 @@ def test_two_processes_cannot_train_into_one_folder_and_ctrl_c_is_one_line(tiny_
     assert code == 0
     assert runs.load_checkpoint(out / "checkpoint.npz", create_model("resnet8")).epoch == epoch + 1
     assert [r["epoch"] for r in read_log(out)] == list(range(1, epoch + 2))
+
+
+# ----------------------------------------------------------------------------- the zoo, threads
+
+
+@pytest.mark.slow
+def test_train_and_eval_a_cifar100_model_on_the_official_cifar100_layout(tmp_path, capsys):
+    """The CIFAR-100 SingleShared ResNet34 of the paper on a tiny archive in the official
+    ``cifar-100-python`` layout (100 training and 100 test images): one epoch, then eval."""
+    archive = write_cifar100_archive(tmp_path / "data", train_per_class=1, test_per_class=1, seed=0)
+    out = tmp_path / "run"
+    code, stdout, err = run(capsys, "train", "--dataset", "cifar100", "--model", "cifar100-resnet34-single-s32u1", "--data", archive,
+                            "--train-size", 0, "--test-size", 0, "--epochs", 1, "--batch-size", 50, "--out", out, "--quiet")
+    assert code == 0, err
+    (record,) = read_log(out)
+    assert record["epoch"] == 1 and 0 <= record["test_acc"] <= 1 and record["orthogonality"] > 0
+    model = create_model("cifar100-resnet34-single-s32u1")
+    assert model.spec.num_classes == 100
+    with np.load(out / "weights.npz") as f:
+        assert f["fc.weight"].shape == (100, 512) and "layer3.5.shared_basis.weight" in f.files
+    load_weights(out / "weights.npz", model)
+    code, stdout, err = run(capsys, "eval", out / "weights.npz", "--dataset", "cifar100", "--data", archive, "--quiet")
+    assert code == 0, err
+    assert json.loads(stdout)["test_acc"] == pytest.approx(record["test_acc"])
+
+
+def test_runs_are_bit_identical_whatever_the_worker_count_also_across_a_resume(tiny_run, tmp_path, capsys):
+    """Issue 15: the same seed gives the same files with 1 or 3 workers, and a run interrupted
+    with 3 workers and resumed with 1 ends as an uninterrupted one."""
+    archive = tiny_run[0]
+    options = ["--data", archive, "--model", "resnet14-s2u1", "--train-size", 20, "--test-size", 10, "--epochs", 2, "--batch-size", 10, "--quiet"]
+    for threads in (1, 3):
+        assert run(capsys, "train", *options, "--threads", threads, "--out", tmp_path / f"t{threads}")[0] == 0
+    assert run(capsys, "train", *options, "--threads", 3, "--stop-after", 1, "--out", tmp_path / "resumed")[0] == 0
+    assert run(capsys, "train", *options, "--threads", 1, "--resume", "--out", tmp_path / "resumed")[0] == 0
+    for other in ("t3", "resumed"):
+        assert_npz_identical(tmp_path / "t1" / "weights.npz", tmp_path / other / "weights.npz")
+        assert without_timing(read_log(tmp_path / "t1")) == without_timing(read_log(tmp_path / other))
+
+
+def test_a_mobilenet_run_with_dropout_resumes_bit_identically(tiny_run, tmp_path, capsys):
+    """MobileNetV2's dropout draws its masks from the run's RNG (saved in every checkpoint)."""
+    options = ["--data", tiny_run[0], "--model", "imagenet-mobilenetv2-shared++", "--train-size", 20, "--test-size", 10,
+               "--epochs", 2, "--batch-size", 10, "--quiet"]
+    assert run(capsys, "train", *options, "--out", tmp_path / "straight")[0] == 0
+    assert run(capsys, "train", *options, "--stop-after", 1, "--out", tmp_path / "resumed")[0] == 0
+    assert run(capsys, "train", *options, "--resume", "--out", tmp_path / "resumed")[0] == 0
+    assert_npz_identical(tmp_path / "straight" / "checkpoint.npz", tmp_path / "resumed" / "checkpoint.npz")
