@@ -40,7 +40,9 @@ def machine(dtype, repeat=5):
             if i["user_api"] == "blas"
         )
     except ImportError:
-        blas = "unknown (pip install threadpoolctl)"
+        from minibasis.parallel import pin_blas
+
+        blas = f"{', '.join(pin_blas()) or 'unknown'} (set to 1 thread by minibasis; pip install threadpoolctl for its version)"
     n = 1024
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((n, n)).astype(dtype), rng.standard_normal((n, n)).astype(dtype)
