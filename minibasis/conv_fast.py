@@ -146,12 +146,6 @@ def _each(device, fn, pieces):
     return [fn(piece) for piece in pieces]
 
 
-def _image_slices(count, pieces=8):
-    """The batch in up to ``pieces`` slices (1×1 convolutions: no im2col to size chunks by)."""
-    size = -(-count // pieces) if count else 1
-    return [slice(start, min(start + size, count)) for start in range(0, count, size)]
-
-
 def _sum_in_order(partials, like):
     """Σ partials, added in the pieces' order (the same sum whatever thread made which)."""
     total = like
@@ -170,7 +164,7 @@ def _correlate(x, w, stride, padding, device):
         def run(part):
             y[part] = geo.xp.matmul(w_mat, x[part].reshape(-1, geo.C, geo.H * geo.W)).reshape(-1, geo.O, geo.Ho, geo.Wo)
 
-        _each(device, run, _image_slices(geo.N))
+        _each(device, run, parallel.slices(geo.N, x.size + y.size))  # 1×1: no im2col to size chunks by
         return y
 
     def run(part):
@@ -217,7 +211,7 @@ def _weight_grad(x, dy, w_shape, stride, padding, device):
         def partial(part):
             return geo.xp.matmul(dy[part].reshape(-1, geo.O, pixels), x[part].reshape(-1, geo.C, pixels).transpose(0, 2, 1)).sum(axis=0)
 
-        partials = _each(device, partial, _image_slices(geo.N))
+        partials = _each(device, partial, parallel.slices(geo.N, x.size + dy.size))
         return _sum_in_order(partials, geo.xp.zeros((geo.O, geo.C), dtype=x.dtype)).reshape(w_shape)
 
     def partial(part):  # (K, n·L) @ (n·L, O): the faster order
@@ -257,77 +251,76 @@ def both_grads(x, w, dy, padding, device):
 
 
 # ---- depthwise (one input channel per group) ----------------------------------------------
+# Computed channels-last, (N, H, W, C): each of the kh·kw shifted multiply-adds then runs along
+# the contiguous channel axis, not along rows of a few pixels (MobileNetV2's late stages are 2×2
+# to 8×8 maps of 384–960 channels). Pieces are ranges of images.
 
 
-def _depthwise_windows(x, w_shape, stride, padding, xp):
-    """[(i, j, window)]: the padded input seen from kernel offset (i, j), each input channel
-    repeated for its ``M = O/C`` outputs: ``window[n, o, a, b] = xpad[n, o // M, a·sh + i, b·sw + j]``."""
-    O, _, kh, kw = w_shape
-    (sh, sw), (ph, pw) = stride, padding
-    N, C, H, W = x.shape
-    Ho, Wo = output_size(H, kh, sh, ph), output_size(W, kw, sw, pw)
-    xpad = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-    if O != C:
-        xpad = xp.repeat(xpad, O // C, axis=1)
-    return [(i, j, xpad[:, :, i : i + sh * Ho : sh, j : j + sw * Wo : sw]) for i in range(kh) for j in range(kw)]
+def _channels_last_padded(x, padding, multiplier, xp):
+    """x: (n, C, H, W) -> zero-padded (n, H + 2ph, W + 2pw, C·M), each channel repeated for its M outputs."""
+    (ph, pw) = padding
+    xpad = xp.zeros((x.shape[0], x.shape[2] + 2 * ph, x.shape[3] + 2 * pw, x.shape[1]), dtype=x.dtype)
+    xpad[:, ph : ph + x.shape[2], pw : pw + x.shape[3]] = x.transpose(0, 2, 3, 1)
+    return xp.repeat(xpad, multiplier, axis=3) if multiplier > 1 else xpad
 
 
-def _by_channels(fn, device, channels, multiplier):
-    """``fn(input channels, output channels)`` over fixed ranges of the input channels (each
-    feeds its own ``multiplier`` outputs), spread over the workers."""
-    ranges = parallel.channel_slices(channels)
-    return _each(device, lambda c: fn(c, slice(c.start * multiplier, c.stop * multiplier)), ranges)
+def _offsets(w_shape, stride, out_size):
+    """(k, the rows and columns of the padded input that kernel offset k = (i, j) reads)."""
+    (sh, sw), (Ho, Wo) = stride, out_size
+    return [(i * w_shape[3] + j, slice(i, i + sh * Ho, sh), slice(j, j + sw * Wo, sw)) for i in range(w_shape[2]) for j in range(w_shape[3])]
+
+
+def _taps(w):
+    """(kh·kw, O): the weight of each kernel offset for every channel, contiguous (broadcast along C)."""
+    return w.reshape(w.shape[0], -1).T.copy()
 
 
 def _depthwise(x, w, stride, padding, device):
     """y[n, o] = Σ_{i,j} w[o, 0, i, j] · xpad[n, o // M, i::sh, j::sw]: kh·kw multiply-adds."""
-    xp = device.xp
-    O, C = w.shape[0], x.shape[1]
-    Ho, Wo = (output_size(s, k, st, p) for s, k, st, p in zip(x.shape[2:], w.shape[2:], stride, padding))
-    y = xp.empty((x.shape[0], O, Ho, Wo), dtype=x.dtype)
+    xp, O, C = device.xp, w.shape[0], x.shape[1]
+    out_size = tuple(output_size(s, k, st, p) for s, k, st, p in zip(x.shape[2:], w.shape[2:], stride, padding))
+    y, taps = xp.empty((x.shape[0], O) + out_size, dtype=x.dtype), _taps(w)
 
-    def run(cs, os):
-        windows = _depthwise_windows(x[:, cs], w[os].shape, stride, padding, xp)
-        y[:, os] = 0
-        for i, j, window in windows:
-            y[:, os] += w[os, 0, i, j][None, :, None, None] * window
+    def run(images):
+        xpad = _channels_last_padded(x[images], padding, O // C, xp)
+        out = xp.zeros((xpad.shape[0],) + out_size + (O,), dtype=x.dtype)
+        for k, rows, cols in _offsets(w.shape, stride, out_size):
+            out += taps[k] * xpad[:, rows, cols]
+        y[images] = out.transpose(0, 3, 1, 2)
 
-    _by_channels(run, device, C, O // C)
+    _each(device, run, parallel.slices(x.shape[0], x.size + y.size))
     return y
 
 
 def _depthwise_input_grad(dy, w, x_shape, stride, padding, device):
     """dx: each offset's w·dy added back where its window came from (the adjoint of the shifts)."""
-    xp = device.xp
-    O, _, kh, kw = w.shape
-    (sh, sw), (ph, pw) = stride, padding
-    N, C, H, W = x_shape
-    Ho, Wo = dy.shape[2:]
-    dx = xp.empty(tuple(x_shape), dtype=dy.dtype)
+    xp, (O, _, kh, kw), (N, C, H, W), (ph, pw) = device.xp, w.shape, x_shape, padding
+    dx, taps = xp.empty(tuple(x_shape), dtype=dy.dtype), _taps(w)
 
-    def run(cs, os):
-        dxpad = xp.zeros((N, os.stop - os.start, H + 2 * ph, W + 2 * pw), dtype=dy.dtype)
-        for i in range(kh):
-            for j in range(kw):
-                dxpad[:, :, i : i + sh * Ho : sh, j : j + sw * Wo : sw] += w[os, 0, i, j][None, :, None, None] * dy[:, os]
+    def run(images):
+        g = xp.ascontiguousarray(dy[images].transpose(0, 2, 3, 1))  # (n, Ho, Wo, O)
+        dxpad = xp.zeros((g.shape[0], H + 2 * ph, W + 2 * pw, O), dtype=dy.dtype)
+        for k, rows, cols in _offsets(w.shape, stride, dy.shape[2:]):
+            dxpad[:, rows, cols] += taps[k] * g
         if O != C:  # an input channel feeds M outputs: sum their gradients
-            dxpad = dxpad.reshape(N, cs.stop - cs.start, O // C, *dxpad.shape[2:]).sum(axis=2)
-        dx[:, cs] = dxpad[:, :, ph : ph + H, pw : pw + W]
+            dxpad = dxpad.reshape(dxpad.shape[:3] + (C, O // C)).sum(axis=4)
+        dx[images] = dxpad[:, ph : ph + H, pw : pw + W].transpose(0, 3, 1, 2)
 
-    _by_channels(run, device, C, O // C)
+    _each(device, run, parallel.slices(N, dy.size + dx.size))
     return dx
 
 
 def _depthwise_weight_grad(x, dy, w_shape, stride, padding, device):
-    """dw[o, 0, i, j] = Σ_{n,a,b} dy[n, o, a, b] · window_ij[n, o, a, b]."""
-    dw = device.xp.empty(w_shape, dtype=x.dtype)
+    """dw[o, 0, i, j] = Σ_{n,a,b} dy[n, o, a, b] · xpad[n, o // M, a·sh + i, b·sw + j]."""
+    xp, O, C = device.xp, w_shape[0], x.shape[1]
 
-    def run(cs, os):
-        for i, j, window in _depthwise_windows(x[:, cs], (os.stop - os.start,) + tuple(w_shape[1:]), stride, padding, device.xp):
-            dw[os, 0, i, j] = (dy[:, os] * window).sum(axis=(0, 2, 3))
+    def partial(images):  # the images' part of dw, (O, kh·kw)
+        xpad = _channels_last_padded(x[images], padding, O // C, xp)
+        g = xp.ascontiguousarray(dy[images].transpose(0, 2, 3, 1))
+        return xp.stack([(g * xpad[:, rows, cols]).sum(axis=(0, 1, 2)) for _, rows, cols in _offsets(w_shape, stride, dy.shape[2:])], axis=1)
 
-    _by_channels(run, device, x.shape[1], w_shape[0] // x.shape[1])
-    return dw
+    partials = _each(device, partial, parallel.slices(x.shape[0], x.size + dy.size))
+    return _sum_in_order(partials, xp.zeros((O, w_shape[2] * w_shape[3]), dtype=x.dtype)).reshape(w_shape)
 
 
 # ---- the three maps, dispatched on groups --------------------------------------------------

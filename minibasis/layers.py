@@ -93,7 +93,7 @@ def _channel_stats(x):
         centered = flat - mean[None, :, None]
         return mean, np.einsum("ncp,ncp->c", centered, centered) / n
 
-    parts = parallel.for_each(stats, parallel.channel_slices(C))
+    parts = parallel.for_each(stats, parallel.slices(C, x.size))
     return np.concatenate([m for m, _ in parts]).astype(x.dtype), np.concatenate([v for _, v in parts]).astype(x.dtype)
 
 
@@ -117,7 +117,7 @@ def batch_norm_train(x, weight, bias, /, *, eps=BN_EPS, relu=False, stats=None):
         if relu:
             np.maximum(out, 0, out=out)
 
-    parallel.for_each(normalise, parallel.channel_slices(x.shape[1]))
+    parallel.for_each(normalise, parallel.slices(x.shape[1], x.size))
     return y
 
 
@@ -160,7 +160,7 @@ def _batch_norm_train_vjp_in_place(argnums, g, x, weight, eps, stats):
             dx[:, c] = centered.reshape(N, count, *x.shape[2:])
         return sum_gx, sum_g
 
-    parts = parallel.for_each(channels, parallel.channel_slices(C))
+    parts = parallel.for_each(channels, parallel.slices(C, x.size))
     grads = {0: dx, 1: np.concatenate([a for a, _ in parts]), 2: np.concatenate([b for _, b in parts])}
     return tuple(grads[i] for i in argnums)
 

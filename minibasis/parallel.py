@@ -70,10 +70,17 @@ def for_each(fn, pieces):
     return list(pool.map(fn, pieces))
 
 
-def channel_slices(channels, pieces=16):
-    """Up to ``pieces`` contiguous channel ranges: a split that depends on ``channels`` alone."""
-    size = -(-channels // pieces)
-    return [slice(start, min(start + size, channels)) for start in range(0, channels, size)]
+PIECE_ELEMENTS = 2**16  # a piece smaller than this costs more to hand to a thread than to compute
+MAX_PIECES = 16
+
+
+def slices(count, elements):
+    """``range(count)`` (images, channels) cut into contiguous ranges, as many as ``elements``
+    (the values the work touches) allows at ``PIECE_ELEMENTS`` each, at most ``MAX_PIECES``:
+    a split that depends on the shapes alone, so small arrays make one piece, run inline."""
+    pieces = max(1, min(MAX_PIECES, count, elements // PIECE_ELEMENTS))
+    size = -(-count // pieces) if count else 1
+    return [slice(start, min(start + size, count)) for start in range(0, count, size)]
 
 
 def _keep_freed_memory():
