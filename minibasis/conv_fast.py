@@ -159,10 +159,10 @@ def _correlate(x, w, stride, padding, device):
     geo = Geometry(x.shape, w.shape, stride, padding, device)
     w_mat = w.reshape(geo.O, geo.K)
     y = geo.xp.empty((geo.N, geo.O, geo.Ho, geo.Wo), dtype=x.dtype)
-    if geo.pointwise:  # y[n] = W · x[n], batched over images, in NCHW (no transposes)
+    if geo.pointwise:  # y[n] = W · x[n]
 
         def run(part):
-            y[part] = geo.xp.matmul(w_mat, x[part].reshape(-1, geo.C, geo.H * geo.W)).reshape(-1, geo.O, geo.Ho, geo.Wo)
+            y[part] = _channel_major(geo, x[part], lambda x_cm: w_mat @ x_cm, geo.O)
 
         _each(device, run, parallel.slices(geo.N, x.size + y.size))  # 1×1: no im2col to size chunks by
         return y
@@ -172,6 +172,24 @@ def _correlate(x, w, stride, padding, device):
 
     _each(device, run, geo.chunks())
     return y
+
+
+BATCHED_PIXELS = 256  # a 1×1 conv of maps this large runs one GEMM per image; smaller, one GEMM in all
+
+
+def _as_channel_major(a):
+    """(n, C, H, W) -> (C, n·H·W)."""
+    return a.transpose(1, 0, 2, 3).reshape(a.shape[1], -1)
+
+
+def _channel_major(geo, x, product, rows):
+    """A 1×1 map ``product`` (C × pixels -> rows × pixels) of x: (n, C, H, W) -> (n, rows, H, W).
+    Large maps: one GEMM per image, in NCHW; small ones (the late stages of the ImageNet
+    models, 2×2 to 8×8): one GEMM over every pixel of every image, in channel-major layout."""
+    if geo.H * geo.W >= BATCHED_PIXELS:  # (rows, C) @ (n, C, H·W): a GEMM per image
+        return product(x.reshape(x.shape[0], geo.C, -1)).reshape(x.shape[0], rows, geo.H, geo.W)
+    out = product(_as_channel_major(x))  # (rows, n·H·W)
+    return out.reshape(rows, x.shape[0], geo.H, geo.W).transpose(1, 0, 2, 3)
 
 
 def _flipped(w, padding):
@@ -206,10 +224,12 @@ def _weight_grad(x, dy, w_shape, stride, padding, device):
     """dw = ∂⟨dy, x ⋆ w⟩/∂w = Σ_chunks wide(dy) · im2col(x)ᵀ."""
     geo = Geometry(x.shape, w_shape, stride, padding, device)
     if geo.pointwise:  # dW = Σ_n dy[n] · x[n]ᵀ
-        pixels = geo.H * geo.W
 
         def partial(part):
-            return geo.xp.matmul(dy[part].reshape(-1, geo.O, pixels), x[part].reshape(-1, geo.C, pixels).transpose(0, 2, 1)).sum(axis=0)
+            if geo.H * geo.W >= BATCHED_PIXELS:
+                pixels = geo.H * geo.W
+                return geo.xp.matmul(dy[part].reshape(-1, geo.O, pixels), x[part].reshape(-1, geo.C, pixels).transpose(0, 2, 1)).sum(axis=0)
+            return _as_channel_major(dy[part]) @ _as_channel_major(x[part]).T  # (O, n·H·W) @ (n·H·W, C)
 
         partials = _each(device, partial, parallel.slices(geo.N, x.size + dy.size))
         return _sum_in_order(partials, geo.xp.zeros((geo.O, geo.C), dtype=x.dtype)).reshape(w_shape)

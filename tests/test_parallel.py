@@ -57,7 +57,8 @@ def test_training_steps_are_bit_identical_with_1_2_and_3_workers(workers, spec, 
     [
         ((9, 5, 12, 12), (6, 5, 3, 3), dict(padding=1)),  # several chunks, the fused first-order VJP
         ((9, 5, 12, 12), (6, 5, 3, 3), dict(stride=2, padding=1)),  # col2im input gradient
-        ((9, 40, 6, 6), (24, 40, 1, 1), {}),  # 1×1 over image slices
+        ((9, 40, 6, 6), (24, 40, 1, 1), {}),  # 1×1 on small maps: one channel-major GEMM per piece
+        ((9, 20, 17, 16), (12, 20, 1, 1), {}),  # 1×1 on large maps: a GEMM per image
         ((5, 32, 9, 9), (32, 1, 3, 3), dict(stride=2, padding=1, groups=32)),  # depthwise over channel ranges
         ((5, 8, 9, 9), (16, 1, 3, 3), dict(padding=1, groups=8)),  # depthwise, 2 outputs per channel
     ],
