@@ -139,10 +139,10 @@ def run(name, config):
     print(f"--- {name}{' (resuming)' if resume else ''} -> {out_dir}")
     start = time.perf_counter()
     try:  # a fresh run replaces what an earlier run left in this scratch folder (overwrite)
-        records = train(config, out_dir, data_path=ARCHIVE, resume=resume, overwrite=not resume, quiet=True)
+        records = train(config, out_dir, data_path=ARCHIVE, resume=resume, overwrite=not resume)  # progress on stderr
     except ValueError as error:  # a checkpoint from a different configuration: start afresh
         print(f"cannot resume ({error}); starting afresh")
-        records = train(config, out_dir, data_path=ARCHIVE, overwrite=True, quiet=True)
+        records = train(config, out_dir, data_path=ARCHIVE, overwrite=True)
     return {"records": records, "seconds": time.perf_counter() - start, "out_dir": out_dir}
 
 
