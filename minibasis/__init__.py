@@ -1,6 +1,16 @@
 """minibasis: a reference implementation of shared filter bases for ConvNets in NumPy + autograd.
 
 Kim & Kang, "Learning Shared Filter Bases for Efficient ConvNets" (arXiv 2006.05066).
+
+Layers, low to high (a module imports only from below): kernels (``conv``, ``layers``, with
+``conv_reference``/``conv_fast``, ``mode``, ``parallel``, ``backend``), the method (``basis``),
+the models (``models/``), files (``weights``, ``files``), data (``data/``), training
+(``autodiff``, ``optim``, ``train``, ``runs``, ``progress``), the command (``cli``), and
+checking (``testing``, ``oracle``, ``debug``, ``torch_reference``).
+
+Conventions, in every module: ``anp`` is ``autograd.numpy`` (what autograd traces), ``np`` is
+plain NumPy; arrays are NCHW, conv weights OIHW, linear weights (out, in); argument checks come
+from ``checks`` and read ``name: expected …, got …``.
 """
 
 from .conv import col2im, conv2d, conv2d_input_grad, conv2d_weight_grad, im2col
