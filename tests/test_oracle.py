@@ -2,8 +2,6 @@
 authors' own numbers (the golden files in ../shared/data/golden, computed by their PyTorch
 classes; see its README.md) or minibasis itself."""
 
-from pathlib import Path
-
 import autograd
 import numpy as np
 import pytest
@@ -26,14 +24,10 @@ from minibasis.oracle import (
 from minibasis.tree import flatten, unflatten
 from minibasis.weights import from_state_dict, save_weights
 
-GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "golden"
-# golden file -> minibasis spec, for the CIFAR-10 models minibasis builds
-GOLDEN_SPECS = {
-    "cifar10-ResNet20": "resnet20",
-    "cifar10-ResNet32_DoubleShared-s16u1": "resnet32-s16u1",
-    "cifar10-ResNet32_SingleShared-s16u1": "resnet32-single-s16u1",
-    "cifar10-ResNet32_SharedOnly-s16": "resnet32-s16u0",
-}
+from golden import GOLDEN, SPECS, golden_state_dict
+
+# golden file -> minibasis spec, for the CIFAR-10 models used here
+GOLDEN_SPECS = {stem: SPECS[stem] for stem in ("cifar10-ResNet20", "cifar10-ResNet32_DoubleShared-s16u1", "cifar10-ResNet32_SingleShared-s16u1", "cifar10-ResNet32_SharedOnly-s16")}
 SHARED_GOLDEN = [name for name in GOLDEN_SPECS if "Shared" in name]
 
 
@@ -42,30 +36,6 @@ def golden(name):
     if not path.exists():
         pytest.skip(f"golden file not found at {path}")
     return np.load(path)
-
-
-def golden_state_dict(f):
-    """The weight rule of the golden README, as written there."""
-    seed, shapes, sd = int(f["seed"]), f["shapes"], {}
-    for j, (k, o, kind) in enumerate(zip(f["keys"].tolist(), f["owners"].tolist(), f["kinds"].tolist())):
-        shape = tuple(int(d) for d in shapes[j] if d >= 0)
-        if o != k:
-            sd[k] = sd[o]
-            continue
-        if kind == "bn_num_batches_tracked":
-            sd[k] = np.zeros(shape, np.int64)
-            continue
-        z = np.random.default_rng([seed, j]).standard_normal(shape)
-        assert np.array_equal(z.reshape(-1)[:4], f["fingerprint:" + k]), k
-        if kind in ("conv_weight", "linear_weight"):
-            sd[k] = z * np.sqrt(2 / np.prod(shape[1:]))
-        elif kind == "bn_weight":
-            sd[k] = 1 + 0.1 * z
-        elif kind == "bn_running_var":
-            sd[k] = 1 + 0.1 * z**2
-        else:
-            sd[k] = 0.1 * z
-    return sd
 
 
 def parameter_style(f, arrays):
