@@ -21,13 +21,12 @@
 # below comes with its binomial standard error √(p(1 − p)/n) for n test images (≈ 1.6 points
 # at n = 1,000), and with `MINIBASIS_SEEDS=k` the tutorial repeats the three runs for seeds
 # 0 … k−1 and reports mean ± standard error over the seeds. Full mode runs **one seed** by
-# default (k × 14 minutes otherwise); fast mode runs 2 seeds at tiny size. Only what holds for
+# default (k × 15 minutes otherwise); fast mode runs 2 seeds at tiny size. Only what holds for
 # every seed is asserted.
 #
 # **Time.** Full mode trains 3 × 30,000 images (plus 3 × 6 test passes over 1,000) per seed:
-# about **14 minutes** on an idle 2-core machine (measured: 843 s; `resnet20` ~125 images/s,
-# `resnet20-s16u1` ~118 images/s). Two jobs sharing the two cores make multithreaded OpenBLAS
-# many times slower. Fast mode (`MINIBASIS_FAST=1`: `resnet14` vs. `resnet14-s2u1`, 40
+# about **15 minutes** on an idle 2-core machine (measured: 915 s; `resnet20` ~125 images/s,
+# `resnet20-s16u1` ~100 images/s). Another busy job on the cores slows it by about 1.5×. Fast mode (`MINIBASIS_FAST=1`: `resnet14` vs. `resnet14-s2u1`, 40
 # training images, 1 epoch, 2 seeds) takes about 30 s. The runs live in
 # `$TMPDIR/minibasis-tutorial-06/`; an interrupted full run resumes where it stopped when you
 # start the script again.
