@@ -142,8 +142,10 @@ def orthogonal(rng, shape, dtype=np.float32):
 
 def orthogonal_bases(rng, count, shape, dtype=np.float32):
     """``count`` bases of ``shape``, jointly orthogonal: one (count·s, C·k·k) orthogonal
-    matrix split into ``count`` parts, so the bases are orthogonal to each other too (the
-    authors initialise a stage's two shared bases this way in their DoubleShared models)."""
+    matrix split into ``count`` parts (the authors initialise a stage's two shared bases this way
+    in their DoubleShared models). While count·s ≤ C·k·k all rows are orthonormal, so the bases
+    are orthogonal to each other too; beyond, only the joint matrix's columns are (as in
+    :func:`orthogonal`), and the rows are only nearly orthonormal."""
     joint = orthogonal(rng, (count * shape[0],) + tuple(shape[1:]), dtype)
     return [joint[i * shape[0] : (i + 1) * shape[0]] for i in range(count)]
 

@@ -13,7 +13,7 @@ plain NumPy (constants, masks, statistics that are not differentiated).
 
 import autograd.numpy as anp
 import numpy as np
-from autograd.extend import defvjp_argnums, primitive
+from autograd.extend import defjvp, defvjp_argnums, primitive
 from autograd.tracer import getval, isbox
 
 from . import checks, parallel
@@ -181,6 +181,28 @@ def _batch_norm_train_vjp_traceable(argnums, g, x, weight, eps):
 defvjp_argnums(batch_norm_train, _batch_norm_train_vjp)
 
 
+def _batch_norm_train_jvp(argnum):
+    """Forward mode: the derivative of the output along a tangent t of one argument, as
+    ``autograd.numpy`` formulas (so forward mode works to any order too):
+    x: weight/σ̂·(t − mean(t) − x̂·mean(t·x̂)); weight: t·x̂; bias: t (times [y > 0] with ReLU)."""
+
+    def jvp(t, y, x, weight, bias, eps=BN_EPS, relu=False, stats=None):
+        mean = _mean(x, _CHANNELS)[None, :, None, None]
+        inv_std = 1 / anp.sqrt(_mean((x - mean) ** 2, _CHANNELS) + eps)[None, :, None, None]
+        x_hat = (x - mean) * inv_std
+        if argnum == 0:
+            mean_t, mean_tx = _mean(t, _CHANNELS)[None, :, None, None], _mean(t * x_hat, _CHANNELS)[None, :, None, None]
+            out = weight[None, :, None, None] * inv_std * (t - mean_t - x_hat * mean_tx)
+        else:
+            out = t[None, :, None, None] * (x_hat if argnum == 1 else anp.ones_like(x_hat))
+        return out * (getval(y) > 0) if relu else out
+
+    return jvp
+
+
+defjvp(batch_norm_train, *(_batch_norm_train_jvp(argnum) for argnum in range(3)))
+
+
 def batch_norm_state(channels, dtype=np.float32):
     """Fresh BN state: running_mean 0, running_var 1, num_batches_tracked 0 (as PyTorch)."""
     return {
@@ -200,8 +222,10 @@ _relu = relu  # for batch_norm, whose flag of the same name hides this function
 
 
 def relu6(x, /):
-    """ReLU6(x) = min(max(x, 0), 6) = relu(x) − relu(x − 6) (MobileNetV2)."""
-    return relu(x) - relu(x - 6)
+    """ReLU6(x) = min(max(x, 0), 6) (MobileNetV2): x where 0 < x < 6, 6 from 6 up; the
+    derivative is 0 at 0 and at 6, as PyTorch's."""
+    value = getval(x)
+    return x * ((value > 0) & (value < 6)) + (value >= 6) * value.dtype.type(6)
 
 
 def sigmoid(x, /):
@@ -245,6 +269,8 @@ def dropout(x, /, *, rate, rng=None):
     rate = checks.real("rate", rate, 0, 1)
     if rng is None or rate == 0:
         return x
+    if rate == 1:  # every value dropped (no 0/0)
+        return x * 0
     if not isinstance(rng, np.random.Generator):
         checks.fail("rng", "None or a numpy.random.Generator", type(rng).__name__, TypeError)
     keep = rng.random(x.shape) >= rate

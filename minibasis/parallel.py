@@ -7,7 +7,8 @@ so results depended on the machine. minibasis instead pins numpy's BLAS to one t
 splits each kernel into pieces whose boundaries depend only on the shapes (images per chunk
 for the convolutions, channels for batch norm), never on how many workers run them; partial
 sums are added in piece order. So the same seed gives bit-identical results with 1 worker or
-16, and on any machine with the same NumPy.
+16 (on one machine: NumPy's OpenBLAS picks its GEMM kernels by CPU type, so another CPU, or
+another NumPy, may round differently).
 
     minibasis.set_threads(2)     # or `minibasis … --threads 2`; default: the cores this process may use
 
@@ -39,12 +40,25 @@ _state = {"threads": available_cores(), "pool": None, "blas": None}
 _lock = threading.Lock()
 
 
+def _forget_pool_in_child():
+    """A forked child inherits the pool object but not its threads: it must make its own."""
+    global _lock
+    _lock = threading.Lock()
+    _state["pool"] = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool_in_child)
+
+
 def set_threads(count):
-    """Run minibasis' kernels on ``count`` worker threads (1: in the calling thread only)."""
+    """Run minibasis' kernels on ``count`` worker threads (1: in the calling thread only).
+
+    Safe while other threads run kernels: the next kernel makes a pool of the new size, and the
+    old pool's threads end once nothing uses it any more (no shutdown that could cut a kernel short)."""
     count = checks.integer("threads", count, 1)
     with _lock:
-        if _state["pool"] is not None and count != _state["threads"]:
-            _state["pool"].shutdown(wait=True)
+        if count != _state["threads"]:
             _state["pool"] = None
         _state["threads"] = count
     return count
@@ -90,7 +104,8 @@ def _keep_freed_memory():
     serves those from fresh mmaps and unmaps them when freed, so every use page-faults anew, and
     the page faults of several threads queue on one kernel lock: measured, a 2-worker step of
     resnet56 ran ~10 % slower. Raising the mmap and trim thresholds recycles the blocks instead
-    (the process then keeps its peak memory until it exits)."""
+    (the process then keeps its peak memory until it exits: a side effect on the whole process,
+    said in the README)."""
     if _state.get("malloc") is not None:
         return
     _state["malloc"] = False

@@ -3,8 +3,9 @@
 PyTorch lists a module reused by several blocks once per owner, so a shared basis appears under
 its own name (``shared_basis_1_1.weight``) and again under every block that uses it
 (``layer1.1.shared_basis_1.weight``). Saving writes those copies; loading checks that they are
-identical and keeps one array. So ``torch_model.load_state_dict(dict(np.load(f)), strict=True)``
-accepts a minibasis file, and minibasis loads the authors' checkpoints. No pickle.
+identical and keeps one array. So ``torch_model.load_state_dict({k: torch.from_numpy(v) for k, v in
+np.load(f).items()}, strict=True)`` accepts a minibasis file, and minibasis loads the authors'
+checkpoints. No pickle.
 """
 
 import zipfile

@@ -1,11 +1,13 @@
 """Kernels on several worker threads: bit-identical results whatever the number of workers,
 and still equal to the reference forms."""
 
+import dataclasses
+
 import autograd
 import numpy as np
 import pytest
 
-from minibasis import parallel
+from minibasis import backend, parallel
 from minibasis.autodiff import gradient_and_aux
 from minibasis.conv import conv2d, conv2d_input_grad, conv2d_weight_grad
 from minibasis.layers import batch_norm, batch_norm_state
@@ -22,6 +24,25 @@ def workers():
     before = parallel.threads()
     yield parallel.set_threads
     parallel.set_threads(before)
+
+
+@pytest.fixture
+def many_pieces(monkeypatch):
+    """Every kernel split as finely as it can be (these test arrays are far below the size at
+    which work is handed to threads) and convolutions in chunks of an image or two; yields the
+    largest number of pieces each kernel was split into, to show the splits happened."""
+    monkeypatch.setattr(parallel, "PIECE_ELEMENTS", 1)
+    largest, for_each = {}, parallel.for_each
+
+    def counting(fn, pieces):
+        pieces = list(pieces)
+        name = fn.__qualname__.split(".<locals>")[0]
+        largest[name] = max(largest.get(name, 0), len(pieces))
+        return for_each(fn, pieces)
+
+    monkeypatch.setattr(parallel, "for_each", counting)
+    with backend.use(dataclasses.replace(backend.CPU, chunk_bytes=2**15)):
+        yield largest
 
 
 def two_training_steps(spec, dtype):
@@ -41,11 +62,15 @@ def two_training_steps(spec, dtype):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("spec", ["resnet14", "resnet14-s4u1", "imagenet-mobilenetv2-shared++"])
-def test_training_steps_are_bit_identical_with_1_2_and_3_workers(workers, spec, dtype):
+def test_training_steps_are_bit_identical_with_1_2_and_3_workers(workers, many_pieces, spec, dtype):
     results = []
     for count in (1, 2, 3):
         workers(count)
         results.append(two_training_steps(spec, dtype))
+    kernels = {"_correlate", "both_grads", "_channel_stats", "batch_norm_train", "_batch_norm_train_vjp_in_place"}
+    if spec.startswith("imagenet"):  # depthwise, and 1×1 weight gradients
+        kernels |= {"_depthwise", "_depthwise_input_grad", "_depthwise_weight_grad", "_weight_grad"}
+    assert all(many_pieces.get(name, 0) > 1 for name in kernels), many_pieces
     for other in results[1:]:
         assert other.keys() == results[0].keys()
         for key in results[0]:
@@ -59,11 +84,11 @@ def test_training_steps_are_bit_identical_with_1_2_and_3_workers(workers, spec, 
         ((9, 5, 12, 12), (6, 5, 3, 3), dict(stride=2, padding=1)),  # col2im input gradient
         ((9, 40, 6, 6), (24, 40, 1, 1), {}),  # 1×1 on small maps: one channel-major GEMM per piece
         ((9, 20, 17, 16), (12, 20, 1, 1), {}),  # 1×1 on large maps: a GEMM per image
-        ((5, 32, 9, 9), (32, 1, 3, 3), dict(stride=2, padding=1, groups=32)),  # depthwise over channel ranges
+        ((5, 32, 9, 9), (32, 1, 3, 3), dict(stride=2, padding=1, groups=32)),  # depthwise over ranges of images
         ((5, 8, 9, 9), (16, 1, 3, 3), dict(padding=1, groups=8)),  # depthwise, 2 outputs per channel
     ],
 )
-def test_kernels_on_several_workers_equal_their_reference_forms(workers, x_shape, w_shape, hyper):
+def test_kernels_on_several_workers_equal_their_reference_forms(workers, many_pieces, x_shape, w_shape, hyper):
     rng = np.random.default_rng(2)
     x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
     y_shape = conv2d(x, w, **hyper).shape
@@ -72,13 +97,15 @@ def test_kernels_on_several_workers_equal_their_reference_forms(workers, x_shape
     with reference_mode():
         expected = [conv2d(x, w, **hyper), conv2d_input_grad(dy, w, x_shape=x_shape, **hyper), conv2d_weight_grad(x, dy, w_shape=w_shape, **hyper)]
     workers(3)
-    fused = autograd.grad(loss, (0, 1))(x, w)  # both gradients at first order
-    got = [conv2d(x, w, **hyper), conv2d_input_grad(dy, w, x_shape=x_shape, **hyper), conv2d_weight_grad(x, dy, w_shape=w_shape, **hyper)]
+    with reference_mode(False):
+        fused = autograd.grad(loss, (0, 1))(x, w)  # both gradients at first order
+        got = [conv2d(x, w, **hyper), conv2d_input_grad(dy, w, x_shape=x_shape, **hyper), conv2d_weight_grad(x, dy, w_shape=w_shape, **hyper)]
     for a, b in zip(got + list(fused), expected + expected[1:]):
         np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-11 * np.abs(b).max())
+    assert max(many_pieces.values()) > 1, many_pieces
 
 
-def test_batch_norm_on_several_workers_equals_one_worker(workers):
+def test_batch_norm_on_several_workers_equals_one_worker(workers, many_pieces):
     rng = np.random.default_rng(3)
     x, gamma, beta, g = rng.standard_normal((4, 40, 5, 5)), rng.standard_normal(40), rng.standard_normal(40), rng.standard_normal((4, 40, 5, 5))
     loss = lambda x, gamma, beta: np.sum(batch_norm(x, gamma, beta, batch_norm_state(40, np.float64), train=True, relu=True)[0] * g)
@@ -88,6 +115,7 @@ def test_batch_norm_on_several_workers_equals_one_worker(workers):
         outputs.append([batch_norm(x, gamma, beta, batch_norm_state(40, np.float64), train=True, relu=True)[0], *autograd.grad(loss, (0, 1, 2))(x, gamma, beta)])
     for a, b in zip(*outputs):
         np.testing.assert_array_equal(a, b)
+    assert many_pieces["_channel_stats"] > 1 and many_pieces["_batch_norm_train_vjp_in_place"] > 1
 
 
 def test_set_threads_checks_its_argument_and_blas_is_pinned(workers):
@@ -97,3 +125,52 @@ def test_set_threads_checks_its_argument_and_blas_is_pinned(workers):
     assert parallel.available_cores() >= 1
     pinned = parallel.pin_blas()
     assert pinned, "NumPy's BLAS (OpenBLAS in NumPy's wheels) is set to one thread"
+
+
+def _conv_in_child(queue):
+    x = np.random.default_rng(0).standard_normal((32, 16, 16, 16))
+    queue.put(float(conv2d(x, np.ones((16, 16, 3, 3)), padding=1).sum()))
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="no fork on this system")
+def test_a_forked_child_runs_kernels_with_a_pool_of_its_own(workers):
+    """A child made with fork (multiprocessing's default on Linux, DataLoader workers) inherits
+    the pool object but not its threads; it must not wait on them forever."""
+    import multiprocessing
+
+    workers(2)
+    x = np.random.default_rng(0).standard_normal((32, 16, 16, 16))
+    expected = float(conv2d(x, np.ones((16, 16, 3, 3)), padding=1).sum())  # the parent's pool now exists
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_conv_in_child, args=(queue,))
+    child.start()
+    child.join(timeout=60)
+    assert child.exitcode == 0, "the child hung or failed"
+    assert queue.get(timeout=5) == expected
+
+
+def test_set_threads_while_another_thread_runs_kernels(workers):
+    import threading
+    import time
+
+    x, w = np.random.default_rng(0).standard_normal((32, 16, 16, 16)), np.ones((16, 16, 3, 3))
+    errors, done = [], threading.Event()
+
+    def keep_convolving():
+        while not done.is_set():
+            try:
+                conv2d(x, w, padding=1)
+            except Exception as error:  # noqa: BLE001 (any failure is the finding)
+                errors.append(repr(error))
+                return
+
+    thread = threading.Thread(target=keep_convolving)
+    thread.start()
+    start, i = time.perf_counter(), 0
+    while time.perf_counter() - start < 1.5:  # change the count again and again while kernels run
+        workers(2 + i % 2)
+        i += 1
+    done.set()
+    thread.join()
+    assert errors == []
