@@ -91,11 +91,14 @@ def test_device_code_path_equals_the_host_path(C, O, size, k, s, p, chunk_bytes)
         assert counts == {"in": 4, "out": 2}
 
 
-def test_a_whole_training_step_on_the_device_path_equals_the_host_path():
-    model = create_model("resnet14-s2u1")
+@pytest.mark.parametrize("spec, size", [("resnet14-s2u1", 8), ("imagenet-mobilenetv2-shared++", 32)])
+def test_a_whole_training_step_on_the_device_path_equals_the_host_path(spec, size):
+    """The device path (NumPy standing in for CuPy: copies in and out, the device's chunking)
+    of a basis model and of a model with depthwise convs, ECA and dropout's layers around them."""
+    model = create_model(spec, num_classes=10)
     params, state = model.init(0, dtype=np.float64)
     rng = np.random.default_rng(1)
-    x, y = rng.standard_normal((4, 3, 8, 8)), np.array([0, 1, 2, 3])
+    x, y = rng.standard_normal((4, 3, size, size)), np.array([0, 1, 2, 3])
 
     def loss(params):
         return training_loss(model, params, state, x, y, 10.0)[0]  # CE + 10·R
