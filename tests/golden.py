@@ -5,6 +5,7 @@ Nothing here uses minibasis: the weight rule is the README's, written out again.
 """
 
 import numpy as np
+import pytest
 
 from conftest import SHARED_DATA
 
@@ -35,6 +36,14 @@ SPECS = {
     "ilsvrc-MobileNetV2_Shared": "imagenet-mobilenetv2-shared",
     "ilsvrc-MobileNetV2_SharedDouble": "imagenet-mobilenetv2-shared++",
 }
+
+
+def golden_file(stem):
+    """The opened golden file ``stem``.npz; skips the test when ``../shared`` does not have it."""
+    path = GOLDEN / f"{stem}.npz"
+    if not path.exists():
+        pytest.skip(f"golden file not found at {path}")
+    return np.load(path)
 
 
 def golden_state_dict(f):

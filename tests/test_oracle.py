@@ -24,18 +24,11 @@ from minibasis.oracle import (
 from minibasis.tree import flatten, unflatten
 from minibasis.weights import from_state_dict, save_weights
 
-from golden import GOLDEN, SPECS, golden_state_dict
+from golden import SPECS, golden_file, golden_state_dict
 
 # golden file -> minibasis spec, for the CIFAR-10 models used here
 GOLDEN_SPECS = {stem: SPECS[stem] for stem in ("cifar10-ResNet20", "cifar10-ResNet32_DoubleShared-s16u1", "cifar10-ResNet32_SingleShared-s16u1", "cifar10-ResNet32_SharedOnly-s16")}
 SHARED_GOLDEN = [name for name in GOLDEN_SPECS if "Shared" in name]
-
-
-def golden(name):
-    path = GOLDEN / f"{name}.npz"
-    if not path.exists():
-        pytest.skip(f"golden file not found at {path}")
-    return np.load(path)
 
 
 def parameter_style(f, arrays):
@@ -171,7 +164,7 @@ def test_map_keys_by_dict_and_by_function():
 
 @pytest.mark.parametrize("name", SHARED_GOLDEN)
 def test_shared_bases_as_parameters_on_the_authors_keys(name):
-    f = golden(name)
+    f = golden_file(name)
     keys = f["keys"].tolist()
     assert list(map_keys(dict.fromkeys(keys), shared_bases_as_parameters)) == list(parameter_style(f, dict.fromkeys(keys)))
 
@@ -180,7 +173,7 @@ def test_shared_bases_as_parameters_on_the_authors_keys(name):
 def test_export_and_save_with_the_key_map(tmp_path, name):
     """The issue's example: minibasis' file for a PyTorch model whose shared bases are
     top-level nn.Parameters has exactly that model's keys (a strict load), values unchanged."""
-    f = golden(name)
+    f = golden_file(name)
     model = create_model(GOLDEN_SPECS[name])
     authors = golden_state_dict(f)
     params, state = from_state_dict(model, authors)
@@ -205,7 +198,7 @@ def test_golden_logits_and_gradients_through_the_key_map():
     """minibasis against the authors' PyTorch numbers: eval logits, and the gradient norms of
     CE + 10·R compared with keys as a top-level-parameter model names them."""
     name = "cifar10-ResNet32_DoubleShared-s16u1"
-    f = golden(name)
+    f = golden_file(name)
     model = create_model(GOLDEN_SPECS[name])
     params, state = from_state_dict(model, golden_state_dict(f))
     x, labels = f["x"], f["labels"]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from golden import GOLDEN, SPECS, golden_state_dict
+from golden import SPECS, golden_file, golden_state_dict
 from minibasis.layers import cross_entropy
 from minibasis.models import create_model, info_table, parse_spec
 from minibasis.tree import flatten, unflatten
@@ -60,13 +60,6 @@ def test_info_lists_every_family_with_its_counts():
 
 
 # ---- against the authors' own classes ----------------------------------------------------------
-
-
-def golden_file(stem):
-    path = GOLDEN / f"{stem}.npz"
-    if not path.exists():
-        pytest.skip(f"golden file not found at {path}")
-    return np.load(path)
 
 
 def relative(a, b):
