@@ -83,13 +83,6 @@ def boolean(name, value):
     return bool(value)
 
 
-def describe(a):
-    """How an error message shows a received array (or whatever came instead)."""
-    if hasattr(a, "shape") and hasattr(a, "dtype"):
-        return f"{a.dtype} array of shape {tuple(a.shape)}"
-    return type(a).__name__
-
-
 def array(name, a, *, ndim=None, kind="f"):
     """``a`` if it is a NumPy array (or an autograd box of one) of ``ndim`` dimensions whose
     dtype kind is in ``kind`` (``"f"`` floating, ``"iu"`` integers, None any)."""
