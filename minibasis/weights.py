@@ -25,7 +25,7 @@ def state_dict_layout(model):
     the dotted name in that tree (for a shared basis copy, the owner's)."""
     layout = []
     for mod in model.modules:
-        owner = mod.alias or mod.name
+        owner = model.owner_of(mod.name)
         if mod.kind == "conv":
             layout.append((f"{mod.name}.weight", mod.shape, "params", f"{owner}.weight"))
             if mod.bias:

@@ -167,7 +167,7 @@ def float64(leaf):
 
 def layer_in_float64(g, b, layer):
     """(params, state) of basis layer `layer` (1, 2) of block b in stage g, as fold_basis_layer wants them."""
-    layer_params, layer_state = model.basis_layer_trees(params, state, g, b, layer)
+    layer_params, layer_state = model.basis_layer_inputs(params, state, f"layer{g}.{b}", layer)
     return tree_map(float64, layer_params), tree_map(float64, layer_state)
 
 

@@ -73,8 +73,9 @@ print(f"mode: {'FAST' if FAST else 'full'}")
 #
 # `model.count_params()` counts every array once (a shared basis once, at its owner);
 # `model.count_macs()` counts the multiply-accumulates of one 3×32×32 image, a shared basis at
-# every use. Which arrays are shared comes from `model.modules`: a block's view of a shared
-# basis is a module with an `alias`, the name of the array it uses.
+# every use. What a stage shares is one object, `model.stages["layer1"]`, a `StageBases`
+# (minibasis/models/sharing.py): its shared arrays (block's name, owner's name, shape), the
+# blocks that use them, and which basis layer uses which.
 
 # %%
 SPECS = {
@@ -88,12 +89,12 @@ SIZE = {1: 32, 2: 16, 3: 8}  # pixels per side in each stage
 
 
 def sharing(model):
-    """{shared array name: number of basis layers that use it}, from the aliases in model.modules."""
+    """{shared array name: number of basis layers that use it}, from each stage's StageBases."""
     uses = {}
-    for mod in model.modules:
-        if mod.alias:
-            g = int(mod.alias.split("_")[2])
-            uses[mod.alias] = uses.get(mod.alias, 0) + mod.out_pixels // SIZE[g] ** 2  # one use per H·W of output
+    for bases in model.stages.values():
+        for local, owner, _ in bases.arrays:
+            layers = sum(bases.layer_basis(layer) == local for layer in (1, 2))  # 1 (two bases) or 2 (one basis)
+            uses[owner] = layers * len(bases.users)
     return uses
 
 
@@ -109,8 +110,9 @@ for label, model in models.items():
 s16u1 = models["DoubleShared S16U1"]
 print("\nthe shared arrays of resnet56-s16u1 (shape: used by):")
 for name, n in sharing(s16u1).items():
-    shape = next(mod.shape for mod in s16u1.modules if mod.name == name)
-    users = [mod.name.rsplit(".", 1)[0] for mod in s16u1.modules if mod.alias == name]
+    bases = next(bases for bases in s16u1.stages.values() if any(owner == name for _, owner, _ in bases.arrays))
+    shape = next(shape for _, owner, shape in bases.arrays if owner == name)
+    users = bases.users
     print(f"  {name:<18}{str(shape):<18} {n} basis layers: {users[0]} … {users[-1]}")
 
 # %% [markdown]
@@ -227,7 +229,7 @@ def float64(leaf):
 
 def layer_in_float64(params, state, g, b, layer):
     """(params, state) of basis layer `layer` (1, 2) of block b in stage g, in float64."""
-    layer_params, layer_state = model.basis_layer_trees(params, state, g, b, layer)
+    layer_params, layer_state = model.basis_layer_inputs(params, state, f"layer{g}.{b}", layer)
     return tree_map(float64, layer_params), tree_map(float64, layer_state)
 
 

@@ -303,7 +303,7 @@ assert trained[100.0][2]["mse"][-1] < trained[0.0][2]["mse"][-1], "on this toy, 
 # %%
 model = create_model("resnet20-s16u1")
 params, _ = model.init(seed=0)
-shared = [[params[name]["weight"] for name in model.shared_names(g)] for g in (1, 2, 3)]
+shared = model.shared_weights(params)  # per stage: [shared_basis_g_1, shared_basis_g_2]
 R_shared, R_full = float(shared_orthogonality_loss(shared)), float(model.orthogonality(params))
 print(f"resnet20-s16u1 at init: shared-only R = {R_shared:.2e}, the authors' R (shared + unique) = {R_full:.3g}")
 assert R_shared < 1e-10, "the shared bases are initialised orthonormal (jointly per stage)"

@@ -34,8 +34,9 @@ print(f"mode: {'FAST' if FAST else 'full'}")
 # %% [markdown]
 # ## 1. What each model shares
 #
-# `model.modules` lists the authors' modules in `state_dict` order. A block's module with an
-# `alias` is that block's name for a shared array: `layer1.1.shared_basis_1` → `shared_basis_1_1`.
+# `model.stages` holds, per stage, what its blocks share: a `StageBases` (minibasis/models/sharing.py)
+# with the arrays (the block's name for each, the owner's name, the shape) and the blocks that
+# use them: `layer1.1.shared_basis_1` is block `layer1.1`'s name for `shared_basis_1_1`.
 
 # %%
 SPECS = {
@@ -51,19 +52,17 @@ SPECS = {
 
 def shared_arrays(model):
     """{owner name: (weight shape, [the block modules that use it])}."""
-    owners = {}
-    for mod in model.modules:
-        if mod.alias:
-            owners.setdefault(mod.alias, [])
-            owners[mod.alias].append(mod.name)
-    shapes = {mod.name: mod.shape for mod in model.modules}
-    return {owner: (shapes[owner], users) for owner, users in owners.items()}
+    return {
+        owner: (shape, [f"{user}.{local}" for user in bases.users])
+        for bases in model.stages.values()
+        for local, owner, shape in bases.arrays
+    }
 
 
 for label, spec in SPECS.items():
     model = create_model(spec)
     shared = shared_arrays(model)
-    print(f"{label} ({spec}): {len(shared)} shared arrays")
+    print(f"{label} ({spec}): {len(shared)} shared arrays; the first two:")
     for owner, (shape, users) in list(shared.items())[:2]:
         kind = f"{shape[2]}×{shape[3]} conv {shape[1]}→{shape[0]}"
         print(f"    {owner:<18} {kind:<20} used by {len(users)} blocks: {users[0].rsplit('.', 1)[0]} … {users[-1].rsplit('.', 1)[0]}")
@@ -138,8 +137,8 @@ blocks = [user.rsplit(".", 1)[0] for user in users]
 class Untied(type(model)):
     """The same model, but the blocks of ``copies`` use their own array for the shared conv."""
 
-    def view(self, tree, path):
-        node = super().view(tree, path)
+    def block(self, params, path):
+        node = super().block(params, path)
         return {**node, **self.copies.get(path, {})}
 
 

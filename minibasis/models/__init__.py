@@ -13,8 +13,8 @@ lives once, under its owner's name (``params["shared_basis_1_1"]["weight"]``), a
 block of the stage uses it; autograd sums its gradients.
 
 One module per family (:mod:`.cifar_resnet`, :mod:`.resnet`, :mod:`.mobilenetv2`) over the
-shared machinery of :mod:`.core`; the residual blocks the ResNets share are in :mod:`.blocks`,
-the spec grammar in :mod:`.spec`.
+shared machinery of :mod:`.core`; what a stage shares is one object, :class:`.sharing.StageBases`;
+the residual blocks the ResNets share are in :mod:`.blocks`, the spec grammar in :mod:`.spec`.
 """
 
 from .. import checks
@@ -23,6 +23,7 @@ from .cifar_resnet import CifarResNet
 from .core import Model, Module
 from .mobilenetv2 import MobileNetV2
 from .resnet import ResNet
+from .sharing import StageBases
 from .spec import SPEC_HELP, VARIANTS, ModelSpec, parse_spec
 
 
@@ -45,7 +46,7 @@ def info_table(spec=None, num_classes=None, per_layer=False, image_size=None):
     if spec is None:
         return info.zoo_table(create_model)
     model = create_model(spec, num_classes)
-    return info.info_table(model, create_model(info.baseline_spec(model.spec), model.spec.num_classes), per_layer, image_size)
+    return info.model_table(model, create_model(info.baseline_spec(model.spec), model.spec.num_classes), per_layer, image_size)
 
 
-__all__ = ["SPEC_HELP", "VARIANTS", "Model", "ModelSpec", "Module", "create_model", "info_table", "parse_spec"]
+__all__ = ["SPEC_HELP", "VARIANTS", "Model", "ModelSpec", "Module", "StageBases", "create_model", "info_table", "parse_spec"]

@@ -2,8 +2,9 @@
 
 Each block is a pure function ``(x, params, state, train, …) -> (y, new_state)`` over the
 block's sub-trees, named as the authors' attributes (``params["conv1"]["weight"]`` is their
-``self.conv1.weight``); shared convs reach a block through :meth:`Model.view`, under the
-block's own name for them (``params["shared_basis_1"]``). The functions return the block's new
+``self.conv1.weight``); shared convs reach a block through its stage's
+:meth:`~.sharing.StageBases.view`, under the block's own name for them
+(``params["shared_basis_1"]``). The functions return the block's new
 BN state; nothing is stored anywhere else. Beside each block, the function that lists its
 modules in the authors' registration order (the ``state_dict`` order), with the output size.
 """
@@ -51,35 +52,18 @@ def basic_block(x, params, state, train, *, stride=1):
     return relu(out + skip), new
 
 
-def basis_block(x, params, state, train):
+def basis_block(x, params, state, train, bases):
     """The authors' basis blocks (``BasicBlock_SingleShared`` / ``_DoubleShared`` /
     ``_SharedOnly`` / ``_NonShared``): basis layer 1 → ReLU → basis layer 2, + identity, ReLU,
     each basis layer ``[unique; shared] basis conv → BN → 1×1 coefficients → BN`` (Kim & Kang,
-    Sec. 3, Fig. 2)."""
+    Sec. 3, Fig. 2). ``params``: the block's view from its stage's ``bases`` (a StageBases)."""
     new = {}
     out = x
     for layer in (1, 2):
-        layer_params, layer_state = basis_layer_trees(params, state, layer)
+        layer_params, layer_state = bases.basis_layer_trees(params, state, layer)
         out, new_layer_state = basis_layer(out, layer_params, layer_state, train=train, relu=layer == 1)
         new[f"basis_bn{layer}"], new[f"bn{layer}"] = new_layer_state["basis_bn"], new_layer_state["bn"]
     return relu(out + x), new
-
-
-def basis_layer_trees(params, state, layer):
-    """A basis block's parameters (as the authors name them) -> :func:`basis_layer`'s trees for
-    ``layer`` 1 or 2: its unique basis ``basis_conv{layer}`` (if any) and the shared basis it
-    uses, ``shared_basis_{layer}`` (DoubleShared; CIFAR-10 SharedOnly) or ``shared_basis``
-    (SingleShared; CIFAR-100 SharedOnly: one basis for both layers), or none (NonShared)."""
-    shared = params.get(f"shared_basis_{layer}", params.get("shared_basis"))
-    unique = params.get(f"basis_conv{layer}")
-    layer_params = {
-        "unique_basis": unique["weight"] if unique else None,
-        "shared_basis": shared["weight"] if shared else None,
-        "basis_bn": params[f"basis_bn{layer}"],
-        "coefficients": params[f"coeff_conv{layer}"]["weight"],
-        "bn": params[f"bn{layer}"],
-    }
-    return layer_params, {"basis_bn": state[f"basis_bn{layer}"], "bn": state[f"bn{layer}"]}
 
 
 def bottleneck_block(x, params, state, train, *, stride=1):
@@ -108,52 +92,56 @@ def bottleneck_block(x, params, state, train, *, stride=1):
 # ---- the blocks' modules, in the authors' registration order ------------------------------
 
 
-def _shortcut_modules(path, in_planes, out_planes, stride, size, group):
+def _shortcut_modules(path, in_planes, out_planes, stride, size, stage):
     """Option B (the CIFAR-100 / ImageNet files): ``shortcut.0`` 1×1 conv, ``shortcut.1`` BN,
     when the block changes the shape; none otherwise."""
     if stride == 1 and in_planes == out_planes:
         return []
-    skip, _ = conv_module(f"{path}.shortcut.0", (out_planes, in_planes, 1, 1), size, stride=stride, group=group)
-    return [skip, bn_module(f"{path}.shortcut.1", out_planes, group)]
+    skip, _ = conv_module(f"{path}.shortcut.0", (out_planes, in_planes, 1, 1), size, stride=stride, stage=stage)
+    return [skip, bn_module(f"{path}.shortcut.1", out_planes, stage)]
 
 
-def basic_block_modules(path, in_planes, planes, size, group, *, stride=1, option_b=True):
+def basic_block_modules(path, in_planes, planes, size, stage, *, stride=1, option_b=True):
     """BasicBlock: conv1, bn1, conv2, bn2 (and option B's shortcut.0/.1). -> (modules, output size)."""
-    conv1, out = conv_module(f"{path}.conv1", (planes, in_planes, 3, 3), size, stride=stride, padding=1, group=group)
-    conv2, _ = conv_module(f"{path}.conv2", (planes, planes, 3, 3), out, padding=1, group=group)
-    mods = [conv1, bn_module(f"{path}.bn1", planes, group), conv2, bn_module(f"{path}.bn2", planes, group)]
-    return mods + (_shortcut_modules(path, in_planes, planes, stride, size, group) if option_b else []), out
+    conv1, out = conv_module(f"{path}.conv1", (planes, in_planes, 3, 3), size, stride=stride, padding=1, stage=stage)
+    conv2, _ = conv_module(f"{path}.conv2", (planes, planes, 3, 3), out, padding=1, stage=stage)
+    mods = [conv1, bn_module(f"{path}.bn1", planes, stage), conv2, bn_module(f"{path}.bn2", planes, stage)]
+    return mods + (_shortcut_modules(path, in_planes, planes, stride, size, stage) if option_b else []), out
 
 
-def basis_block_modules(path, planes, unique_rank, shared, size, group):
-    """A basis block: the block's names for the shared bases first (``shared``: [(local name,
-    owner, rows)]), then per layer basis_conv (if unique_rank), basis_bn, coeff_conv, bn."""
-    mods = [
-        conv_module(f"{path}.{local}", (rows, planes, 3, 3), size, padding=1, group=group, alias=owner, uses=2 if local == "shared_basis" else 1)[0]
-        for local, owner, rows in shared
-    ]
+def basis_block_modules(path, planes, bases, size):
+    """A basis block of stage ``bases`` (a StageBases): the block's uses of the shared bases
+    first, then per layer basis_conv (if the stage has unique filters), basis_bn, coeff_conv, bn."""
+    stage, unique = bases.stage, bases.unique_rows
+    layers_using = {local: sum(bases.layer_basis(layer) == local for layer in (1, 2)) for local in bases.local_names(path)}
+    mods = [bases.use(path, local, size, uses=n, padding=1)[0] for local, n in layers_using.items()]
     for layer in (1, 2):
-        rank = unique_rank + next((rows for local, _, rows in shared if local in ("shared_basis", f"shared_basis_{layer}")), 0)
-        if unique_rank:
-            mods.append(conv_module(f"{path}.basis_conv{layer}", (unique_rank, planes, 3, 3), size, padding=1, group=group)[0])
+        rank = unique + bases.basis_rows(layer)
+        if unique:
+            mods.append(conv_module(f"{path}.basis_conv{layer}", (unique, planes, 3, 3), size, padding=1, stage=stage)[0])
         mods += [
-            bn_module(f"{path}.basis_bn{layer}", rank, group),
-            conv_module(f"{path}.coeff_conv{layer}", (planes, rank, 1, 1), size, group=group)[0],
-            bn_module(f"{path}.bn{layer}", planes, group),
+            bn_module(f"{path}.basis_bn{layer}", rank, stage),
+            conv_module(f"{path}.coeff_conv{layer}", (planes, rank, 1, 1), size, stage=stage)[0],
+            bn_module(f"{path}.bn{layer}", planes, stage),
         ]
     return mods
 
 
-def bottleneck_modules(path, in_planes, planes, size, group, *, stride=1, shared=()):
-    """BottleneckBlock: conv1, bn1, conv2, bn2, conv3, bn3 (+ shortcut); in a shared block the
-    block's names for the shared convs (``shared``: [(local name, owner)]) stand where conv2
-    (``shared_basis``/``shared_basis_1``) and conv3 (``shared_basis_2``) were. -> (modules, size)."""
-    owners = dict(shared)
-    conv1, _ = conv_module(f"{path}.conv1", (planes, in_planes, 1, 1), size, group=group)
-    name2 = next((local for local in ("shared_basis", "shared_basis_1") if local in owners), "conv2")
-    conv2, out = conv_module(f"{path}.{name2}", (planes, planes, 3, 3), size, stride=stride, padding=1, group=group, alias=owners.get(name2))
-    name3 = "shared_basis_2" if "shared_basis_2" in owners else "conv3"
-    conv3, _ = conv_module(f"{path}.{name3}", (4 * planes, planes, 1, 1), out, group=group, alias=owners.get(name3))
-    mods = [conv1, bn_module(f"{path}.bn1", planes, group), conv2, bn_module(f"{path}.bn2", planes, group)]
-    mods += [conv3, bn_module(f"{path}.bn3", 4 * planes, group)]
-    return mods + _shortcut_modules(path, in_planes, 4 * planes, stride, size, group), out
+def bottleneck_modules(path, in_planes, planes, size, stage, *, stride=1, bases=None):
+    """BottleneckBlock: conv1, bn1, conv2, bn2, conv3, bn3 (+ shortcut); in a block that uses
+    its stage's shared convs (``bases``, a StageBases) the block's names for them stand where
+    conv2 (``shared_basis``/``shared_basis_1``) and conv3 (``shared_basis_2``) were. -> (modules, size)."""
+    shared = bases.local_names(path) if bases else []
+    conv1, _ = conv_module(f"{path}.conv1", (planes, in_planes, 1, 1), size, stage=stage)
+    name2 = next((local for local in ("shared_basis", "shared_basis_1") if local in shared), None)
+    if name2:
+        conv2, out = bases.use(path, name2, size, stride=stride, padding=1)
+    else:
+        conv2, out = conv_module(f"{path}.conv2", (planes, planes, 3, 3), size, stride=stride, padding=1, stage=stage)
+    if "shared_basis_2" in shared:
+        conv3, _ = bases.use(path, "shared_basis_2", out)
+    else:
+        conv3, _ = conv_module(f"{path}.conv3", (4 * planes, planes, 1, 1), out, stage=stage)
+    mods = [conv1, bn_module(f"{path}.bn1", planes, stage), conv2, bn_module(f"{path}.bn2", planes, stage)]
+    mods += [conv3, bn_module(f"{path}.bn3", 4 * planes, stage)]
+    return mods + _shortcut_modules(path, in_planes, 4 * planes, stride, size, stage), out

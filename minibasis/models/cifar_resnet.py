@@ -19,10 +19,13 @@ non_shared    ``resnet56-s0u1``          unique only (no sharing; trained withou
 ============  =========================  ====================================================
 """
 
+import warnings
+
 from ..basis import orthogonality_loss, shared_orthogonality_loss
 from ..layers import global_avg_pool, linear
-from .blocks import basic_block, basic_block_modules, basis_block, basis_block_modules, basis_layer_trees, conv, norm
-from .core import Model, Module, bn_module, conv_module, shared_module
+from .blocks import basic_block, basic_block_modules, basis_block, basis_block_modules, conv, norm
+from .core import Model, Module, block_stride, bn_module, conv_module
+from .sharing import StageBases
 
 WIDTHS = (16, 32, 64)
 STAGE_MULTIPLIERS = (1, 2, 4)  # ranks scale with the width
@@ -42,54 +45,65 @@ class CifarResNet(Model):
             "shared_only": "train_cifar10.py:train_basis_sharedonly",
         }.get(self.spec.variant)
 
+    def stage_bases(self):
+        """Each stage's bases, used by its blocks 2…n: two shared (``shared_basis_g_1`` for every
+        block's first layer, ``_2`` for every second; re-initialised jointly), one for both layers
+        (``shared_basis_g``; alone), or none (NonShared); ``u·m`` unique filters per layer."""
+        spec = self.spec
+        if spec.variant == "original":
+            return []
+        stages = []
+        for g, (planes, m) in enumerate(zip(WIDTHS, STAGE_MULTIPLIERS), start=1):
+            shape = (spec.shared_rank * m, planes, 3, 3)
+            arrays = {
+                "double": [("shared_basis_1", f"shared_basis_{g}_1", shape), ("shared_basis_2", f"shared_basis_{g}_2", shape)],
+                "shared_only": [("shared_basis_1", f"shared_basis_{g}_1", shape), ("shared_basis_2", f"shared_basis_{g}_2", shape)],
+                "single": [("shared_basis", f"shared_basis_{g}", shape)],
+            }.get(spec.variant, [])
+            users = [f"layer{g}.{index}" for index in range(1, spec.blocks_per_stage)]
+            init = "each" if spec.variant == "single" else "joint"
+            stages.append(StageBases(f"layer{g}", arrays, users, unique_rows=spec.unique_rank * m, init=init))
+        return stages
+
     def shared_names(self, stage):
-        """Model-level names of stage ``stage``'s shared bases, in registration order."""
-        if self.spec.variant in ("double", "shared_only"):
-            return [f"shared_basis_{stage}_1", f"shared_basis_{stage}_2"]
-        return [f"shared_basis_{stage}"] if self.spec.variant == "single" else []
+        """Deprecated (kept for one release): ``[owner for _, owner, _ in model.stages[f"layer{stage}"].arrays]``."""
+        warnings.warn("shared_names is deprecated: use model.stages[stage].arrays", DeprecationWarning, stacklevel=2)
+        bases = self.stages.get(f"layer{stage}")
+        return [owner for _, owner, _ in bases.arrays] if bases else []
 
     def basis_layer_trees(self, params, state, stage, block, layer):
-        """``(params, state)`` of basis layer ``layer`` (1 or 2) of ``block`` in ``stage``, as
-        :func:`minibasis.basis.basis_layer` (and ``fold_basis_layer``) take them."""
-        path = f"layer{stage}.{block}"
-        return basis_layer_trees(self.view(params, path), state[f"layer{stage}"][str(block)], layer)
+        """Deprecated (kept for one release): ``model.basis_layer_inputs(params, state, f"layer{stage}.{block}", layer)``."""
+        warnings.warn("basis_layer_trees is deprecated: use model.basis_layer_inputs", DeprecationWarning, stacklevel=2)
+        return self.basis_layer_inputs(params, state, f"layer{stage}.{block}", layer)
 
     def build(self, image_size):
-        spec = self.spec
-        conv1, size = conv_module("conv1", (16, 3, 3, 3), image_size, padding=1, group="stem")
+        conv1, size = conv_module("conv1", (16, 3, 3, 3), image_size, padding=1, stage="stem")
         mods, in_planes = [conv1, bn_module("bn1", 16, "stem")], 16
-        for stage_index, (planes, m) in enumerate(zip(WIDTHS, STAGE_MULTIPLIERS), start=1):
-            stage, rows = f"layer{stage_index}", spec.shared_rank * m
-            owners = self.shared_names(stage_index)
-            mods += [shared_module(name, (rows, planes, 3, 3), stage) for name in owners]
-            locals_ = ["shared_basis"] if spec.variant == "single" else ["shared_basis_1", "shared_basis_2"][: len(owners)]
-            for index in range(spec.blocks_per_stage):
+        for g, planes in enumerate(WIDTHS, start=1):
+            stage, bases = f"layer{g}", self.stages.get(f"layer{g}")
+            mods += bases.owner_modules() if bases else []
+            for index in range(self.spec.blocks_per_stage):
                 path = f"{stage}.{index}"
-                if index == 0 or spec.variant == "original":  # option A shortcut: no modules
-                    block, size = basic_block_modules(path, in_planes, planes, size, stage, stride=2 if stage_index > 1 and index == 0 else 1, option_b=False)
+                if bases and path in bases.users:
+                    mods += basis_block_modules(path, planes, bases, size)
+                else:  # the authors' plain BasicBlock; option A shortcut: no modules
+                    block, size = basic_block_modules(path, in_planes, planes, size, stage, stride=block_stride(g, index), option_b=False)
                     mods, in_planes = mods + block, planes
-                else:
-                    shared = [(local, owner, rows) for local, owner in zip(locals_, owners)]
-                    mods += basis_block_modules(path, planes, spec.unique_rank * m, shared, size, stage)
-        return mods + [Module("fc", "linear", (self.spec.num_classes, 64), group="head")]
-
-    def orthogonal_groups(self):
-        """Shared bases re-initialised orthogonally: a stage's two jointly (DoubleShared,
-        SharedOnly: orthogonal to each other too), SingleShared's one at a time."""
-        return [self.shared_names(g) for g in (1, 2, 3) if self.shared_names(g)]
+        return mods + [Module("fc", "linear", (self.spec.num_classes, 64), stage="head")]
 
     def forward(self, params, state, x, /, *, train, rng=None):
         new_state = {}
         out = conv(x, params["conv1"], padding=1)
         out, new_state["bn1"] = norm(out, params["bn1"], state["bn1"], train, relu=True)
-        for stage in (1, 2, 3):
-            new_stage = new_state[f"layer{stage}"] = {}
+        for g in (1, 2, 3):
+            new_stage = new_state[f"layer{g}"] = {}
+            bases = self.stages.get(f"layer{g}")
             for index in range(self.spec.blocks_per_stage):
-                path, block_state = f"layer{stage}.{index}", state[f"layer{stage}"][str(index)]
-                if index == 0 or self.spec.variant == "original":
-                    out, new_stage[str(index)] = basic_block(out, params[f"layer{stage}"][str(index)], block_state, train, stride=2 if stage > 1 and index == 0 else 1)
+                path, block_state = f"layer{g}.{index}", state[f"layer{g}"][str(index)]
+                if bases and path in bases.users:
+                    out, new_stage[str(index)] = basis_block(out, self.block(params, path), block_state, train, bases)
                 else:
-                    out, new_stage[str(index)] = basis_block(out, self.view(params, path), block_state, train)
+                    out, new_stage[str(index)] = basic_block(out, params[f"layer{g}"][str(index)], block_state, train, stride=block_stride(g, index))
         return linear(global_avg_pool(out), params["fc"]["weight"], params["fc"]["bias"]), new_state
 
     def regularise(self, params):
@@ -98,10 +112,4 @@ class CifarResNet(Model):
         SharedOnly has no unique bases: :func:`~minibasis.basis.shared_orthogonality_loss`."""
         if self.spec.variant == "shared_only":
             return shared_orthogonality_loss(self.shared_weights(params))
-        stages = []
-        for stage, shared in enumerate(self.shared_weights(params), start=1):
-            blocks = [params[f"layer{stage}"][str(index)] for index in range(1, self.spec.blocks_per_stage)]
-            unique = [block[f"basis_conv{layer}"]["weight"] for block in blocks for layer in (1, 2) if f"basis_conv{layer}" in block]
-            stages.append((shared, unique))
-        return orthogonality_loss(stages)
-
+        return orthogonality_loss([(bases.weights(params), bases.unique_weights(params)) for bases in self.stages.values()])

@@ -1,17 +1,17 @@
-"""What every model family shares: its modules in ``state_dict`` order, the aliases through
-which blocks use shared arrays, initialisation, counting, and the pure ``init``/``apply`` pair.
+"""What every model family shares: its modules in ``state_dict`` order, initialisation,
+counting, and the pure ``init``/``apply`` pair.
 
 A family (``cifar_resnet``, ``resnet``, ``mobilenetv2``) subclasses :class:`Model` and says
-three things: ``build(image_size)``, its modules as the authors' PyTorch class registers them;
-``forward``, the function of the trees; and, when the authors train it with one, its
-orthogonality regulariser. Everything else is here, written once.
+four things: ``stage_bases()``, what each stage shares (:class:`~.sharing.StageBases`);
+``build(image_size)``, its modules as the authors' PyTorch class registers them; ``forward``,
+the function of the trees; and, when the authors train it with one, its orthogonality
+regulariser. Everything else is here, written once.
 
-Sharing: a shared conv is *one* array in ``params``, under the name of the module that owns it
-(``params["shared_basis_1_1"]["weight"]``); a block that uses it has an *alias* module
-(``layer1.1.shared_basis_1`` → ``shared_basis_1_1``), as PyTorch lists a reused module under
-every parent. :meth:`Model.view` hands a block its parameters with the aliases filled in, so a
-block reads ``params["shared_basis_1"]`` like the authors' ``self.shared_basis_1`` and autograd
-sums the gradients of every use into the one array.
+Sharing lives in :mod:`.sharing`: a shared conv is *one* array in ``params``, under the name of
+the module that owns it (``params["shared_basis_1_1"]["weight"]``); :meth:`Model.block` hands a
+block its parameters with the stage's shared arrays filled in under the block's names for them,
+so a block reads ``params["shared_basis_1"]`` like the authors' ``self.shared_basis_1`` and
+autograd sums the gradients of every use into the one array.
 """
 
 from dataclasses import dataclass
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from .. import checks
 from ..basis import conv_macs, conv_params, orthogonal, orthogonal_bases
+from ..conv_reference import output_size
 from ..debug import value
 from ..layers import batch_norm_state
 from ..tree import flatten, unflatten
@@ -30,25 +31,27 @@ class Module:
 
     kind: ``'conv'`` (``shape``: the weight, ``(O, C/groups, kh, kw)``, or ``(1, 1, k)`` for
     the ECA ``Conv1d``), ``'bn'`` (``(C,)``) or ``'linear'`` (``(out, in)``).
-    alias: for a block's view of a shared module, the dotted name of the module that owns it.
+    shared: a block's use of an array its stage owns (:class:`~.sharing.StageBases`): listed
+    under the block, as PyTorch lists a reused module under every parent, with no parameters
+    of its own.
     bias: a conv with a bias (MobileNetV2's first and last conv).
     out_pixels: output positions of this name's uses together, at the size the model was
-    built for (0 for a shared module's owner: it is used through its aliases).
-    group: the part of the network it belongs to, for the per-stage tables (``'layer2'``).
+    built for (0 for a shared array's owner: it is counted at its uses).
+    stage: the part of the network it belongs to, for the per-stage tables (``'layer2'``).
     """
 
     name: str
     kind: str
     shape: tuple
-    alias: str = None
+    shared: bool = False
     bias: bool = False
     out_pixels: int = 0
-    group: str = ""
+    stage: str = ""
     groups: int = 1  # a conv's groups: its MACs are out_pixels · prod(shape), C_in/groups included
 
     def parameter_names(self):
-        """The ``params`` leaves this module owns (none for an alias)."""
-        if self.alias:
+        """The ``params`` leaves this module owns (none for a use of a shared array)."""
+        if self.shared:
             return []
         if self.kind == "conv":
             return [f"{self.name}.weight"] + ([f"{self.name}.bias"] if self.bias else [])
@@ -56,7 +59,7 @@ class Module:
 
     def count_params(self):
         """Trainable scalars this module owns: weights (and bias); BN's weight and bias."""
-        if self.alias:
+        if self.shared:
             return 0
         if self.kind == "bn":
             return 2 * self.shape[0]
@@ -86,11 +89,11 @@ class Module:
 class Model:
     """A model of one family and spec: ``init``, ``apply``, ``orthogonality``, the counts.
 
-    Subclasses define ``standard_size`` (the dataset's image size), ``build(image_size)``,
+    Subclasses define ``standard_size`` (the dataset's image size), ``stage_bases()`` (what
+    each stage shares, :class:`~.sharing.StageBases`; none by default), ``build(image_size)``,
     ``forward(params, state, x, train, rng)``, ``conv_init`` (``'kaiming_fan_out'`` or
-    ``'pytorch_default'``), ``orthogonal_groups()`` (the shared weights the authors re-initialise
-    orthogonally, each inner list drawn jointly) and, where the authors train with one,
-    ``regulariser`` (their function's name) and ``regularise(params)``.
+    ``'pytorch_default'``) and, where the authors train with one, ``regulariser`` (their
+    function's name) and ``regularise(params)``.
     """
 
     regulariser = None  # the authors' orthogonality regulariser for this model, by name
@@ -98,12 +101,8 @@ class Model:
 
     def __init__(self, spec):
         self.spec = spec
+        self.stages = {bases.stage: bases for bases in self.stage_bases()}  # stage -> StageBases
         self.modules = self.build(self.standard_size)
-        self._aliases = {}  # block path -> {local name: owner name}
-        for mod in self.modules:
-            if mod.alias:
-                block, local = mod.name.rsplit(".", 1)
-                self._aliases.setdefault(block, {})[local] = mod.alias
         self.parameter_names = [name for mod in self.modules for name in mod.parameter_names()]
         self.state_names = [f"{mod.name}.{key}" for mod in self.modules if mod.kind == "bn" for key in batch_norm_state(1)]
 
@@ -112,16 +111,31 @@ class Model:
 
     # ---- the trees ------------------------------------------------------------------------
 
+    def stage_bases(self):
+        """What each stage shares: a list of :class:`~.sharing.StageBases` (none: nothing shared)."""
+        return []
+
+    def block(self, params, path):
+        """Block ``path``'s parameters as the block sees them: its sub-tree with its stage's shared
+        arrays filled in under its names for them (:meth:`.sharing.StageBases.view`)."""
+        bases = self.stages.get(path.split(".")[0])
+        return bases.view(params, path) if bases else at(params, path)
+
     def view(self, tree, path):
-        """The sub-tree at dotted ``path`` with its aliases filled in from ``tree`` (the same
-        arrays, not copies): what a block sees of the shared modules it uses."""
-        node = tree
-        for key in path.split("."):
-            node = node[key]
-        aliases = self._aliases.get(path)
-        if not aliases:
-            return node
-        return {**node, **{local: _at(tree, owner) for local, owner in aliases.items()}}
+        """Deprecated (kept for one release): :meth:`block`."""
+        return self.block(tree, path)
+
+    def owner_of(self, name):
+        """The module that owns what module ``name`` uses: its stage's owner for a use of a
+        shared array (``'layer1.1.shared_basis_1'`` -> ``'shared_basis_1_1'``), else ``name``."""
+        owners = (bases.owner_of(name) for bases in self.stages.values())
+        return next((owner for owner in owners if owner), name)
+
+    def basis_layer_inputs(self, params, state, path, layer):
+        """``(params, state)`` of basis layer ``layer`` (1, 2) of the basis block at ``path``, as
+        :func:`~minibasis.basis.basis_layer` and ``fold_basis_layer`` take them."""
+        bases = self.stages[path.split(".")[0]]
+        return bases.basis_layer_trees(self.block(params, path), at(state, path), layer)
 
     def init(self, seed, dtype=np.float32):
         """Fresh ``(params, state)`` as the authors' classes initialise them, from ``seed``.
@@ -138,7 +152,7 @@ class Model:
         rng = np.random.default_rng(seed)
         params, state = {}, {}
         for mod in self.modules:
-            if mod.alias:
+            if mod.shared:
                 continue
             if mod.kind == "bn":
                 params[f"{mod.name}.weight"], params[f"{mod.name}.bias"] = np.ones(mod.shape, dtype), np.zeros(mod.shape, dtype)
@@ -158,7 +172,16 @@ class Model:
         return unflatten(params), unflatten(state)
 
     def orthogonal_groups(self):
-        return []
+        """The shared arrays the authors re-initialise orthogonally, each inner list drawn jointly
+        (orthogonal to each other too): from each stage's ``init``."""
+        groups = []
+        for bases in self.stages.values():
+            owners = [owner for _, owner, _ in bases.arrays]
+            if owners and bases.init == "joint":
+                groups.append(owners)
+            elif bases.init == "each":
+                groups += [[owner] for owner in owners]
+        return groups
 
     # ---- forward ----------------------------------------------------------------------------
 
@@ -176,7 +199,7 @@ class Model:
             checks.fail("x", "shape (N, 3, H, W)", f"shape {tuple(x.shape)}")
         self.check_trees(params, state)
         first = self.parameter_names[0]
-        weight = _at(params, first.rsplit(".", 1)[0])["weight"]
+        weight = at(params, first.rsplit(".", 1)[0])["weight"]
         if weight.dtype != x.dtype:
             checks.fail(
                 "x",
@@ -208,15 +231,9 @@ class Model:
         return 0.0 if self.regulariser is None else self.regularise(params)
 
     def shared_weights(self, params, index=None):
-        """Per stage, the shared arrays the stage's blocks use (owners in registration order):
-        ``[[shared_basis_g_1, shared_basis_g_2], …]``; ``index`` picks the ``_i`` ones only."""
-        stages = {}
-        for mod in self.modules:
-            if mod.name.startswith("shared_basis_"):
-                stage, _, i = mod.name[len("shared_basis_") :].partition("_")
-                if index is None or i == str(index):
-                    stages.setdefault(stage, []).append(_at(params, mod.name)["weight"])
-        return list(stages.values())
+        """Per stage that shares, its shared weights in registration order:
+        ``[[shared_basis_g_1, shared_basis_g_2], …]``; ``index`` (1, 2) picks that one only."""
+        return [bases.weights(params, index) for bases in self.stages.values() if bases.arrays]
 
     # ---- counting ------------------------------------------------------------------------------
 
@@ -226,7 +243,7 @@ class Model:
 
     def accounting(self, image_size=None):
         """Rows ``(name, params, macs)`` per module, for one ``image_size``² image. A shared
-        module counts its parameters once (at its owner) and its MACs at every use (at its aliases)."""
+        array counts its parameters once (at its owner) and its MACs at every use."""
         return [(mod.name, mod.count_params(), mod.count_macs()) for mod in self.modules_at(image_size)]
 
     def count_params(self):
@@ -236,23 +253,27 @@ class Model:
         return sum(mod.count_macs() for mod in self.modules_at(image_size))
 
 
-def _at(tree, path):
+def at(tree, path):
+    """The node at dotted ``path`` of a nested dict (``'layer1.1.conv1'``)."""
     for key in path.split("."):
         tree = tree[key]
     return tree
 
 
-def conv_module(name, weight_shape, in_size, *, stride=1, padding=0, group="", alias=None, bias=False, groups=1, uses=1):
-    """(a conv Module, its output size) for a square input of ``in_size`` pixels."""
-    out = (in_size + 2 * padding - weight_shape[-1]) // stride + 1
-    return Module(name, "conv", tuple(weight_shape), alias=alias, bias=bias, out_pixels=uses * out * out, group=group, groups=groups), out
+def block_stride(stage, index):
+    """The stride of block ``index`` (0-based) of ResNet stage ``stage`` (1-based): the first
+    block of every stage but the first halves the map (He et al. 2016)."""
+    return 2 if stage > 1 and index == 0 else 1
 
 
-def bn_module(name, channels, group=""):
-    return Module(name, "bn", (channels,), group=group)
+def conv_module(name, weight_shape, in_size, *, stride=1, padding=0, stage="", shared=False, bias=False, groups=1, uses=1):
+    """(a conv Module, its output size) for a square input of ``in_size`` pixels; ``uses``: how
+    often the block applies it (a SingleShared basis: in both basis layers)."""
+    out = output_size(in_size, weight_shape[-1], stride, padding)
+    module = Module(name, "conv", tuple(weight_shape), shared=shared, bias=bias, out_pixels=uses * out * out, stage=stage, groups=groups)
+    return module, out
 
 
-def shared_module(name, weight_shape, group):
-    """The owner of a shared conv: its parameters; its MACs are counted at its uses."""
-    return Module(name, "conv", tuple(weight_shape), group=group)
+def bn_module(name, channels, stage=""):
+    return Module(name, "bn", (channels,), stage=stage)
 

@@ -57,20 +57,20 @@ def zoo_table(create_model):
     return "\n".join(lines)
 
 
-def info_table(model, base, per_layer=False, image_size=None):
+def model_table(model, base, per_layer=False, image_size=None):
     """One model's parameters and MACs per stage (``per_layer``: per module), against ``base``."""
-    modules = model.modules_at(image_size)
+    rows = model.accounting(image_size)
     lines = [f"{'layer':<40} {'params':>12} {'MACs':>15}"]
     if per_layer:
-        lines += [f"{mod.name:<40} {mod.count_params():>12,} {mod.count_macs():>15,}" for mod in modules]
+        lines += [f"{name:<40} {p:>12,} {m:>15,}" for name, p, m in rows]
     else:
-        groups = {}
-        for mod in modules:  # a stage's shared convs count with the stage
-            totals = groups.setdefault(mod.group, [0, 0])
-            totals[0] += mod.count_params()
-            totals[1] += mod.count_macs()
-        lines += [f"{group:<40} {p:>12,} {m:>15,}" for group, (p, m) in groups.items()]
-    params, macs = model.count_params(), sum(mod.count_macs() for mod in modules)
+        stages = {}
+        for mod, (_, p, m) in zip(model.modules, rows):  # a stage's shared convs count with the stage
+            totals = stages.setdefault(mod.stage, [0, 0])
+            totals[0] += p
+            totals[1] += m
+        lines += [f"{stage:<40} {p:>12,} {m:>15,}" for stage, (p, m) in stages.items()]
+    params, macs = model.count_params(), sum(m for _, _, m in rows)
     base_params, base_macs = base.count_params(), base.count_macs(image_size)
     size = image_size or model.standard_size
     lines.append(f"{'total ' + model.spec.name:<40} {params:>12,} {macs:>15,}")

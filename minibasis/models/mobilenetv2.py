@@ -23,7 +23,8 @@ spec                      authors' constructor             shared in stage 3 + g
 from ..basis import separate_orthogonality_loss, shared_orthogonality_loss
 from ..layers import dropout, efficient_channel_attention, global_avg_pool, linear, relu6
 from .blocks import conv, norm
-from .core import Model, Module, bn_module, conv_module, shared_module
+from .core import Model, Module, bn_module, conv_module
+from .sharing import StageBases
 
 # (name, blocks, input channels, output channels, stride of the first block, expansion t);
 # stage1 and stage7 are single blocks (their state_dict names carry no block index).
@@ -55,28 +56,37 @@ class MobileNetV2(Model):
     def regulariser(self):
         return {"shared": "train_ilsvrc.py:train_basis_single", "shared++": "train_ilsvrc.py:train_basis_double_separate"}.get(self.spec.variant)
 
-    def shared_owners(self, stage, channels, t):
-        """[(the block's name, the model's name, weight shape)] of the convs ``stage`` shares."""
-        if stage not in SHARED_STAGES or self.spec.variant == "original":
+    def stage_bases(self):
+        """Stages 3–6 share whole 1×1 convs across their blocks 2…n: the expansion
+        ``shared_basis_g`` (Shared), or the expansion ``shared_basis_g_1`` and the projection
+        ``shared_basis_g_2`` (Shared++). The authors keep PyTorch's default init for them."""
+        if self.spec.variant == "original":
             return []
-        g = SHARED_STAGES.index(stage) + 1
-        expand = (t * channels, channels, 1, 1)
-        if self.spec.variant == "shared":
-            return [("shared_basis1", f"shared_basis_{g}", expand)]
-        return [("shared_basis1", f"shared_basis_{g}_1", expand), ("shared_basis2", f"shared_basis_{g}_2", (channels, t * channels, 1, 1))]
+        stages = []
+        for stage, blocks, _, channels, _, t in STAGES:
+            if stage not in SHARED_STAGES:
+                continue
+            g = SHARED_STAGES.index(stage) + 1
+            expand = (t * channels, channels, 1, 1)
+            if self.spec.variant == "shared":
+                arrays = [("shared_basis1", f"shared_basis_{g}", expand)]
+            else:
+                arrays = [("shared_basis1", f"shared_basis_{g}_1", expand), ("shared_basis2", f"shared_basis_{g}_2", (channels, t * channels, 1, 1))]
+            stages.append(StageBases(stage, arrays, [f"{stage}.{index}" for index in range(1, blocks)]))
+        return stages
 
     def build(self, image_size):
-        pre, size = conv_module("pre.0", (32, 3, 3, 3), image_size, stride=2, padding=1, bias=True, group="pre")
+        pre, size = conv_module("pre.0", (32, 3, 3, 3), image_size, stride=2, padding=1, bias=True, stage="pre")
         mods = [pre, bn_module("pre.1", 32, "pre")]
         for stage, blocks, c_in, c_out, stride, t in STAGES:
-            shared = self.shared_owners(stage, c_out, t)
-            mods += [shared_module(owner, shape, stage) for _, owner, shape in shared]
+            bases = self.stages.get(stage)
+            mods += bases.owner_modules() if bases else []
             for index in range(blocks):
                 path = stage if blocks == 1 else f"{stage}.{index}"
-                block, size = _block_modules(path, c_in if index == 0 else c_out, c_out, t, stride if index == 0 else 1, size, stage, shared if index > 0 else [])
+                block, size = _block_modules(path, c_in if index == 0 else c_out, c_out, t, stride if index == 0 else 1, size, stage, bases)
                 mods += block
-        last, _ = conv_module("conv1.0", (1280, 320, 1, 1), size, bias=True, group="head")
-        return mods + [last, bn_module("conv1.1", 1280, "head"), Module("classifier.1", "linear", (self.spec.num_classes, 1280), group="head")]
+        last, _ = conv_module("conv1.0", (1280, 320, 1, 1), size, bias=True, stage="head")
+        return mods + [last, bn_module("conv1.1", 1280, "head"), Module("classifier.1", "linear", (self.spec.num_classes, 1280), stage="head")]
 
     def forward(self, params, state, x, /, *, train, rng=None):
         new_state = {"pre": {}, "conv1": {}}
@@ -89,7 +99,7 @@ class MobileNetV2(Model):
                 continue
             new_state[stage] = {}
             for index in range(blocks):
-                block_params = self.view(params, f"{stage}.{index}")
+                block_params = self.block(params, f"{stage}.{index}")
                 out, new_state[stage][str(index)] = inverted_residual(out, block_params, state[stage][str(index)], train, stride=stride if index == 0 else 1)
         out = conv(out, params["conv1"]["0"])
         out, new_state["conv1"]["1"] = norm(out, params["conv1"]["1"], state["conv1"]["1"], train)
@@ -123,17 +133,20 @@ def inverted_residual(x, params, state, train, *, stride):
     return (x + out if stride == 1 and x.shape[1] == out.shape[1] else out), new
 
 
-def _block_modules(path, c_in, c_out, t, stride, size, group, shared):
-    """A block's modules in registration order -> (modules, output size). ``shared``: [(the
-    block's name, owner, shape)] of the convs it takes from the stage (then registered first)."""
-    owners = {local: owner for local, owner, _ in shared}
+def _block_modules(path, c_in, c_out, t, stride, size, stage, bases):
+    """A block's modules in registration order -> (modules, output size). A block that uses
+    its stage's shared convs (``bases``, a StageBases) registers them first."""
+    shared = bases.local_names(path) if bases else []
     planes = t * c_in
-    expand, _ = conv_module(f"{path}.{'shared_basis1' if 'shared_basis1' in owners else 'conv1'}", (planes, c_in, 1, 1), size, group=group, alias=owners.get("shared_basis1"))
-    depthwise, out = conv_module(f"{path}.conv2", (planes, 1, 3, 3), size, stride=stride, padding=1, group=group, groups=planes)
-    project, _ = conv_module(f"{path}.{'shared_basis2' if 'shared_basis2' in owners else 'conv3'}", (c_out, planes, 1, 1), out, group=group, alias=owners.get("shared_basis2"))
-    if "shared_basis2" in owners:  # BlockSharedDoubleAttention: shared convs first, ECA last
-        attention = Module(f"{path}.chan_attention.conv", "conv", (1, 1, attention_kernel(c_in)), out_pixels=c_out, group=group)
-        mods = [expand, project, bn_module(f"{path}.bn1", planes, group), depthwise, bn_module(f"{path}.bn2", planes, group), bn_module(f"{path}.bn3", c_out, group), attention]
-    else:
-        mods = [expand, bn_module(f"{path}.bn1", planes, group), depthwise, bn_module(f"{path}.bn2", planes, group), project, bn_module(f"{path}.bn3", c_out, group)]
-    return mods, out
+
+    def pointwise(local, default, shape, in_size):  # a 1×1 conv: the stage's shared one, or the block's own
+        return bases.use(path, local, in_size) if local in shared else conv_module(f"{path}.{default}", shape, in_size, stage=stage)
+
+    expand, _ = pointwise("shared_basis1", "conv1", (planes, c_in, 1, 1), size)
+    depthwise, out = conv_module(f"{path}.conv2", (planes, 1, 3, 3), size, stride=stride, padding=1, stage=stage, groups=planes)
+    project, _ = pointwise("shared_basis2", "conv3", (c_out, planes, 1, 1), out)
+    bns = [bn_module(f"{path}.bn1", planes, stage), bn_module(f"{path}.bn2", planes, stage), bn_module(f"{path}.bn3", c_out, stage)]
+    if "shared_basis2" in shared:  # BlockSharedDoubleAttention: shared convs first, ECA last
+        attention = Module(f"{path}.chan_attention.conv", "conv", (1, 1, attention_kernel(c_in)), out_pixels=c_out, stage=stage)
+        return [expand, project, bns[0], depthwise, bns[1], bns[2], attention], out
+    return [expand, bns[0], depthwise, bns[1], project, bns[2]], out

@@ -39,7 +39,9 @@ from .blocks import (
     conv,
     norm,
 )
-from .core import Model, Module, bn_module, conv_module, shared_module
+from ..conv_reference import output_size
+from .core import Model, Module, block_stride, bn_module, conv_module
+from .sharing import StageBases
 
 PLANES = (64, 128, 256, 512)
 STAGE_MULTIPLIERS = (1, 2, 4, 8)  # basis ranks scale with the width
@@ -72,51 +74,54 @@ class ResNet(Model):
     def bottleneck(self):
         return self.spec.depth in BOTTLENECK_DEPTHS
 
-    def shared_owners(self, g):
-        """[(the block's name, the model's name, weight shape)] of the convs stage g shares."""
-        planes, spec = PLANES[g - 1], self.spec
-        rows = spec.shared_rank * STAGE_MULTIPLIERS[g - 1]
-        return {
-            "double": [("shared_basis_1", f"shared_basis_{g}_1", (rows, planes, 3, 3)), ("shared_basis_2", f"shared_basis_{g}_2", (rows, planes, 3, 3))],
-            "single": [("shared_basis", f"shared_basis_{g}", (rows, planes, 3, 3))],
-            "shared_only": [("shared_basis", f"shared_basis_{g}", (rows, planes, 3, 3))],
-            "shared": [("shared_basis", f"shared_basis_{g}", (planes, planes, 3, 3))],
-            "shared++": [("shared_basis_1", f"shared_basis_{g}_1", (planes, planes, 3, 3)), ("shared_basis_2", f"shared_basis_{g}_2", (4 * planes, planes, 1, 1))],
-        }.get(spec.variant, [])
+    def stage_bases(self):
+        """What the blocks 2…n of each stage share: bases (``shared_basis_g_1``/``_2`` with unique
+        filters, re-initialised jointly: DoubleShared; ``shared_basis_g``: SingleShared, SharedOnly;
+        none: NonShared) or whole convs (the 3×3 ``shared_basis_g``; Shared++ also the 1×1
+        expansion ``shared_basis_g_2``), each re-initialised orthogonally alone."""
+        spec = self.spec
+        if spec.variant == "original":
+            return []
+        stages = []
+        for g, (planes, m, blocks) in enumerate(zip(PLANES, STAGE_MULTIPLIERS, BLOCKS[spec.depth]), start=1):
+            basis = (spec.shared_rank * m, planes, 3, 3)
+            arrays = {
+                "double": [("shared_basis_1", f"shared_basis_{g}_1", basis), ("shared_basis_2", f"shared_basis_{g}_2", basis)],
+                "single": [("shared_basis", f"shared_basis_{g}", basis)],
+                "shared_only": [("shared_basis", f"shared_basis_{g}", basis)],
+                "shared": [("shared_basis", f"shared_basis_{g}", (planes, planes, 3, 3))],
+                "shared++": [
+                    ("shared_basis_1", f"shared_basis_{g}_1", (planes, planes, 3, 3)),
+                    ("shared_basis_2", f"shared_basis_{g}_2", (4 * planes, planes, 1, 1)),
+                ],
+            }.get(spec.variant, [])
+            users = [f"layer{g}.{index}" for index in range(1, blocks)]
+            init = "joint" if spec.variant == "double" else "each"
+            stages.append(StageBases(f"layer{g}", arrays, users, unique_rows=spec.unique_rank * m, init=init))
+        return stages
 
     def build(self, image_size):
         spec = self.spec
         if spec.dataset == "imagenet":
-            conv1, size = conv_module("conv1", (64, 3, 7, 7), image_size, stride=2, padding=3, group="stem")
-            size = (size + 2 * 1 - 3) // 2 + 1  # the 3×3 / 2 max pool
+            conv1, size = conv_module("conv1", (64, 3, 7, 7), image_size, stride=2, padding=3, stage="stem")
+            size = output_size(size, 3, 2, 1)  # the 3×3 / 2 max pool
         else:
-            conv1, size = conv_module("conv1", (64, 3, 3, 3), image_size, padding=1, group="stem")
+            conv1, size = conv_module("conv1", (64, 3, 3, 3), image_size, padding=1, stage="stem")
         mods, in_planes = [conv1, bn_module("bn1", 64, "stem")], 64
-        for stage_index, (planes, blocks) in enumerate(zip(PLANES, BLOCKS[spec.depth]), start=1):
-            stage, shared = f"layer{stage_index}", self.shared_owners(stage_index)
-            mods += [shared_module(owner, shape, stage) for _, owner, shape in shared]
+        for g, (planes, blocks) in enumerate(zip(PLANES, BLOCKS[spec.depth]), start=1):
+            stage, bases = f"layer{g}", self.stages.get(f"layer{g}")
+            mods += bases.owner_modules() if bases else []
             for index in range(blocks):
-                path, stride = f"{stage}.{index}", 2 if stage_index > 1 and index == 0 else 1
-                shared_here = shared if index > 0 else []
+                path, stride = f"{stage}.{index}", block_stride(g, index)
                 if self.bottleneck:
-                    block, size = bottleneck_modules(path, in_planes, planes, size, stage, stride=stride, shared=[(local, owner) for local, owner, _ in shared_here])
-                    in_planes = 4 * planes
-                elif index == 0 or spec.variant == "original":
-                    block, size = basic_block_modules(path, in_planes, planes, size, stage, stride=stride)
-                    in_planes = planes
+                    block, size = bottleneck_modules(path, in_planes, planes, size, stage, stride=stride, bases=bases)
+                    mods, in_planes = mods + block, 4 * planes
+                elif bases and path in bases.users:
+                    mods += basis_block_modules(path, planes, bases, size)
                 else:
-                    unique = spec.unique_rank * STAGE_MULTIPLIERS[stage_index - 1]
-                    block = basis_block_modules(path, planes, unique, [(local, owner, shape[0]) for local, owner, shape in shared], size, stage)
-                mods += block
-        return mods + [Module("fc", "linear", (spec.num_classes, in_planes), group="head")]
-
-    def orthogonal_groups(self):
-        """The authors re-initialise every shared conv orthogonally, one at a time, except
-        ResNet34_DoubleShared's two bases of a stage: jointly (orthogonal to each other too)."""
-        groups = [[owner for _, owner, _ in self.shared_owners(stage_index)] for stage_index in (1, 2, 3, 4)]
-        if self.spec.variant == "double":
-            return [names for names in groups if names]
-        return [[name] for names in groups for name in names]
+                    block, size = basic_block_modules(path, in_planes, planes, size, stage, stride=stride)
+                    mods, in_planes = mods + block, planes
+        return mods + [Module("fc", "linear", (spec.num_classes, in_planes), stage="head")]
 
     def forward(self, params, state, x, /, *, train, rng=None):
         new_state = {}
@@ -127,16 +132,17 @@ class ResNet(Model):
         else:
             out = conv(x, params["conv1"], padding=1)
             out, new_state["bn1"] = norm(out, params["bn1"], state["bn1"], train, relu=True)
-        for stage_index, blocks in enumerate(BLOCKS[self.spec.depth], start=1):
-            new_stage = new_state[f"layer{stage_index}"] = {}
+        for g, blocks in enumerate(BLOCKS[self.spec.depth], start=1):
+            new_stage = new_state[f"layer{g}"] = {}
+            bases = self.stages.get(f"layer{g}")
             for index in range(blocks):
-                path, block_state, stride = f"layer{stage_index}.{index}", state[f"layer{stage_index}"][str(index)], 2 if stage_index > 1 and index == 0 else 1
+                path, block_state, stride = f"layer{g}.{index}", state[f"layer{g}"][str(index)], block_stride(g, index)
                 if self.bottleneck:
-                    out, new_stage[str(index)] = bottleneck_block(out, self.view(params, path), block_state, train, stride=stride)
-                elif index == 0 or self.spec.variant == "original":
-                    out, new_stage[str(index)] = basic_block(out, params[f"layer{stage_index}"][str(index)], block_state, train, stride=stride)
+                    out, new_stage[str(index)] = bottleneck_block(out, self.block(params, path), block_state, train, stride=stride)
+                elif bases and path in bases.users:
+                    out, new_stage[str(index)] = basis_block(out, self.block(params, path), block_state, train, bases)
                 else:
-                    out, new_stage[str(index)] = basis_block(out, self.view(params, path), block_state, train)
+                    out, new_stage[str(index)] = basic_block(out, params[f"layer{g}"][str(index)], block_state, train, stride=stride)
         return linear(global_avg_pool(out), params["fc"]["weight"], params["fc"]["bias"]), new_state
 
     def regularise(self, params):
