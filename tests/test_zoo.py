@@ -247,7 +247,17 @@ def test_spec_names_round_trip(spec):
         ("imagenet-resnet34-shared", "variants of resnet34"),
         ("cifar100-resnet50", "depth in (18, 34)"),
         ("imagenet-resnet152", "depth in (18, 34, 50, 101)"),
-        ("cifar100-mobilenetv2", "imagenet-mobilenetv2"),
+        ("mobilenetv2", "'imagenet-mobilenetv2' or 'cifar100-mobilenetv2'"),  # no CIFAR-10 MobileNetV2
+        ("cifar100-mobilenetv2-s16u1", "'imagenet-mobilenetv2' or 'cifar100-mobilenetv2'"),
+        ("cifar100-resnext50-single-s64u2", "U a multiple of 4"),  # ResNeXt's unique basis has U/4 groups
+        ("cifar100-resnext50-single-s64u12", "U a multiple of 4"),  # 3 groups do not divide 128 channels
+        ("cifar100-resnext50-single-s2u4", "S ≥ 4"),
+        ("cifar100-resnext50-s64u4", "-single-s{S}u{U}"),  # the authors define SingleShared only
+        ("imagenet-resnext50", "'cifar100-resnext50'"),
+        ("cifar100-resnext101", "'cifar100-resnext50'"),
+        ("cifar100-densenet169", "'cifar100-densenet121'"),
+        ("cifar100-densenet121-single-s16u0", "U ≥ 1"),
+        ("cifar100-densenet121-shared", "'cifar100-densenet121-single-s{S}u{U}'"),
         ("imagenet-mobilenetv2-s16u1", "imagenet-mobilenetv2"),
         ("resnet56-shared", "basis variant"),
         ("resnet8-s16u1", "one block per stage"),

@@ -9,6 +9,9 @@ spec                                                    the authors' model
                                                         SingleShared
 ``cifar100-resnet{18,34}``, ``…-single-s{S}u{U}``,      CIFAR-100 ResNets: original,
 ``…-s{S}u0``, ``…-s0u{U}``                              SingleShared, SharedOnly, NonShared
+``cifar100-densenet121``, ``…-single-s{S}u{U}``         DenseNet121, _SingleShared(S, U)
+``cifar100-resnext50``, ``…-single-s{S}u{U}``           ResNext50_32x4d, _SingleShared(S, U)
+``cifar100-mobilenetv2``, ``…-shared``, ``…-shared++``  MobileNetV2, _Shared, _SharedDouble
 ``imagenet-resnet{18,34,50,101}``                       ImageNet originals
 ``imagenet-resnet{18,34}-s{S}u{U}``, ``…-single-…``     DoubleShared, SingleShared (bases)
 ``imagenet-resnet{50,101}-shared``, ``…-shared++``      shared whole convs (SharedSingle, Shared)
@@ -27,27 +30,35 @@ CIFAR100_DEPTHS = (18, 34)
 IMAGENET_DEPTHS = (18, 34, 50, 101)
 VARIANTS = ("original", "double", "single", "shared_only", "non_shared", "shared", "shared++")
 DEFAULT_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet": 1000}
+# The CIFAR-100 files' other families: architecture -> its one depth
+CIFAR100_FAMILIES = {"densenet": 121, "resnext": 50}
 SPEC_HELP = (
     "valid model specs: CIFAR-10 'resnet{D}' (original), 'resnet{D}-s{S}u{U}' (DoubleShared; SharedOnly "
     "with U = 0; NonShared with S = 0), 'resnet{D}-single-s{S}u{U}' (SingleShared), D = 6n + 2 ≤ 1202 "
     "(20, 32, 44, 56, 110, …; the shared variants need n ≥ 2), S, U ≤ 256, e.g. resnet56-s16u1 (the paper's "
-    "ResNet56-S16U1*); CIFAR-100 'cifar100-resnet{18,34}', 'cifar100-resnet34-single-s32u1', "
-    "'cifar100-resnet34-s32u0', 'cifar100-resnet34-s0u1'; ImageNet 'imagenet-resnet{18,34,50,101}', "
-    "'imagenet-resnet34-s48u1' (ResNet34-S48U1*), 'imagenet-resnet34-single-s48u1', "
-    "'imagenet-resnet{50,101}-shared', 'imagenet-resnet{50,101}-shared++', 'imagenet-mobilenetv2', "
-    "'imagenet-mobilenetv2-shared', 'imagenet-mobilenetv2-shared++'"
+    "ResNet56-S16U1*); CIFAR-100 'cifar100-resnet{18,34}', 'cifar100-resnet{18,34}-single-s{S}u{U}' "
+    "(e.g. cifar100-resnet34-single-s32u1, cifar100-resnet34-single-s16u1), 'cifar100-resnet{18,34}-s{S}u0', "
+    "'cifar100-resnet{18,34}-s0u{U}', 'cifar100-densenet121', 'cifar100-densenet121-single-s{S}u{U}' "
+    "(S, U ≥ 1, e.g. cifar100-densenet121-single-s16u1), 'cifar100-resnext50', "
+    "'cifar100-resnext50-single-s{S}u{U}' (U a multiple of 4, e.g. cifar100-resnext50-single-s64u4), "
+    "'cifar100-mobilenetv2', 'cifar100-mobilenetv2-shared', 'cifar100-mobilenetv2-shared++'; ImageNet "
+    "'imagenet-resnet{18,34,50,101}', 'imagenet-resnet{18,34}-s{S}u{U}' (e.g. imagenet-resnet34-s48u1, "
+    "the paper's ResNet34-S48U1*), 'imagenet-resnet{18,34}-single-s{S}u{U}', 'imagenet-resnet{50,101}-shared', "
+    "'imagenet-resnet{50,101}-shared++', 'imagenet-mobilenetv2', 'imagenet-mobilenetv2-shared', "
+    "'imagenet-mobilenetv2-shared++'"
 )
 
 _GRAMMAR = re.compile(
     r"(?:(?P<dataset>cifar100|imagenet)-)?"
-    r"(?:resnet(?P<depth>\d+)|(?P<mobilenet>mobilenetv2))"
+    r"(?:(?P<architecture>resnet|densenet|resnext)(?P<depth>\d+)|(?P<mobilenet>mobilenetv2))"
     r"(?:-(?:(?P<kind>single|double)-)?s(?P<s>\d+)u(?P<u>\d+)|-(?P<whole>shared\+\+|shared))?"
 )
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A parsed spec. ``depth`` is 0 for MobileNetV2; ranks are 0 where a variant has none."""
+    """A parsed spec. ``depth`` is 0 for MobileNetV2 (121 DenseNet, 50 ResNeXt); ranks are 0 where a
+    variant has none."""
 
     depth: int
     variant: str
@@ -55,7 +66,7 @@ class ModelSpec:
     unique_rank: int = 0
     num_classes: int = 10
     dataset: str = "cifar10"  # 'cifar10', 'cifar100' or 'imagenet': the architecture's source
-    architecture: str = "resnet"  # 'resnet' or 'mobilenetv2'
+    architecture: str = "resnet"  # 'resnet', 'mobilenetv2', 'densenet' or 'resnext'
 
     @property
     def blocks_per_stage(self):
@@ -65,7 +76,7 @@ class ModelSpec:
     @property
     def name(self):
         prefix = "" if self.dataset == "cifar10" else f"{self.dataset}-"
-        base = f"{prefix}{self.architecture}" + (str(self.depth) if self.architecture == "resnet" else "")
+        base = f"{prefix}{self.architecture}" + (str(self.depth) if self.depth else "")
         if self.variant == "original":
             return base
         if self.variant in ("shared", "shared++"):
@@ -94,12 +105,15 @@ def parse_spec(spec, num_classes=None):
         _refuse(spec, f"ranks S, U ≤ {MAX_RANK} and a depth ≤ {MAX_DEPTH}")
     variant = "original" if match["s"] is None and not whole else whole or _basis_variant(spec, kind, s, u)
     if match["mobilenet"]:
-        if dataset != "imagenet" or variant not in ("original", "shared", "shared++"):
-            _refuse(spec, "'imagenet-mobilenetv2' with nothing, '-shared' or '-shared++' after it")
+        if dataset == "cifar10" or variant not in ("original", "shared", "shared++"):
+            _refuse(spec, "'imagenet-mobilenetv2' or 'cifar100-mobilenetv2' with nothing, '-shared' or '-shared++' after it")
         return ModelSpec(0, variant, num_classes=num_classes, dataset=dataset, architecture="mobilenetv2")
-    depth = int(match["depth"])
-    _check_depth_and_variant(spec, dataset, depth, variant)
-    return ModelSpec(depth, variant, s, u, num_classes, dataset)
+    architecture, depth = match["architecture"], int(match["depth"])
+    if architecture in CIFAR100_FAMILIES:
+        _check_cifar100_family(spec, dataset, architecture, depth, variant, s, u)
+    else:
+        _check_depth_and_variant(spec, dataset, depth, variant)
+    return ModelSpec(depth, variant, s, u, num_classes, dataset, architecture)
 
 
 def _basis_variant(spec, kind, s, u):
@@ -136,3 +150,32 @@ def _check_depth_and_variant(spec, dataset, depth, variant):
     }[(dataset, depth in (50, 101))]
     if variant not in allowed:
         _refuse(spec, f"one of the authors' {dataset} variants of resnet{depth}: {', '.join(allowed)}")
+
+
+def _check_cifar100_family(spec, dataset, architecture, depth, variant, s, u):
+    """DenseNet121 and ResNeXt50 (models/cifar100): the original and SingleShared(S, U)."""
+    name = f"cifar100-{architecture}{CIFAR100_FAMILIES[architecture]}"
+    if dataset != "cifar100" or depth != CIFAR100_FAMILIES[architecture] or variant not in ("original", "single"):
+        _refuse(spec, f"'{name}' or '{name}-single-s{{S}}u{{U}}'")
+    if variant == "single" and u < 1:
+        _refuse(spec, f"U ≥ 1 for {name} (the authors' basis layer always has unique filters)")
+    if variant == "single" and architecture == "resnext" and not resnext_ranks_fit(s, u):
+        _refuse(spec, "for ResNeXt50 U a multiple of 4 (the unique basis is a conv of U·m/4 groups, m = 1, 2, 4, 8 by stage) "
+                "dividing 512, and S ≥ 4 with S // 4 (the shared basis' groups) dividing S and 128")
+
+
+def resnext_groups(rank, m, shared):
+    """The groups of a ResNeXt50_SingleShared basis in stage m (1, 2, 4, 8): the authors'
+    ``int(shared_rank / 4)`` for the shared one, ``int(unique_rank·m / base_width)`` (base_width 4)
+    for the unique one."""
+    return rank // 4 if shared else rank * m // 4
+
+
+def resnext_ranks_fit(s, u):
+    """Whether PyTorch builds ResNext50_32x4d_SingleShared(s, u): every basis' groups ≥ 1 divide its
+    filters (s·m, u·m) and its input channels (128·m)."""
+    for m in (1, 2, 4, 8):
+        for rank, groups in ((s * m, resnext_groups(s, m, True)), (u * m, resnext_groups(u, m, False))):
+            if groups < 1 or rank % groups or 128 * m % groups:
+                return False
+    return True
