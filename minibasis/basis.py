@@ -31,6 +31,18 @@ def stack_basis(unique_basis, shared_basis):
     return parts[0] if len(parts) == 1 else anp.concatenate(parts, axis=0)
 
 
+def basis_conv(x, unique_basis, shared_basis, /, *, stride=1, padding=0, unique_groups=1, shared_groups=1):
+    """``[U; S] ∗ x``, the basis conv of a basis layer: ``concat([U ∗ x, S ∗ x], channels)``, unique
+    channels first (the authors' ``torch.cat((basis_conv(x), shared_basis(x)), dim=1)``).
+
+    Dense bases (groups 1) are stacked into one conv, one GEMM. Grouped bases (ResNeXt's: U with
+    U/4 groups beside S with S/4) cannot be: stacking would regroup their filters; two convs."""
+    parts = [(b, g) for b, g in ((unique_basis, unique_groups), (shared_basis, shared_groups)) if b is not None]
+    if all(groups == 1 for _, groups in parts):
+        return conv2d(x, stack_basis(unique_basis, shared_basis), stride=stride, padding=padding)
+    return anp.concatenate([conv2d(x, b, stride=stride, padding=padding, groups=groups) for b, groups in parts], axis=1)
+
+
 def basis_layer(x, params, state, /, *, train, stride=1, relu=False):
     """One basis layer (Kim & Kang, Sec. 3): the k×k conv with C_out filters ``W ≈ A·[U; S]``
     computed as the basis conv with the r = u + s filters ``[U; S]``, BN over the r channels,

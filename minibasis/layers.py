@@ -262,6 +262,20 @@ def max_pool2d(x, /, *, kernel_size=3, stride=2, padding=1):
     return anp.reshape(flat[np.arange(flat.shape[0]), arg_max], (N, C, Ho, Wo))
 
 
+def avg_pool2d(x, /, *, kernel_size):
+    """PyTorch's ``AvgPool2d(k)`` (``F.avg_pool2d(x, k)``: stride k, no padding): the mean of each
+    k×k window; rows and columns past the last whole window are dropped, as PyTorch's floor.
+    (DenseNet's transitions: k = 2; ResNeXt's head: k = 4.)"""
+    checks.array("x", x, ndim=4)
+    k = checks.integer("kernel_size", kernel_size, 1)
+    N, C, H, W = x.shape
+    Ho, Wo = H // k, W // k
+    if Ho < 1 or Wo < 1:
+        checks.fail("x", f"an input of at least {k}×{k} pixels", f"shape {x.shape}")
+    windows = anp.reshape(x[:, :, : Ho * k, : Wo * k], (N, C, Ho, k, Wo, k))
+    return anp.sum(windows, axis=(3, 5)) / (k * k)
+
+
 def dropout(x, /, *, rate, rng=None):
     """PyTorch's ``Dropout(rate)`` in training mode: zero each value with probability ``rate``
     and scale the others by 1/(1 − rate). ``rng`` (a ``numpy.random.Generator``) draws the

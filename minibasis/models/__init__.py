@@ -1,4 +1,5 @@
-"""The authors' models: CIFAR-10 ResNets, CIFAR-100 and ImageNet ResNets, ImageNet MobileNetV2s.
+"""The authors' models: CIFAR-10 ResNets, CIFAR-100 and ImageNet ResNets and MobileNetV2s, CIFAR-100
+DenseNet121s and ResNeXt50s.
 
 A model is a pair of pure functions over explicit trees::
 
@@ -12,7 +13,8 @@ A model is a pair of pure functions over explicit trees::
 lives once, under its owner's name (``params["shared_basis_1_1"]["weight"]``), and every
 block of the stage uses it; autograd sums its gradients.
 
-One module per family (:mod:`.cifar_resnet`, :mod:`.resnet`, :mod:`.mobilenetv2`) over the
+One module per family (:mod:`.cifar_resnet`, :mod:`.resnet`, :mod:`.mobilenetv2`, :mod:`.densenet`,
+:mod:`.resnext`) over the
 shared machinery of :mod:`.core`; what a stage shares is one object, :class:`.sharing.StageBases`;
 the residual blocks the ResNets share are in :mod:`.blocks`, the spec grammar in :mod:`.spec`.
 """
@@ -21,8 +23,10 @@ from .. import checks
 from . import info
 from .cifar_resnet import CifarResNet
 from .core import Model, Module
+from .densenet import DenseNet
 from .mobilenetv2 import MobileNetV2
 from .resnet import ResNet
+from .resnext import ResNeXt
 from .sharing import StageBases
 from .spec import SPEC_HELP, VARIANTS, ModelSpec, parse_spec
 
@@ -35,8 +39,9 @@ def create_model(spec, num_classes=None):
             checks.fail("spec", f"a ModelSpec that parse_spec({spec.name!r}) gives", repr(spec))
     else:
         spec = parse_spec(spec, num_classes)
-    if spec.architecture == "mobilenetv2":
-        return MobileNetV2(spec)
+    families = {"mobilenetv2": MobileNetV2, "densenet": DenseNet, "resnext": ResNeXt}
+    if spec.architecture in families:
+        return families[spec.architecture](spec)
     return CifarResNet(spec) if spec.dataset == "cifar10" else ResNet(spec)
 
 

@@ -115,10 +115,14 @@ class Model:
         """What each stage shares: a list of :class:`~.sharing.StageBases` (none: nothing shared)."""
         return []
 
+    def stage_of(self, path):
+        """The StageBases whose arrays block ``path`` uses (None: a block that uses none)."""
+        return next((bases for bases in self.stages.values() if path in bases.users), None)
+
     def block(self, params, path):
         """Block ``path``'s parameters as the block sees them: its sub-tree with its stage's shared
         arrays filled in under its names for them (:meth:`.sharing.StageBases.view`)."""
-        bases = self.stages.get(path.split(".")[0])
+        bases = self.stage_of(path)
         return bases.view(params, path) if bases else at(params, path)
 
     def view(self, tree, path):
@@ -134,8 +138,7 @@ class Model:
     def basis_layer_inputs(self, params, state, path, layer):
         """``(params, state)`` of basis layer ``layer`` (1, 2) of the basis block at ``path``, as
         :func:`~minibasis.basis.basis_layer` and ``fold_basis_layer`` take them."""
-        bases = self.stages[path.split(".")[0]]
-        return bases.basis_layer_trees(self.block(params, path), at(state, path), layer)
+        return self.stage_of(path).basis_layer_trees(self.block(params, path), at(state, path), layer)
 
     def init(self, seed, dtype=np.float32):
         """Fresh ``(params, state)`` as the authors' classes initialise them, from ``seed``.

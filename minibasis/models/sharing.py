@@ -44,12 +44,20 @@ class StageBases:
     """The arrays stage ``stage`` shares among the blocks ``users``.
 
     arrays: ``((local, owner, weight shape), …)`` in the authors' registration order: the block's
-    name for the array (``shared_basis_1``), the model's (``shared_basis_1_1``), its shape.
-    users: the dotted paths of the blocks that use every array (``('layer1.1', 'layer1.2')``).
+    name for the array (``shared_basis_1``), the model's (``shared_basis_1_1``), its shape. The
+    owner is the array's first ``state_dict`` key, the name PyTorch's ``named_parameters`` gives
+    it: a module of the model registered before the stage's blocks, or, in DenseNet121_SingleShared,
+    whose ``features`` come first, the first dense layer's ``shared_basis``.
+    users: the dotted paths of the blocks that use every array (``('layer1.1', 'layer1.2')``); not
+    the owner's own block. A block belongs to the stage whose bases it uses (the authors' last
+    dense block uses the third one's basis), which may hold an array that no block uses.
     A stage of basis blocks with nothing shared (NonShared) has ``arrays=()``.
     unique_rows: the unique filters ``U`` of each of the users' basis layers (0: none, or no basis layers).
     init: how the authors re-initialise the arrays: ``'joint'`` (orthogonally, orthogonal to each
     other too), ``'each'`` (orthogonally, one at a time) or ``None`` (the layer's default init).
+    aliases: names the model registers the arrays under again, one per array, after the blocks
+    (DenseNet121_SingleShared's attributes ``shared_basis_g``): listed in the ``state_dict``,
+    nothing applied under them.
     """
 
     stage: str
@@ -57,10 +65,12 @@ class StageBases:
     users: tuple = ()
     unique_rows: int = 0
     init: str = None
+    aliases: tuple = ()
 
     def __post_init__(self):  # accept lists, keep the object hashable
         object.__setattr__(self, "arrays", tuple((local, owner, tuple(shape)) for local, owner, shape in self.arrays))
         object.__setattr__(self, "users", tuple(self.users))
+        object.__setattr__(self, "aliases", tuple(self.aliases))
 
     # ---- what the stage holds, and who uses it -------------------------------------------------
 
@@ -69,18 +79,26 @@ class StageBases:
         parameters; their MACs are counted at every use."""
         return [Module(owner, "conv", shape, stage=self.stage) for _, owner, shape in self.arrays]
 
+    def alias_modules(self):
+        """The modules of :attr:`aliases`: no parameters (their owners hold them), no MACs."""
+        return [Module(alias, "conv", shape, shared=True, stage=self.stage) for alias, (_, _, shape) in zip(self.aliases, self.arrays)]
+
     def local_names(self, path):
         """The block's names for the arrays it uses (none if it is not a user)."""
         return [local for local, _, _ in self.arrays] if path in self.users else []
 
-    def use(self, path, local, in_size, *, uses=1, **conv):
+    def use(self, path, local, in_size, *, uses=1, stage=None, **conv):
         """The Module of block ``path``'s use of array ``local`` (no parameters of its own; its
-        MACs, ``uses`` times, are this use's) and the output size: ``(Module, size)``."""
+        MACs, ``uses`` times, are this use's) and the output size: ``(Module, size)``. ``stage``:
+        the part of the network it is counted in, if not this stage."""
         shape = next(shape for name, _, shape in self.arrays if name == local)
-        return conv_module(f"{path}.{local}", shape, in_size, stage=self.stage, shared=True, uses=uses, **conv)
+        return conv_module(f"{path}.{local}", shape, in_size, stage=stage or self.stage, shared=True, uses=uses, **conv)
 
     def owner_of(self, name):
-        """``'layer1.1.shared_basis_1'`` -> ``'shared_basis_1_1'``; None if ``name`` is not a use."""
+        """``'layer1.1.shared_basis_1'`` -> ``'shared_basis_1_1'`` (an alias, too, names its owner);
+        None if ``name`` is not a use."""
+        if name in self.aliases:
+            return self.arrays[self.aliases.index(name)][1]
         path, _, local = name.rpartition(".")
         if path in self.users:
             return next((owner for name_, owner, _ in self.arrays if name_ == local), None)

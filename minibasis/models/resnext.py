@@ -1,0 +1,6 @@
+"""placeholder"""
+from .core import Model
+
+
+class ResNeXt(Model):
+    pass
