@@ -28,6 +28,13 @@ COUNTS = {
     "cifar100-resnet34-single-s16u1": (6_485_844, 520_865_792),
     "cifar100-resnet34-s32u0": (7_442_340, 756_795_392),
     "cifar100-resnet34-s0u1": (5_245_012, 269_207_552),
+    "cifar100-densenet121": (7_048_548, 888_442_880),
+    "cifar100-densenet121-single-s16u1": (5_084_504, 704_212_992),
+    "cifar100-resnext50": (23_177_124, 1_344_151_552),
+    "cifar100-resnext50-single-s64u4": (19_333_380, 1_179_000_832),
+    "cifar100-mobilenetv2": (2_428_004, 67_356_736),
+    "cifar100-mobilenetv2-shared": (2_163_812, 67_356_736),
+    "cifar100-mobilenetv2-shared++": (1_899_620, 67_356_736),
     "imagenet-resnet34": (21_797_672, 3_663_761_408),
     "imagenet-resnet34-s48u1": (11_786_968, 3_249_508_352),
     "imagenet-resnet34-single-s48u1": (9_436_888, 3_249_508_352),
@@ -55,7 +62,8 @@ def test_info_lists_every_family_with_its_counts():
         line = next((line for line in table.splitlines() if line.split()[:1] == [spec]), None)
         if line is not None:
             assert str(params) in line and str(macs) in line, line
-    for family in ("resnet56-s16u1", "cifar100-resnet34-single-s32u1", "imagenet-resnet50-shared++", "imagenet-mobilenetv2-shared++"):
+    families = ("resnet56-s16u1", "cifar100-resnet34-single-s32u1", "imagenet-resnet50-shared++", "imagenet-mobilenetv2-shared++")
+    for family in families + ("cifar100-densenet121-single-s16u1", "cifar100-resnext50-single-s64u4", "cifar100-mobilenetv2-shared++"):
         assert family in table
 
 

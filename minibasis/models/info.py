@@ -12,11 +12,28 @@ ZOO = (
     ("resnet56-single-s16u1", "cifar10 ResNet56_SingleShared(16, 1)", "one basis per stage + unique bases"),
     ("resnet56-s16u0", "cifar10 ResNet56_SharedOnly(16)", "two bases per stage"),
     ("resnet56-s0u1", "cifar10 ResNet56_NonShared(1)", "nothing (unique bases only)"),
+    ("resnet32-single-s8u1", "cifar10 ResNet32_SingleShared(8, 1)", "one basis per stage + unique bases"),
+    ("cifar100-resnet18", "cifar100 ResNet18()", "nothing"),
     ("cifar100-resnet34", "cifar100 ResNet34()", "nothing"),
     ("cifar100-resnet34-single-s32u1", "cifar100 ResNet34_SingleShared(32, 1)", "one basis per stage + unique bases"),
     ("cifar100-resnet34-single-s16u1", "cifar100 ResNet34_SingleShared(16, 1)", "one basis per stage + unique bases"),
     ("cifar100-resnet34-s32u0", "cifar100 ResNet34_SharedOnly(32)", "ONE basis per stage, both layers"),
     ("cifar100-resnet34-s0u1", "cifar100 ResNet34_NonShared(1)", "nothing (unique bases only)"),
+    ("cifar100-densenet121", "cifar100 DenseNet121()", "nothing"),
+    (
+        "cifar100-densenet121-single-s16u1",
+        "cifar100 DenseNet121_SingleShared(16, 1): the authors' README row 'DenseNet121-S64U4'",
+        "one basis per dense block (every layer's 3×3 conv) + unique bases",
+    ),
+    ("cifar100-resnext50", "cifar100 ResNext50_32x4d(100)", "nothing"),
+    (
+        "cifar100-resnext50-single-s64u4",
+        "cifar100 ResNext50_32x4d_SingleShared(64, 4): the authors' README row 'ResNeXt50-S16U1'",
+        "one grouped basis per stage + grouped unique bases",
+    ),
+    ("cifar100-mobilenetv2", "cifar100 MobileNetV2()", "nothing"),
+    ("cifar100-mobilenetv2-shared", "cifar100 MobileNetV2_Shared()", "stages 3–6: the whole 1×1 expansion conv"),
+    ("cifar100-mobilenetv2-shared++", "cifar100 MobileNetV2_SharedDouble()", "stages 3–6: the 1×1 expansion and projection convs"),
     ("imagenet-resnet34", "ilsvrc ResNet34()", "nothing"),
     ("imagenet-resnet34-s48u1", "ilsvrc ResNet34_DoubleShared(48, 1): the paper's ResNet34-S48U1*", "two bases per stage + unique bases"),
     ("imagenet-resnet34-single-s48u1", "ilsvrc ResNet34_SingleShared(48, 1)", "one basis per stage + unique bases"),
@@ -33,9 +50,8 @@ ZOO = (
 
 def baseline_spec(spec):
     """The original (unshared) model of the same family and depth."""
-    if spec.architecture == "mobilenetv2":
-        return "imagenet-mobilenetv2"
-    return f"{'' if spec.dataset == 'cifar10' else spec.dataset + '-'}resnet{spec.depth}"
+    prefix = "" if spec.dataset == "cifar10" else f"{spec.dataset}-"
+    return f"{prefix}{spec.architecture}{spec.depth or ''}"
 
 
 def zoo_table(create_model):
@@ -43,13 +59,13 @@ def zoo_table(create_model):
     lines = [
         "The authors' zoo (spec grammar: minibasis train --help). Parameters: unique trainable; MACs: one image",
         "at the dataset's size (32 px CIFAR, 224 px ImageNet), a shared conv counted at every use.",
-        f"{'spec':<32} {'params':>12} {'MACs':>15} {'×orig MACs':>10}  shares / the authors' model",
+        f"{'spec':<34} {'params':>12} {'MACs':>15} {'×orig MACs':>10}  shares / the authors' model",
     ]
     for spec, constructor, shares in ZOO:
         model = create_model(spec)
         base = create_model(baseline_spec(model.spec))
         ratio = model.count_macs() / base.count_macs()
-        lines.append(f"{spec:<32} {model.count_params():>12,} {model.count_macs():>15,} {ratio:>10.2f}  {shares}; {constructor}")
+        lines.append(f"{spec:<34} {model.count_params():>12,} {model.count_macs():>15,} {ratio:>10.2f}  {shares}; {constructor}")
     lines.append(
         "Sharing saves parameters, not compute: sharing whole convs leaves the MACs unchanged, and a basis layer costs "
         "H·W·r·(C·k² + C_out): more than the conv it replaces when r ≳ C (S16U1 on CIFAR-10: 1.16×), less for small bases."
