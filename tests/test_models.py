@@ -626,3 +626,162 @@ def test_orthogonality_formula_by_hand_for_one_stage_layout():
 
 
 # ---- 9. against the authors' PyTorch model: tests/test_torch_reference.py (all five variants)
+
+
+# ---- the building blocks of the CIFAR-100 DenseNet121 and ResNeXt50 ------------------------------
+# (their whole networks are compared with the authors' PyTorch classes in test_zoo.py)
+
+from autograd.test_util import check_grads  # noqa: E402
+
+import autograd.numpy as anp  # noqa: E402
+from minibasis.basis import basis_conv  # noqa: E402
+from minibasis.layers import avg_pool2d, batch_norm_state  # noqa: E402
+from minibasis.mode import reference_mode  # noqa: E402
+from minibasis.models.densenet import basis_bottleneck as dense_basis_layer  # noqa: E402
+from minibasis.models.densenet import bottleneck as dense_layer  # noqa: E402
+from minibasis.models.densenet import transition  # noqa: E402
+from minibasis.models.resnext import basis_bottleneck as resnext_basis_block  # noqa: E402
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 2), st.integers(1, 3), st.integers(2, 9), st.integers(2, 9), st.integers(1, 4), st.integers(0, 99))
+def test_avg_pool_is_the_mean_of_each_whole_window(N, C, H, W, k, seed):
+    """PyTorch's AvgPool2d(k): stride k, the partial windows at the bottom and right dropped."""
+    if k > min(H, W):
+        with pytest.raises(ValueError, match=rf"x: expected an input of at least {k}×{k} pixels"):
+            avg_pool2d(np.zeros((N, C, H, W)), kernel_size=k)
+        return
+    x = np.random.default_rng(seed).standard_normal((N, C, H, W))
+    expected = np.array([[[[x[n, c, a * k : a * k + k, b * k : b * k + k].mean() for b in range(W // k)] for a in range(H // k)]
+                          for c in range(C)] for n in range(N)])
+    np.testing.assert_allclose(avg_pool2d(x, kernel_size=k), expected, rtol=1e-13, atol=1e-13)
+    assert avg_pool2d(x.astype(np.float32), kernel_size=k).dtype == np.float32
+    check_gradients(lambda x: anp.sum(anp.sin(avg_pool2d(x, kernel_size=k))), x, mode="elementwise")
+    check_grads(lambda x: anp.sin(avg_pool2d(x, kernel_size=k)), modes=["fwd", "rev"], order=2)(x)
+
+
+def test_avg_pool_refuses_a_bad_kernel_size():
+    with pytest.raises(ValueError, match="kernel_size: expected an int ≥ 1, got 0"):
+        avg_pool2d(np.zeros((1, 1, 4, 4)), kernel_size=0)
+
+
+def block_diagonal(w, groups):
+    """A grouped conv's weight (O, C/groups, k, k) as the dense weight (O, C, k, k) it stands for:
+    zeros outside each output's group (an independent way to compute a grouped conv)."""
+    O, per_group = w.shape[:2]
+    dense = np.zeros((O, per_group * groups) + w.shape[2:])
+    for o in range(O):
+        g = o // (O // groups)
+        dense[o, g * per_group : (g + 1) * per_group] = w[o]
+    return dense
+
+
+@pytest.mark.parametrize("form", ["fast", "reference"])
+@settings(max_examples=10, deadline=None)
+@given(st.sampled_from([(1, 1), (1, 2), (2, 4), (4, 2), (4, 1)]), st.integers(1, 2), st.integers(1, 2), st.integers(0, 99))
+def test_basis_conv_of_a_grouped_unique_beside_a_grouped_shared_basis(form, groups, u_per_group, s_per_group, seed):
+    """[U; S] ∗ x = concat(U ∗ x, S ∗ x), U and S in different groups (ResNeXt50_SingleShared),
+    against dense convs of the block-diagonal weights; gradients by finite differences and to
+    second order (both conv forms)."""
+    unique_groups, shared_groups = groups
+    rng = np.random.default_rng(seed)
+    C = 4
+    x = rng.standard_normal((2, C, 5, 5))
+    U = rng.standard_normal((u_per_group * unique_groups, C // unique_groups, 3, 3))
+    S = rng.standard_normal((s_per_group * shared_groups, C // shared_groups, 3, 3))
+    with reference_mode(form == "reference"):
+        y = basis_conv(x, U, S, padding=1, unique_groups=unique_groups, shared_groups=shared_groups)
+        with reference_mode():  # the expected value: dense convs in the textbook form
+            expected = np.concatenate([conv2d(x, block_diagonal(U, unique_groups), padding=1),
+                                       conv2d(x, block_diagonal(S, shared_groups), padding=1)], axis=1)
+        np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
+
+        def f(x, U, S):
+            return anp.tanh(basis_conv(x, U, S, stride=2, padding=1, unique_groups=unique_groups, shared_groups=shared_groups))
+
+        check_gradients(lambda x, U, S: anp.sum(f(x, U, S) ** 2), x, U, S)
+        check_grads(f, modes=["fwd", "rev"], order=2)(x, U, S)
+
+
+def bn_tree(rng, channels):
+    return {"weight": rng.uniform(0.5, 1.5, channels), "bias": 0.1 * rng.standard_normal(channels)}
+
+
+def small_dense_layer(rng, c_in, inner, growth, shared=0, unique=0):
+    """A dense layer's trees at toy widths: BottleNeck (``shared=0``) or BottleNeck_SingleShared."""
+    conv = lambda *shape: rng.standard_normal(shape) / np.sqrt(np.prod(shape[1:]))  # noqa: E731
+    if not shared:
+        params = {"residual_function": {"0": bn_tree(rng, c_in), "2": {"weight": conv(inner, c_in, 1, 1)},
+                                        "3": bn_tree(rng, inner), "5": {"weight": conv(growth, inner, 3, 3)}}}
+        state = {"residual_function": {"0": batch_norm_state(c_in, np.float64), "3": batch_norm_state(inner, np.float64)}}
+        return params, state
+    rank = shared + unique
+    params = {"shared_basis": {"weight": conv(shared, inner, 3, 3)}, "bn0": bn_tree(rng, c_in), "conv1": {"weight": conv(inner, c_in, 1, 1)},
+              "bn1": bn_tree(rng, inner), "basis_conv2": {"weight": conv(unique, inner, 3, 3)}, "basis_bn2": bn_tree(rng, rank),
+              "coeff_conv2": {"weight": conv(growth, rank, 1, 1)}}
+    state = {name: batch_norm_state(c, np.float64) for name, c in (("bn0", c_in), ("bn1", inner), ("basis_bn2", rank))}
+    return params, state
+
+
+@pytest.mark.parametrize("form", ["fast", "reference"])
+@pytest.mark.parametrize("shared", [0, 2], ids=["BottleNeck", "BottleNeck_SingleShared"])
+def test_a_dense_layer_concatenates_its_new_maps_after_the_ones_it_saw(form, shared):
+    """The output starts with x unchanged and adds ``growth`` maps; in eval mode those maps are
+    BN → ReLU → conv (pre-activation), computed here from the layer's equation in NumPy; the
+    gradients pass finite differences and check_grads to second order (training-mode BN)."""
+    rng = np.random.default_rng(4)
+    params, state = small_dense_layer(rng, c_in=3, inner=4, growth=2, shared=shared, unique=1)
+    x = rng.standard_normal((2, 3, 4, 4))
+    layer = dense_layer if not shared else dense_basis_layer
+    with reference_mode(form == "reference"):
+        y, _ = layer(x, params, state, False)
+        assert y.shape == (2, 5, 4, 4) and np.array_equal(y[:, :3], x)
+
+        def bn_relu(v, p):  # eval mode with fresh statistics: weight·v/√(1 + ε) + bias, then ReLU
+            return np.maximum(v * (p["weight"] / np.sqrt(1 + 1e-5))[None, :, None, None] + p["bias"][None, :, None, None], 0)
+
+        if not shared:
+            fn = params["residual_function"]
+            inner = np.einsum("oc,nchw->nohw", fn["2"]["weight"][:, :, 0, 0], bn_relu(x, fn["0"]))
+            with reference_mode():
+                new = conv2d(bn_relu(inner, fn["3"]), fn["5"]["weight"], padding=1)
+            np.testing.assert_allclose(y[:, 3:], new, rtol=1e-12, atol=1e-12)
+
+        def f(x, params):
+            return anp.tanh(layer(x, params, state, True)[0])
+
+        check_gradients(lambda x, params: anp.sum(f(x, params) ** 2), x, params, mode="leafwise")
+        check_grads(f, modes=["rev"], order=2)(x, params)
+
+
+@pytest.mark.parametrize("form", ["fast", "reference"])
+def test_a_transition_is_bn_conv_and_2x2_average_pool_without_relu(form):
+    rng = np.random.default_rng(5)
+    params = {"0": bn_tree(rng, 4), "1": {"weight": rng.standard_normal((2, 4, 1, 1))}}
+    state = {"0": batch_norm_state(4, np.float64)}
+    x = rng.standard_normal((2, 4, 5, 5))
+    with reference_mode(form == "reference"):
+        y, _ = transition(x, params, state, False)
+        normalised = x * (params["0"]["weight"] / np.sqrt(1 + 1e-5))[None, :, None, None] + params["0"]["bias"][None, :, None, None]
+        squeezed = np.einsum("oc,nchw->nohw", params["1"]["weight"][:, :, 0, 0], normalised)[:, :, :4, :4]
+        np.testing.assert_allclose(y, squeezed.reshape(2, 2, 2, 2, 2, 2).mean(axis=(3, 5)), rtol=1e-12, atol=1e-12)
+        assert (y < 0).any(), "no ReLU: negative values pass"
+        f = lambda x, params: anp.tanh(transition(x, params, state, True)[0])  # noqa: E731
+        check_gradients(lambda x, params: anp.sum(f(x, params) ** 2), x, params, mode="leafwise")
+        check_grads(f, modes=["fwd", "rev"], order=2)(x, params)
+
+
+@pytest.mark.parametrize("form", ["fast", "reference"])
+def test_a_resnext_basis_block_with_grouped_bases_passes_gradient_checks(form):
+    """BottleNeck_SingleShared at toy widths: width 8, U = 2 filters in 2 groups beside S = 4 in 4
+    groups, 4 output channels (= its input: the identity skip)."""
+    rng = np.random.default_rng(6)
+    conv = lambda *shape: rng.standard_normal(shape) / np.sqrt(np.prod(shape[1:]))  # noqa: E731
+    params = {"shared_basis": {"weight": conv(4, 2, 3, 3)}, "conv1": {"weight": conv(8, 4, 1, 1)}, "bn1": bn_tree(rng, 8),
+              "basis_conv2": {"weight": conv(2, 4, 3, 3)}, "bn2": bn_tree(rng, 6), "conv3": {"weight": conv(4, 6, 1, 1)}, "bn3": bn_tree(rng, 4)}
+    state = {name: batch_norm_state(c, np.float64) for name, c in (("bn1", 8), ("bn2", 6), ("bn3", 4))}
+    x = rng.standard_normal((2, 4, 4, 4))
+    with reference_mode(form == "reference"):
+        f = lambda x, params: anp.tanh(resnext_basis_block(x, params, state, True)[0])  # noqa: E731
+        check_gradients(lambda x, params: anp.sum(f(x, params) ** 2), x, params, mode="leafwise")
+        check_grads(f, modes=["rev"], order=2)(x, params)
