@@ -538,6 +538,23 @@ def test_train_and_eval_a_cifar100_model_on_the_official_cifar100_layout(tmp_pat
     assert json.loads(stdout)["test_acc"] == pytest.approx(record["test_acc"])
 
 
+@pytest.mark.slow
+def test_train_a_shared_densenet121_on_the_official_cifar100_layout(tmp_path, capsys):
+    """DenseNet121_SingleShared(16, 1) on the tiny archive: one step of 100 images, its
+    regulariser in the log, the authors' keys in the weights (the first dense layer owns the basis)."""
+    archive = write_cifar100_archive(tmp_path / "data", train_per_class=1, test_per_class=1, seed=0)
+    out = tmp_path / "run"
+    code, stdout, err = run(capsys, "train", "--dataset", "cifar100", "--model", "cifar100-densenet121-single-s16u1", "--data", archive,
+                            "--train-size", 0, "--test-size", 0, "--epochs", 1, "--batch-size", 100, "--out", out, "--quiet")
+    assert code == 0, err
+    (record,) = read_log(out)
+    assert record["epoch"] == 1 and 0 <= record["test_acc"] <= 1 and record["orthogonality"] > 0
+    with np.load(out / "weights.npz") as f:
+        assert f["linear.weight"].shape == (100, 1024)
+        assert np.array_equal(f["shared_basis_3.weight"], f["features.dense_block_layer_3.bottle_neck_layer_15.shared_basis.weight"])
+    load_weights(out / "weights.npz", create_model("cifar100-densenet121-single-s16u1"))
+
+
 def test_runs_are_bit_identical_whatever_the_worker_count_also_across_a_resume(tiny_run, tmp_path, capsys):
     """Issue 15: the same seed gives the same files with 1 or 3 workers, and a run interrupted
     with 3 workers and resumed with 1 ends as an uninterrupted one."""
