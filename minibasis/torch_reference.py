@@ -10,10 +10,13 @@ their ``train_cifar10.py`` regulariser loop. It takes only the spec's numbers fr
     net = build_torch_model(model.spec, to_state_dict(model, params, state))   # strict load
 
 The ImageNet ResNet50/101 "Shared" models and the MobileNetV2s are here too (written from
-``models/ilsvrc/resnet.py`` and ``mobilenetv2.py``), for benchmarks and for users who compare
+``models/ilsvrc/resnet.py`` and ``mobilenetv2.py``), and the CIFAR-100 DenseNet121 and ResNeXt50
+(``models/cifar100/densenet.py``, ``resnext.py``), for benchmarks and for users who compare
 their own PyTorch code; ``../shared/data/golden/`` holds what the authors' own classes compute
 for the whole zoo, and the test suite checks minibasis against it without torch.
 """
+
+from collections import OrderedDict
 
 import numpy as np
 import torch
@@ -254,20 +257,141 @@ class MobileNetV2(nn.Module):
         return self.classifier(F.adaptive_avg_pool2d(self.conv1(x), 1).flatten(1))
 
 
+# ---- CIFAR-100 DenseNet121 and ResNeXt50 (written from the authors' models/cifar100/densenet.py
+# and resnext.py: the same attribute names and registration order, so the same state_dict keys)
+
+
+class DenseLayer(nn.Module):
+    """BottleNeck (``basis`` None: BN-ReLU-1×1-BN-ReLU-3×3 as ``residual_function``) or
+    BottleNeck_SingleShared (``basis``: the block's shared module, assigned first)."""
+
+    def __init__(self, c_in, growth, basis=None, unique=0):
+        super().__init__()
+        inner = 4 * growth
+        if basis is None:
+            self.residual_function = nn.Sequential(
+                nn.BatchNorm2d(c_in), nn.ReLU(), nn.Conv2d(c_in, inner, 1, bias=False),
+                nn.BatchNorm2d(inner), nn.ReLU(), nn.Conv2d(inner, growth, 3, padding=1, bias=False))
+            return
+        self.shared_basis = basis
+        rank = unique + basis.weight.shape[0]
+        self.bn0, self.conv1, self.bn1 = nn.BatchNorm2d(c_in), nn.Conv2d(c_in, inner, 1, bias=False), nn.BatchNorm2d(inner)
+        self.basis_conv2 = nn.Conv2d(inner, unique, 3, padding=1, bias=False)
+        self.basis_bn2, self.coeff_conv2 = nn.BatchNorm2d(rank), nn.Conv2d(rank, growth, 1, bias=False)
+
+    def forward(self, x):
+        if hasattr(self, "residual_function"):
+            return torch.cat([x, self.residual_function(x)], 1)
+        out = F.relu(self.bn1(self.conv1(F.relu(self.bn0(x)))))
+        out = self.basis_bn2(torch.cat([self.basis_conv2(out), self.shared_basis(out)], 1))
+        return torch.cat([x, self.coeff_conv2(out)], 1)
+
+
+class DenseNet121(nn.Module):
+    """DenseNet121 (``ranks`` None) or DenseNet121_SingleShared(S, U) (``ranks`` = (S, U)):
+    ``features`` registered before shared_basis_1…4; the last block uses shared_basis_3."""
+
+    def __init__(self, ranks, num_classes, growth=32):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 2 * growth, 3, padding=1, bias=False)
+        self.features = nn.Sequential()
+        if ranks:
+            for g in range(1, 5):
+                setattr(self, f"shared_basis_{g}", nn.Conv2d(4 * growth, ranks[0], 3, padding=1, bias=False))
+        channels = 2 * growth
+        for block, layers in enumerate((6, 12, 24, 16)):
+            basis = getattr(self, f"shared_basis_{min(block, 2) + 1}") if ranks else None
+            unique = ranks[1] if ranks else 0
+            dense = nn.Sequential(OrderedDict((f"bottle_neck_layer_{i}", DenseLayer(channels + i * growth, growth, basis, unique)) for i in range(layers)))
+            name = "dense_block3" if block == 3 and not ranks else f"dense_block_layer_{block}"
+            self.features.add_module(name, dense)
+            channels += layers * growth
+            if block < 3:
+                transition = nn.Module()
+                transition.down_sample = nn.Sequential(nn.BatchNorm2d(channels), nn.Conv2d(channels, channels // 2, 1, bias=False), nn.AvgPool2d(2))
+                self.features.add_module(f"transition_layer_{block}", transition)
+                channels //= 2
+        self.features.add_module("bn", nn.BatchNorm2d(channels))
+        self.linear = nn.Linear(channels, num_classes)
+
+    def forward(self, x):
+        out = self.conv1(x)
+        for name, module in self.features.named_children():
+            out = module.down_sample(out) if name.startswith("transition") else module(out)
+        return self.linear(torch.flatten(F.adaptive_avg_pool2d(F.relu(out), 1), 1))
+
+
+class ResNeXtBlock(nn.Module):
+    """BottleNeck (``basis`` None; ``residual_function``, 32 groups of width/32) or
+    BottleNeck_SingleShared (``basis``: the stage's shared module, S/4 groups; U·m/4 unique)."""
+
+    def __init__(self, in_planes, planes, stride, basis=None, unique=0):
+        super().__init__()
+        width, out_planes = planes // 64 * 4 * 32, 4 * planes
+        if basis is None:
+            self.residual_function = nn.Sequential(
+                nn.Conv2d(in_planes, width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
+                nn.Conv2d(width, width, 3, stride, 1, groups=32, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
+                nn.Conv2d(width, out_planes, 1, bias=False), nn.BatchNorm2d(out_planes))
+        else:
+            self.shared_basis = basis
+            rank = unique + basis.weight.shape[0]
+            self.conv1, self.bn1 = nn.Conv2d(in_planes, width, 1, bias=False), nn.BatchNorm2d(width)
+            self.basis_conv2 = nn.Conv2d(width, unique, 3, stride, 1, groups=unique // 4, bias=False)
+            self.bn2, self.conv3, self.bn3 = nn.BatchNorm2d(rank), nn.Conv2d(rank, out_planes, 1, bias=False), nn.BatchNorm2d(out_planes)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or in_planes != out_planes:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_planes, out_planes, 1, stride, bias=False), nn.BatchNorm2d(out_planes))
+
+    def forward(self, x):
+        if hasattr(self, "residual_function"):
+            return F.relu(self.residual_function(x) + self.shortcut(x))
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = F.relu(self.bn2(torch.cat([self.basis_conv2(out), self.shared_basis(out)], 1)))
+        return F.relu(self.bn3(self.conv3(out)) + self.shortcut(x))
+
+
+class ResNeXt50(nn.Module):
+    """ResNext50_32x4d (``ranks`` None) or ResNext50_32x4d_SingleShared(S, U) (``ranks`` = (S, U))."""
+
+    def __init__(self, ranks, num_classes):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(3, 64, 3, padding=1, bias=False), nn.BatchNorm2d(64)
+        in_planes = 64
+        for g, (planes, blocks, m) in enumerate(zip((64, 128, 256, 512), (3, 4, 6, 3), (1, 2, 4, 8)), start=1):
+            basis = None
+            if ranks:
+                setattr(self, f"shared_basis_{g}", nn.Conv2d(planes // 64 * 128, ranks[0] * m, 3, padding=1, groups=ranks[0] // 4, bias=False))
+                basis = getattr(self, f"shared_basis_{g}")
+            layer = [ResNeXtBlock(in_planes, planes, 1 if g == 1 else 2)]
+            layer += [ResNeXtBlock(4 * planes, planes, 1, basis, ranks[1] * m if ranks else 0) for _ in range(1, blocks)]
+            setattr(self, f"layer{g}", nn.Sequential(*layer))
+            in_planes = 4 * planes
+        self.linear = nn.Linear(2048, num_classes)
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
+        return self.linear(torch.flatten(F.avg_pool2d(out, 4), 1))
+
+
 def build_torch_model(spec, state_dict, dtype=torch.float32):
     """The authors' structure for a minibasis ``spec`` (a ModelSpec, or a model: its ``.spec``):
     the CIFAR-10 ResNets, the ImageNet ResNet50/101 (Shared, Shared++) and the MobileNetV2s,
     loaded strictly from ``state_dict``."""
     spec = getattr(spec, "spec", spec)
     shared = None if spec.variant == "original" else spec.variant
-    if spec.architecture == "mobilenetv2":
+    ranks = None if spec.variant == "original" else (spec.shared_rank, spec.unique_rank)
+    if spec.architecture in ("densenet", "resnext"):
+        net = (DenseNet121 if spec.architecture == "densenet" else ResNeXt50)(ranks, spec.num_classes)
+    elif spec.architecture == "mobilenetv2" and spec.dataset == "imagenet":
         net = MobileNetV2(shared, spec.num_classes)
     elif spec.dataset == "imagenet" and spec.depth in (50, 101):
         net = ImageNetBottleneckResNet(spec.depth, shared, spec.num_classes)
     elif spec.dataset == "cifar10":
         net = ResNet(spec.depth, spec.variant, spec.shared_rank, spec.unique_rank, spec.num_classes)
     else:
-        raise ValueError(f"spec: expected a CIFAR-10 ResNet, an ImageNet ResNet50/101 or a MobileNetV2, got {spec.name!r}")
+        raise ValueError(f"spec: expected a CIFAR-10 ResNet, an ImageNet ResNet50/101 or MobileNetV2, a CIFAR-100 DenseNet121 or ResNeXt50, got {spec.name!r}")
     net = net.to(dtype)
     net.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in state_dict.items()}, strict=True)
     return net

@@ -68,7 +68,15 @@ class DenseNet(Model):
             if block == 2:
                 users += [self.layer_path(3, layer) for layer in range(LAYERS[3])]
             owner = f"{self.layer_path(block, 0)}.shared_basis"
-            stages.append(StageBases(f"dense{block}", [("shared_basis", owner, shape)], users, unique, aliases=[f"shared_basis_{block + 1}"]))
+            stages.append(
+                StageBases(
+                    f"dense{block}",
+                    [("shared_basis", owner, shape)],
+                    users,
+                    unique,
+                    aliases=[f"shared_basis_{block + 1}"],
+                )
+            )
         return stages + [StageBases("dense3", [("shared_basis", "shared_basis_4", shape)])]
 
     def build(self, image_size):
@@ -102,7 +110,9 @@ class DenseNet(Model):
         if bases:
             shared, _ = bases.use(path, "shared_basis", size, padding=1, stage=stage)
         else:
-            shared, _ = conv_module(f"{path}.shared_basis", (spec.shared_rank, INNER, 3, 3), size, padding=1, stage=stage)
+            shared, _ = conv_module(
+                f"{path}.shared_basis", (spec.shared_rank, INNER, 3, 3), size, padding=1, stage=stage
+            )
         rank = spec.unique_rank + spec.shared_rank
         return [
             shared,

@@ -60,7 +60,11 @@ class ResNeXt(Model):
         for g, (planes, blocks, m) in enumerate(zip(PLANES, BLOCKS, STAGE_MULTIPLIERS), start=1):
             shape = (s * m, width(planes) // resnext_groups(s, m, shared=True), 3, 3)
             users = [f"layer{g}.{index}" for index in range(1, blocks)]
-            stages.append(StageBases(f"layer{g}", [("shared_basis", f"shared_basis_{g}", shape)], users, unique_rows=u * m, init="each"))
+            stages.append(
+                StageBases(
+                    f"layer{g}", [("shared_basis", f"shared_basis_{g}", shape)], users, unique_rows=u * m, init="each"
+                )
+            )
         return stages
 
     def build(self, image_size):
@@ -74,19 +78,27 @@ class ResNeXt(Model):
                 if bases and path in bases.users:
                     mods += self.basis_block_modules(path, planes, m, bases, size)
                 else:
-                    block, size = bottleneck_modules(path, in_planes, planes, size, stage, stride=block_stride(g, index))
+                    block, size = bottleneck_modules(
+                        path, in_planes, planes, size, stage, stride=block_stride(g, index)
+                    )
                     mods, in_planes = mods + block, EXPANSION * planes
         return mods + [Module("linear", "linear", (self.spec.num_classes, in_planes), stage="head")]
 
     def basis_block_modules(self, path, planes, m, bases, size):
         """BottleNeck_SingleShared: shared_basis (the use), conv1, bn1, basis_conv2, bn2, conv3, bn3."""
-        stage, unique, rank = bases.stage, self.spec.unique_rank * m, (self.spec.unique_rank + self.spec.shared_rank) * m
+        stage, unique, rank = (
+            bases.stage,
+            self.spec.unique_rank * m,
+            (self.spec.unique_rank + self.spec.shared_rank) * m,
+        )
         inner, groups = width(planes), resnext_groups(self.spec.unique_rank, m, shared=False)
         return [
             bases.use(path, "shared_basis", size, padding=1)[0],
             conv_module(f"{path}.conv1", (inner, EXPANSION * planes, 1, 1), size, stage=stage)[0],
             bn_module(f"{path}.bn1", inner, stage),
-            conv_module(f"{path}.basis_conv2", (unique, inner // groups, 3, 3), size, padding=1, stage=stage, groups=groups)[0],
+            conv_module(
+                f"{path}.basis_conv2", (unique, inner // groups, 3, 3), size, padding=1, stage=stage, groups=groups
+            )[0],
             bn_module(f"{path}.bn2", rank, stage),
             conv_module(f"{path}.conv3", (EXPANSION * planes, rank, 1, 1), size, stage=stage)[0],
             bn_module(f"{path}.bn3", EXPANSION * planes, stage),
@@ -103,7 +115,9 @@ class ResNeXt(Model):
                 if self.stage_of(path):
                     out, new_stage[str(index)] = basis_bottleneck(out, self.block(params, path), block_state, train)
                 else:
-                    out, new_stage[str(index)] = bottleneck(out, self.block(params, path), block_state, train, stride=block_stride(g, index))
+                    out, new_stage[str(index)] = bottleneck(
+                        out, self.block(params, path), block_state, train, stride=block_stride(g, index)
+                    )
         return linear(pooled_features(out), params["linear"]["weight"], params["linear"]["bias"]), new_state
 
     def regularise(self, params):
@@ -117,7 +131,11 @@ def pooled_features(out):
     (the whole map of a 32 px image; of a larger one, its top-left 4×4 window, as theirs)."""
     pooled = avg_pool2d(out, kernel_size=POOL)
     if pooled.shape[2:] != (1, 1):
-        checks.fail("x", "images of 25 to 56 px, whose last map (4–7 px) pools to 1×1 for the linear layer", f"a {out.shape[2]}×{out.shape[3]} last map")
+        checks.fail(
+            "x",
+            "images of 25 to 56 px, whose last map (4–7 px) pools to 1×1 for the linear layer",
+            f"a {out.shape[2]}×{out.shape[3]} last map",
+        )
     return pooled[:, :, 0, 0]
 
 
@@ -145,7 +163,14 @@ def basis_bottleneck(x, params, state, train):
     out, new["bn1"] = norm(out, params["bn1"], state["bn1"], train, relu=True)
     unique, shared = params["basis_conv2"]["weight"], params["shared_basis"]["weight"]
     channels = out.shape[1]  # a grouped conv's groups: its input channels / the weight's per group
-    out = basis_conv(out, unique, shared, padding=1, unique_groups=channels // unique.shape[1], shared_groups=channels // shared.shape[1])
+    out = basis_conv(
+        out,
+        unique,
+        shared,
+        padding=1,
+        unique_groups=channels // unique.shape[1],
+        shared_groups=channels // shared.shape[1],
+    )
     out, new["bn2"] = norm(out, params["bn2"], state["bn2"], train, relu=True)
     out = conv(out, params["conv3"])
     out, new["bn3"] = norm(out, params["bn3"], state["bn3"], train)
@@ -156,9 +181,18 @@ def bottleneck_modules(path, in_planes, planes, size, stage, *, stride):
     """BottleNeck's modules: residual_function.0/1/3/4/6/7 (+ shortcut.0/1). -> (modules, size)."""
     fn, inner, out_planes = f"{path}.residual_function", width(planes), EXPANSION * planes
     reduce, _ = conv_module(f"{fn}.0", (inner, in_planes, 1, 1), size, stage=stage)
-    grouped, out = conv_module(f"{fn}.3", (inner, inner // GROUPS, 3, 3), size, stride=stride, padding=1, stage=stage, groups=GROUPS)
+    grouped, out = conv_module(
+        f"{fn}.3", (inner, inner // GROUPS, 3, 3), size, stride=stride, padding=1, stage=stage, groups=GROUPS
+    )
     expand, _ = conv_module(f"{fn}.6", (out_planes, inner, 1, 1), out, stage=stage)
-    mods = [reduce, bn_module(f"{fn}.1", inner, stage), grouped, bn_module(f"{fn}.4", inner, stage), expand, bn_module(f"{fn}.7", out_planes, stage)]
+    mods = [
+        reduce,
+        bn_module(f"{fn}.1", inner, stage),
+        grouped,
+        bn_module(f"{fn}.4", inner, stage),
+        expand,
+        bn_module(f"{fn}.7", out_planes, stage),
+    ]
     if stride != 1 or in_planes != out_planes:
         skip, _ = conv_module(f"{path}.shortcut.0", (out_planes, in_planes, 1, 1), size, stride=stride, stage=stage)
         mods += [skip, bn_module(f"{path}.shortcut.1", out_planes, stage)]
