@@ -15,7 +15,9 @@
 #    2.98M), and sharing whole convs leaves the MACs exactly where they were;
 # 3. run MobileNetV2-Shared++ forward and backward at a small image size, check its gradient
 #    against finite differences, and see that the gradient of a shared conv is the **sum** of
-#    what each block that uses it would get from its own copy.
+#    what each block that uses it would get from its own copy;
+# 4. see where the CIFAR-100 DenseNet121 shares its basis, in each dense block, and the
+#    parameter count falling with the basis' rank.
 #
 # **Time.** About 5 s, in full mode and with `MINIBASIS_FAST=1` alike. No figures.
 
@@ -163,3 +165,52 @@ assert error < 1e-12, "the shared conv's gradient is the sum over the blocks tha
 assert all(np.linalg.norm(g) > 0 for g in per_block.values()), "every block contributes"
 unchanged = tree_map(lambda a, b: np.array_equal(a, b), params, model.init(seed=0, dtype=np.float64)[0])
 assert all(flatten(unchanged).values()), "nothing was modified in place"
+
+# %% [markdown]
+# ## 4. Where the basis is shared in a DenseNet
+#
+# The authors' CIFAR-100 DenseNet121 shares a *basis*, as the ResNets of tutorial 04 do, but
+# along a dense block rather than a stage: in each dense block, **every layer's 3×3 conv**
+# becomes `[U; S] ∗` (U: 1 unique filter of the layer's own, S: 16 filters of the block's basis)
+# followed by BN and 1×1 coefficients (32 maps). The 1×1 convs before it are not shared. Two
+# quirks of their code show in `model.stages`: PyTorch names each basis after its first user
+# (the block's first layer), and their loop hands the last dense block the third block's basis,
+# so `shared_basis_4` is registered (and regularised) but used by no layer.
+
+# %%
+dense = create_model("cifar100-densenet121-single-s16u1")
+for bases in dense.stages.values():
+    (local, owner, shape), = bases.arrays
+    blocks = sorted({user.split(".")[1] for user in bases.users} | ({owner.split(".")[1]} if owner.startswith("features") else set()))
+    print(f"  {bases.stage}: {owner} {shape}, also listed as {bases.aliases or '—'}; "
+          f"{len(bases.users) + owner.startswith('features')} layers in {', '.join(blocks) or 'no block'}")
+assert len(dense.stages["dense2"].users) == 23 + 16, "block 2's basis serves its 24 layers (one owns it) and block 3's 16"
+assert dense.stages["dense3"].users == (), "shared_basis_4: no layer uses it"
+
+# %% [markdown]
+# The parameter count falls with the rank of the basis, block by block; the plain 3×3 conv of a
+# dense layer has 32·128·9 = 36,864 weights, its basis layer 1·128·9 (U) + 2·17 (BN) + 32·17
+# (coefficients) = 1,730 of its own, plus one 16·128·9 = 18,432 basis per block.
+
+# %%
+plain = create_model("cifar100-densenet121")
+
+
+def per_block(model):
+    """{dense block: parameters}, its layers and its shared basis."""
+    totals = {}
+    for mod in model.modules:
+        if mod.stage.startswith("dense"):
+            totals[mod.stage] = totals.get(mod.stage, 0) + mod.count_params()
+    return totals
+
+
+print(f"{'spec':<36}" + "".join(f"{f'dense{i}':>11}" for i in range(4)) + f"{'total':>12}")
+counts = []
+for spec in ("cifar100-densenet121", "cifar100-densenet121-single-s32u1", "cifar100-densenet121-single-s16u1",
+             "cifar100-densenet121-single-s8u1"):
+    model = create_model(spec)
+    counts.append(model.count_params())
+    print(f"{spec:<36}" + "".join(f"{n:>11,}" for n in per_block(model).values()) + f"{model.count_params():>12,}")
+assert counts == sorted(counts, reverse=True), "fewer basis filters, fewer parameters"
+assert dense.count_params() == 5_084_504 and plain.count_params() == 7_048_548, "the authors' 5.08M and DenseNet121's 7.05M"
