@@ -21,6 +21,8 @@ import sys
 
 from timing import arguments, machine
 
+from minibasis.parallel import available_cores
+
 CHILD = r"""
 import json, resource, sys
 import numpy as np
@@ -96,7 +98,8 @@ def main():
     parser.add_argument("--models", nargs="+", default=["imagenet-resnet50-shared", "imagenet-mobilenetv2-shared",
                                                          "cifar100-densenet121-single-s16u1", "cifar100-resnext50-single-s64u4"])
     parser.add_argument("--size", type=int, default=64, help="image side in pixels of the ImageNet models (default 64)")
-    parser.add_argument("--threads", type=int, default=1, help="threads of each side: minibasis' workers, torch's (default 1)")
+    parser.add_argument("--threads", type=int, default=available_cores(),
+                        help="threads of each side: minibasis' workers, torch's (default: the cores this process may use)")
     args = parser.parse_args()
     try:
         import torch  # noqa: F401
