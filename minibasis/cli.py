@@ -13,6 +13,7 @@ keeps its traceback.
 import argparse
 import json
 import sys
+import textwrap
 from dataclasses import fields, replace
 from pathlib import Path
 
@@ -34,6 +35,16 @@ EVAL_BATCH = 500
 ERRORS = (ValueError, OSError, FolderBusy, training.NonFiniteValue, backend.BackendUnavailable)
 
 
+class _Formatter(argparse.HelpFormatter):
+    """argparse's help, wrapped at spaces only: a spec name (cifar100-resnet34-single-s32u1) stays whole."""
+
+    def _fill_text(self, text, width, indent):
+        return textwrap.fill(" ".join(text.split()), width, initial_indent=indent, subsequent_indent=indent, break_on_hyphens=False)
+
+    def _split_lines(self, text, width):
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse whose usage errors are one line: ``minibasis train: error: argument --epochs: …``."""
 
@@ -50,7 +61,7 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", required=True, metavar="{train,eval,info}")
     _train_parser(sub)
     _eval_parser(sub)
-    i = sub.add_parser("info", help="the zoo, or the parameters and MACs of one model per stage or per layer",
+    i = sub.add_parser("info", formatter_class=_Formatter, help="the zoo, or the parameters and MACs of one model per stage or per layer",
                        description="Without a spec: every model of the authors' zoo with its counts. " + SPEC_HELP)
     i.add_argument("spec", nargs="?", help="model spec, e.g. resnet56-s16u1 (default: list the zoo)")
     i.add_argument("--num-classes", type=int, help=_help("classes of the final layer", "10, 100 or 1000 by the spec's dataset"))
@@ -68,7 +79,7 @@ def _threads_option(p):
 def _train_parser(sub):
     """The train options. Each defaults to None, meaning "not given": a fresh run takes the
     TrainConfig default (shown in --help), a resumed run the run's own value."""
-    t = sub.add_parser("train", help="train a model on a CIFAR subset",
+    t = sub.add_parser("train", formatter_class=_Formatter, help="train a model on a CIFAR subset",
                        description="Train a model on a CIFAR subset into a run folder. " + SPEC_HELP)
     t.add_argument("--model", help=_help("model spec", DEFAULTS.model))
     _data_options(t)

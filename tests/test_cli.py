@@ -538,6 +538,18 @@ def test_train_and_eval_a_cifar100_model_on_the_official_cifar100_layout(tmp_pat
     assert json.loads(stdout)["test_acc"] == pytest.approx(record["test_acc"])
 
 
+@pytest.mark.parametrize("columns", ["60", "73", "101"])
+@pytest.mark.parametrize("command", ["train", "info"])
+def test_help_never_breaks_a_spec_name_at_its_hyphens(monkeypatch, command, columns):
+    """Issue 24: argparse wrapped 'cifar100-resnet34-single-s32u1' after 'cifar100-'."""
+    monkeypatch.setenv("COLUMNS", columns)
+    text = cli.build_parser()._subparsers._group_actions[0].choices[command].format_help()
+    assert not [line for line in text.splitlines() if line.rstrip().endswith("-")]
+    for spec in ("cifar100-resnet34-single-s16u1", "cifar100-densenet121-single-s16u1", "cifar100-resnext50-single-s64u4",
+                 "cifar100-mobilenetv2-shared++", "imagenet-resnet34-s48u1"):
+        assert spec in text
+
+
 @pytest.mark.slow
 def test_train_a_shared_densenet121_on_the_official_cifar100_layout(tmp_path, capsys):
     """DenseNet121_SingleShared(16, 1) on the tiny archive: one step of 100 images, its
