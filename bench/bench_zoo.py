@@ -72,8 +72,8 @@ CIFAR_SIZE = 32
 def measure(spec, which, dtype, args):
     """{"seconds", "peak_bytes"} of one runner, or {"error": its last line of stderr}."""
     size = CIFAR_SIZE if spec.startswith("cifar") else args.size
-    payload = json.dumps({"spec": spec, "batch": args.batch, "size": size, "dtype": dtype, "which": which, "repeat": args.repeat,
-                          "threads": args.threads})
+    payload = json.dumps({"spec": spec, "batch": args.batch, "size": size, "dtype": dtype, "which": which,
+                          "repeat": args.repeat, "threads": args.threads})
     out = subprocess.run([sys.executable, "-c", CHILD, payload], capture_output=True, text=True)
     if out.returncode:
         return {"error": out.stderr.strip().splitlines()[-1]}
@@ -95,11 +95,12 @@ def report(spec, dtype, mine, theirs):
 def main():
     parser = arguments(__doc__)
     parser.set_defaults(batch=8, repeat=3)
-    parser.add_argument("--models", nargs="+", default=["imagenet-resnet50-shared", "imagenet-mobilenetv2-shared",
-                                                         "cifar100-densenet121-single-s16u1", "cifar100-resnext50-single-s64u4"])
+    models = ["imagenet-resnet50-shared", "imagenet-mobilenetv2-shared", "cifar100-densenet121-single-s16u1",
+              "cifar100-resnext50-single-s64u4"]
+    parser.add_argument("--models", nargs="+", default=models)
     parser.add_argument("--size", type=int, default=64, help="image side in pixels of the ImageNet models (default 64)")
     parser.add_argument("--threads", type=int, default=available_cores(),
-                        help="threads of each side: minibasis' workers, torch's (default: the cores this process may use)")
+                        help="threads of each side, minibasis' workers and torch's (default: the cores here)")
     args = parser.parse_args()
     try:
         import torch  # noqa: F401
@@ -108,10 +109,10 @@ def main():
     except ImportError:
         runners = ["minibasis"]
     print(machine("float32"))
-    print(f"batch {args.batch}, {args.size}×{args.size} (CIFAR-100 models {CIFAR_SIZE}×{CIFAR_SIZE}), forward + every gradient, "
-          f"best of {args.repeat}, each in its own process, {args.threads} thread(s) each")
-    print(f"{'model':<34} {'dtype':<8} {'minibasis s':>12} {'MiB':>9} {'pytorch s':>10} {'MiB':>9} {'time':>7} {'target':<6} "
-          f"{'memory':>7} target")
+    print(f"batch {args.batch}, {args.size}×{args.size} (CIFAR-100 models {CIFAR_SIZE}×{CIFAR_SIZE}), forward + "
+          f"every gradient, best of {args.repeat}, each in its own process, {args.threads} thread(s) each")
+    print(f"{'model':<34} {'dtype':<8} {'minibasis s':>12} {'MiB':>9} {'pytorch s':>10} {'MiB':>9} {'time':>7} "
+          f"{'target':<6} {'memory':>7} target")
     for spec in args.models:
         for dtype in ("float32", "float64"):
             results = {which: measure(spec, which, dtype, args) for which in runners}

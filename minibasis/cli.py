@@ -39,7 +39,8 @@ class _Formatter(argparse.HelpFormatter):
     """argparse's help, wrapped at spaces only: a spec name (cifar100-resnet34-single-s32u1) stays whole."""
 
     def _fill_text(self, text, width, indent):
-        return textwrap.fill(" ".join(text.split()), width, initial_indent=indent, subsequent_indent=indent, break_on_hyphens=False)
+        text = " ".join(text.split())
+        return textwrap.fill(text, width, initial_indent=indent, subsequent_indent=indent, break_on_hyphens=False)
 
     def _split_lines(self, text, width):
         return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
@@ -61,7 +62,8 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", required=True, metavar="{train,eval,info}")
     _train_parser(sub)
     _eval_parser(sub)
-    i = sub.add_parser("info", formatter_class=_Formatter, help="the zoo, or the parameters and MACs of one model per stage or per layer",
+    i = sub.add_parser("info", formatter_class=_Formatter,
+                       help="the zoo, or the parameters and MACs of one model per stage or per layer",
                        description="Without a spec: every model of the authors' zoo with its counts. " + SPEC_HELP)
     i.add_argument("spec", nargs="?", help="model spec, e.g. resnet56-s16u1 (default: list the zoo)")
     i.add_argument("--num-classes", type=int, help=_help("classes of the final layer", "10, 100 or 1000 by the spec's dataset"))

@@ -270,12 +270,21 @@ class DenseLayer(nn.Module):
         inner = 4 * growth
         if basis is None:
             self.residual_function = nn.Sequential(
-                nn.BatchNorm2d(c_in), nn.ReLU(), nn.Conv2d(c_in, inner, 1, bias=False),
-                nn.BatchNorm2d(inner), nn.ReLU(), nn.Conv2d(inner, growth, 3, padding=1, bias=False))
+                nn.BatchNorm2d(c_in),
+                nn.ReLU(),
+                nn.Conv2d(c_in, inner, 1, bias=False),
+                nn.BatchNorm2d(inner),
+                nn.ReLU(),
+                nn.Conv2d(inner, growth, 3, padding=1, bias=False),
+            )
             return
         self.shared_basis = basis
         rank = unique + basis.weight.shape[0]
-        self.bn0, self.conv1, self.bn1 = nn.BatchNorm2d(c_in), nn.Conv2d(c_in, inner, 1, bias=False), nn.BatchNorm2d(inner)
+        self.bn0, self.conv1, self.bn1 = (
+            nn.BatchNorm2d(c_in),
+            nn.Conv2d(c_in, inner, 1, bias=False),
+            nn.BatchNorm2d(inner),
+        )
         self.basis_conv2 = nn.Conv2d(inner, unique, 3, padding=1, bias=False)
         self.basis_bn2, self.coeff_conv2 = nn.BatchNorm2d(rank), nn.Conv2d(rank, growth, 1, bias=False)
 
@@ -302,13 +311,20 @@ class DenseNet121(nn.Module):
         for block, layers in enumerate((6, 12, 24, 16)):
             basis = getattr(self, f"shared_basis_{min(block, 2) + 1}") if ranks else None
             unique = ranks[1] if ranks else 0
-            dense = nn.Sequential(OrderedDict((f"bottle_neck_layer_{i}", DenseLayer(channels + i * growth, growth, basis, unique)) for i in range(layers)))
+            dense = nn.Sequential(
+                OrderedDict(
+                    (f"bottle_neck_layer_{i}", DenseLayer(channels + i * growth, growth, basis, unique))
+                    for i in range(layers)
+                )
+            )
             name = "dense_block3" if block == 3 and not ranks else f"dense_block_layer_{block}"
             self.features.add_module(name, dense)
             channels += layers * growth
             if block < 3:
                 transition = nn.Module()
-                transition.down_sample = nn.Sequential(nn.BatchNorm2d(channels), nn.Conv2d(channels, channels // 2, 1, bias=False), nn.AvgPool2d(2))
+                transition.down_sample = nn.Sequential(
+                    nn.BatchNorm2d(channels), nn.Conv2d(channels, channels // 2, 1, bias=False), nn.AvgPool2d(2)
+                )
                 self.features.add_module(f"transition_layer_{block}", transition)
                 channels //= 2
         self.features.add_module("bn", nn.BatchNorm2d(channels))
@@ -330,18 +346,30 @@ class ResNeXtBlock(nn.Module):
         width, out_planes = planes // 64 * 4 * 32, 4 * planes
         if basis is None:
             self.residual_function = nn.Sequential(
-                nn.Conv2d(in_planes, width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
-                nn.Conv2d(width, width, 3, stride, 1, groups=32, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
-                nn.Conv2d(width, out_planes, 1, bias=False), nn.BatchNorm2d(out_planes))
+                nn.Conv2d(in_planes, width, 1, bias=False),
+                nn.BatchNorm2d(width),
+                nn.ReLU(),
+                nn.Conv2d(width, width, 3, stride, 1, groups=32, bias=False),
+                nn.BatchNorm2d(width),
+                nn.ReLU(),
+                nn.Conv2d(width, out_planes, 1, bias=False),
+                nn.BatchNorm2d(out_planes),
+            )
         else:
             self.shared_basis = basis
             rank = unique + basis.weight.shape[0]
             self.conv1, self.bn1 = nn.Conv2d(in_planes, width, 1, bias=False), nn.BatchNorm2d(width)
             self.basis_conv2 = nn.Conv2d(width, unique, 3, stride, 1, groups=unique // 4, bias=False)
-            self.bn2, self.conv3, self.bn3 = nn.BatchNorm2d(rank), nn.Conv2d(rank, out_planes, 1, bias=False), nn.BatchNorm2d(out_planes)
+            self.bn2, self.conv3, self.bn3 = (
+                nn.BatchNorm2d(rank),
+                nn.Conv2d(rank, out_planes, 1, bias=False),
+                nn.BatchNorm2d(out_planes),
+            )
         self.shortcut = nn.Sequential()
         if stride != 1 or in_planes != out_planes:
-            self.shortcut = nn.Sequential(nn.Conv2d(in_planes, out_planes, 1, stride, bias=False), nn.BatchNorm2d(out_planes))
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_planes, out_planes, 1, stride, bias=False), nn.BatchNorm2d(out_planes)
+            )
 
     def forward(self, x):
         if hasattr(self, "residual_function"):
@@ -361,10 +389,16 @@ class ResNeXt50(nn.Module):
         for g, (planes, blocks, m) in enumerate(zip((64, 128, 256, 512), (3, 4, 6, 3), (1, 2, 4, 8)), start=1):
             basis = None
             if ranks:
-                setattr(self, f"shared_basis_{g}", nn.Conv2d(planes // 64 * 128, ranks[0] * m, 3, padding=1, groups=ranks[0] // 4, bias=False))
+                setattr(
+                    self,
+                    f"shared_basis_{g}",
+                    nn.Conv2d(planes // 64 * 128, ranks[0] * m, 3, padding=1, groups=ranks[0] // 4, bias=False),
+                )
                 basis = getattr(self, f"shared_basis_{g}")
             layer = [ResNeXtBlock(in_planes, planes, 1 if g == 1 else 2)]
-            layer += [ResNeXtBlock(4 * planes, planes, 1, basis, ranks[1] * m if ranks else 0) for _ in range(1, blocks)]
+            layer += [
+                ResNeXtBlock(4 * planes, planes, 1, basis, ranks[1] * m if ranks else 0) for _ in range(1, blocks)
+            ]
             setattr(self, f"layer{g}", nn.Sequential(*layer))
             in_planes = 4 * planes
         self.linear = nn.Linear(2048, num_classes)
@@ -391,7 +425,8 @@ def build_torch_model(spec, state_dict, dtype=torch.float32):
     elif spec.dataset == "cifar10":
         net = ResNet(spec.depth, spec.variant, spec.shared_rank, spec.unique_rank, spec.num_classes)
     else:
-        raise ValueError(f"spec: expected a CIFAR-10 ResNet, an ImageNet ResNet50/101 or MobileNetV2, a CIFAR-100 DenseNet121 or ResNeXt50, got {spec.name!r}")
+        expected = "a CIFAR-10 ResNet, an ImageNet ResNet50/101 or MobileNetV2, a CIFAR-100 DenseNet121 or ResNeXt50"
+        raise ValueError(f"spec: expected {expected}, got {spec.name!r}")
     net = net.to(dtype)
     net.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in state_dict.items()}, strict=True)
     return net

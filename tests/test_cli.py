@@ -545,8 +545,8 @@ def test_help_never_breaks_a_spec_name_at_its_hyphens(monkeypatch, command, colu
     monkeypatch.setenv("COLUMNS", columns)
     text = cli.build_parser()._subparsers._group_actions[0].choices[command].format_help()
     assert not [line for line in text.splitlines() if line.rstrip().endswith("-")]
-    for spec in ("cifar100-resnet34-single-s16u1", "cifar100-densenet121-single-s16u1", "cifar100-resnext50-single-s64u4",
-                 "cifar100-mobilenetv2-shared++", "imagenet-resnet34-s48u1"):
+    for spec in ("cifar100-resnet34-single-s16u1", "cifar100-densenet121-single-s16u1",
+                 "cifar100-resnext50-single-s64u4", "cifar100-mobilenetv2-shared++", "imagenet-resnet34-s48u1"):
         assert spec in text
 
 
@@ -556,14 +556,16 @@ def test_train_a_shared_densenet121_on_the_official_cifar100_layout(tmp_path, ca
     regulariser in the log, the authors' keys in the weights (the first dense layer owns the basis)."""
     archive = write_cifar100_archive(tmp_path / "data", train_per_class=1, test_per_class=1, seed=0)
     out = tmp_path / "run"
-    code, stdout, err = run(capsys, "train", "--dataset", "cifar100", "--model", "cifar100-densenet121-single-s16u1", "--data", archive,
-                            "--train-size", 0, "--test-size", 0, "--epochs", 1, "--batch-size", 100, "--out", out, "--quiet")
+    code, stdout, err = run(capsys, "train", "--dataset", "cifar100", "--model", "cifar100-densenet121-single-s16u1",
+                            "--data", archive, "--train-size", 0, "--test-size", 0, "--epochs", 1, "--batch-size", 100,
+                            "--out", out, "--quiet")
     assert code == 0, err
     (record,) = read_log(out)
     assert record["epoch"] == 1 and 0 <= record["test_acc"] <= 1 and record["orthogonality"] > 0
     with np.load(out / "weights.npz") as f:
         assert f["linear.weight"].shape == (100, 1024)
-        assert np.array_equal(f["shared_basis_3.weight"], f["features.dense_block_layer_3.bottle_neck_layer_15.shared_basis.weight"])
+        last_layer = "features.dense_block_layer_3.bottle_neck_layer_15"
+        assert np.array_equal(f["shared_basis_3.weight"], f[f"{last_layer}.shared_basis.weight"])
     load_weights(out / "weights.npz", create_model("cifar100-densenet121-single-s16u1"))
 
 

@@ -644,7 +644,9 @@ from minibasis.models.resnext import basis_bottleneck as resnext_basis_block  # 
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.integers(1, 2), st.integers(1, 3), st.integers(2, 9), st.integers(2, 9), st.integers(1, 4), st.integers(0, 99))
+@given(
+    st.integers(1, 2), st.integers(1, 3), st.integers(2, 9), st.integers(2, 9), st.integers(1, 4), st.integers(0, 99)
+)
 def test_avg_pool_is_the_mean_of_each_whole_window(N, C, H, W, k, seed):
     """PyTorch's AvgPool2d(k): stride k, the partial windows at the bottom and right dropped."""
     if k > min(H, W):
@@ -652,8 +654,15 @@ def test_avg_pool_is_the_mean_of_each_whole_window(N, C, H, W, k, seed):
             avg_pool2d(np.zeros((N, C, H, W)), kernel_size=k)
         return
     x = np.random.default_rng(seed).standard_normal((N, C, H, W))
-    expected = np.array([[[[x[n, c, a * k : a * k + k, b * k : b * k + k].mean() for b in range(W // k)] for a in range(H // k)]
-                          for c in range(C)] for n in range(N)])
+    expected = np.array(
+        [
+            [
+                [[x[n, c, a * k : a * k + k, b * k : b * k + k].mean() for b in range(W // k)] for a in range(H // k)]
+                for c in range(C)
+            ]
+            for n in range(N)
+        ]
+    )
     np.testing.assert_allclose(avg_pool2d(x, kernel_size=k), expected, rtol=1e-13, atol=1e-13)
     assert avg_pool2d(x.astype(np.float32), kernel_size=k).dtype == np.float32
     check_gradients(lambda x: anp.sum(anp.sin(avg_pool2d(x, kernel_size=k))), x, mode="elementwise")
@@ -678,7 +687,9 @@ def block_diagonal(w, groups):
 
 @pytest.mark.parametrize("form", ["fast", "reference"])
 @settings(max_examples=10, deadline=None)
-@given(st.sampled_from([(1, 1), (1, 2), (2, 4), (4, 2), (4, 1)]), st.integers(1, 2), st.integers(1, 2), st.integers(0, 99))
+@given(
+    st.sampled_from([(1, 1), (1, 2), (2, 4), (4, 2), (4, 1)]), st.integers(1, 2), st.integers(1, 2), st.integers(0, 99)
+)
 def test_basis_conv_of_a_grouped_unique_beside_a_grouped_shared_basis(form, groups, u_per_group, s_per_group, seed):
     """[U; S] ∗ x = concat(U ∗ x, S ∗ x), U and S in different groups (ResNeXt50_SingleShared),
     against dense convs of the block-diagonal weights; gradients by finite differences and to
@@ -692,12 +703,19 @@ def test_basis_conv_of_a_grouped_unique_beside_a_grouped_shared_basis(form, grou
     with reference_mode(form == "reference"):
         y = basis_conv(x, U, S, padding=1, unique_groups=unique_groups, shared_groups=shared_groups)
         with reference_mode():  # the expected value: dense convs in the textbook form
-            expected = np.concatenate([conv2d(x, block_diagonal(U, unique_groups), padding=1),
-                                       conv2d(x, block_diagonal(S, shared_groups), padding=1)], axis=1)
+            expected = np.concatenate(
+                [
+                    conv2d(x, block_diagonal(U, unique_groups), padding=1),
+                    conv2d(x, block_diagonal(S, shared_groups), padding=1),
+                ],
+                axis=1,
+            )
         np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
 
         def f(x, U, S):
-            return anp.tanh(basis_conv(x, U, S, stride=2, padding=1, unique_groups=unique_groups, shared_groups=shared_groups))
+            return anp.tanh(
+                basis_conv(x, U, S, stride=2, padding=1, unique_groups=unique_groups, shared_groups=shared_groups)
+            )
 
         check_gradients(lambda x, U, S: anp.sum(f(x, U, S) ** 2), x, U, S)
         check_grads(f, modes=["fwd", "rev"], order=2)(x, U, S)
@@ -711,14 +729,28 @@ def small_dense_layer(rng, c_in, inner, growth, shared=0, unique=0):
     """A dense layer's trees at toy widths: BottleNeck (``shared=0``) or BottleNeck_SingleShared."""
     conv = lambda *shape: rng.standard_normal(shape) / np.sqrt(np.prod(shape[1:]))  # noqa: E731
     if not shared:
-        params = {"residual_function": {"0": bn_tree(rng, c_in), "2": {"weight": conv(inner, c_in, 1, 1)},
-                                        "3": bn_tree(rng, inner), "5": {"weight": conv(growth, inner, 3, 3)}}}
-        state = {"residual_function": {"0": batch_norm_state(c_in, np.float64), "3": batch_norm_state(inner, np.float64)}}
+        params = {
+            "residual_function": {
+                "0": bn_tree(rng, c_in),
+                "2": {"weight": conv(inner, c_in, 1, 1)},
+                "3": bn_tree(rng, inner),
+                "5": {"weight": conv(growth, inner, 3, 3)},
+            }
+        }
+        state = {
+            "residual_function": {"0": batch_norm_state(c_in, np.float64), "3": batch_norm_state(inner, np.float64)}
+        }
         return params, state
     rank = shared + unique
-    params = {"shared_basis": {"weight": conv(shared, inner, 3, 3)}, "bn0": bn_tree(rng, c_in), "conv1": {"weight": conv(inner, c_in, 1, 1)},
-              "bn1": bn_tree(rng, inner), "basis_conv2": {"weight": conv(unique, inner, 3, 3)}, "basis_bn2": bn_tree(rng, rank),
-              "coeff_conv2": {"weight": conv(growth, rank, 1, 1)}}
+    params = {
+        "shared_basis": {"weight": conv(shared, inner, 3, 3)},
+        "bn0": bn_tree(rng, c_in),
+        "conv1": {"weight": conv(inner, c_in, 1, 1)},
+        "bn1": bn_tree(rng, inner),
+        "basis_conv2": {"weight": conv(unique, inner, 3, 3)},
+        "basis_bn2": bn_tree(rng, rank),
+        "coeff_conv2": {"weight": conv(growth, rank, 1, 1)},
+    }
     state = {name: batch_norm_state(c, np.float64) for name, c in (("bn0", c_in), ("bn1", inner), ("basis_bn2", rank))}
     return params, state
 
@@ -738,7 +770,9 @@ def test_a_dense_layer_concatenates_its_new_maps_after_the_ones_it_saw(form, sha
         assert y.shape == (2, 5, 4, 4) and np.array_equal(y[:, :3], x)
 
         def bn_relu(v, p):  # eval mode with fresh statistics: weight·v/√(1 + ε) + bias, then ReLU
-            return np.maximum(v * (p["weight"] / np.sqrt(1 + 1e-5))[None, :, None, None] + p["bias"][None, :, None, None], 0)
+            return np.maximum(
+                v * (p["weight"] / np.sqrt(1 + 1e-5))[None, :, None, None] + p["bias"][None, :, None, None], 0
+            )
 
         if not shared:
             fn = params["residual_function"]
@@ -762,7 +796,10 @@ def test_a_transition_is_bn_conv_and_2x2_average_pool_without_relu(form):
     x = rng.standard_normal((2, 4, 5, 5))
     with reference_mode(form == "reference"):
         y, _ = transition(x, params, state, False)
-        normalised = x * (params["0"]["weight"] / np.sqrt(1 + 1e-5))[None, :, None, None] + params["0"]["bias"][None, :, None, None]
+        normalised = (
+            x * (params["0"]["weight"] / np.sqrt(1 + 1e-5))[None, :, None, None]
+            + params["0"]["bias"][None, :, None, None]
+        )
         squeezed = np.einsum("oc,nchw->nohw", params["1"]["weight"][:, :, 0, 0], normalised)[:, :, :4, :4]
         np.testing.assert_allclose(y, squeezed.reshape(2, 2, 2, 2, 2, 2).mean(axis=(3, 5)), rtol=1e-12, atol=1e-12)
         assert (y < 0).any(), "no ReLU: negative values pass"
@@ -777,11 +814,35 @@ def test_a_resnext_basis_block_with_grouped_bases_passes_gradient_checks(form):
     groups, 4 output channels (= its input: the identity skip)."""
     rng = np.random.default_rng(6)
     conv = lambda *shape: rng.standard_normal(shape) / np.sqrt(np.prod(shape[1:]))  # noqa: E731
-    params = {"shared_basis": {"weight": conv(4, 2, 3, 3)}, "conv1": {"weight": conv(8, 4, 1, 1)}, "bn1": bn_tree(rng, 8),
-              "basis_conv2": {"weight": conv(2, 4, 3, 3)}, "bn2": bn_tree(rng, 6), "conv3": {"weight": conv(4, 6, 1, 1)}, "bn3": bn_tree(rng, 4)}
+    params = {
+        "shared_basis": {"weight": conv(4, 2, 3, 3)},
+        "conv1": {"weight": conv(8, 4, 1, 1)},
+        "bn1": bn_tree(rng, 8),
+        "basis_conv2": {"weight": conv(2, 4, 3, 3)},
+        "bn2": bn_tree(rng, 6),
+        "conv3": {"weight": conv(4, 6, 1, 1)},
+        "bn3": bn_tree(rng, 4),
+    }
     state = {name: batch_norm_state(c, np.float64) for name, c in (("bn1", 8), ("bn2", 6), ("bn3", 4))}
     x = rng.standard_normal((2, 4, 4, 4))
     with reference_mode(form == "reference"):
         f = lambda x, params: anp.tanh(resnext_basis_block(x, params, state, True)[0])  # noqa: E731
         check_gradients(lambda x, params: anp.sum(f(x, params) ** 2), x, params, mode="leafwise")
         check_grads(f, modes=["rev"], order=2)(x, params)
+
+
+@pytest.mark.parametrize("spec", ["cifar100-densenet121-single-s16u1", "cifar100-resnext50-single-s64u4", "cifar100-mobilenetv2-shared++"])
+def test_the_cifar100_families_initialise_as_the_authors_classes(spec):
+    """PyTorch's defaults (uniform ±1/√fan_in, fan_in = C_in/groups·kh·kw) for every conv and linear
+    weight; ResNext50_32x4d_SingleShared alone re-initialises its shared bases orthogonally."""
+    params = flatten(create_model(spec).init(seed=0, dtype=np.float64)[0])
+    orthogonal = spec.startswith("cifar100-resnext50")
+    for name, w in params.items():
+        if not name.endswith("weight") or w.ndim < 2:
+            continue
+        rows = w.reshape(w.shape[0], -1)
+        if orthogonal and name.startswith("shared_basis"):
+            np.testing.assert_allclose(rows @ rows.T, np.eye(len(rows)), atol=1e-12, err_msg=name)
+            continue
+        bound = 1 / np.sqrt(rows.shape[1])
+        assert np.all(np.abs(w) <= bound) and (w.size < 64 or np.abs(w).max() > 0.8 * bound), name

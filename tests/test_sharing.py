@@ -10,7 +10,8 @@ from minibasis.models import StageBases, create_model
 from minibasis.models.info import ZOO
 
 ZOO_SPECS = [spec for spec, _, _ in ZOO] + ["resnet20-s16u1", "resnet32-single-s8u1", "resnet20-s16u0", "resnet20-s0u1"]
-BASIS_SPECS = [spec for spec in ZOO_SPECS if any("coeff_conv1" in mod.name for mod in create_model(spec).modules)]  # two-layer basis blocks
+# the specs with two-layer basis blocks (CIFAR ResNets, ResNet34s)
+BASIS_SPECS = [spec for spec in ZOO_SPECS if any("coeff_conv1" in mod.name for mod in create_model(spec).modules)]
 
 
 def test_a_block_sees_the_one_array_under_its_own_name():
@@ -65,7 +66,8 @@ def test_every_use_names_its_owner_and_owners_own_the_parameters(spec):
     uses = [mod for mod in model.modules if mod.shared]
     # (DenseNet121_SingleShared's shared_basis_4 is the one array no block uses: its stage has no users)
     owners = {owner for bases in model.stages.values() if bases.users for _, owner, _ in bases.arrays}
-    assert {model.owner_of(mod.name) for mod in uses} == owners, "every shared array with users is used, and only through its stage"
+    used = {model.owner_of(mod.name) for mod in uses}
+    assert used == owners, "every shared array with users is used, and only through its stage"
     assert all(mod.count_params() == 0 and mod.parameter_names() == [] for mod in uses)
     shapes = {mod.name: mod.shape for mod in model.modules}
     assert all(mod.shape == shapes[model.owner_of(mod.name)] for mod in uses)

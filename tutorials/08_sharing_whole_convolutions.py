@@ -181,10 +181,11 @@ assert all(flatten(unchanged).values()), "nothing was modified in place"
 dense = create_model("cifar100-densenet121-single-s16u1")
 for bases in dense.stages.values():
     (local, owner, shape), = bases.arrays
-    blocks = sorted({user.split(".")[1] for user in bases.users} | ({owner.split(".")[1]} if owner.startswith("features") else set()))
+    layers = list(bases.users) + ([owner.rsplit(".", 1)[0]] if owner.startswith("features") else [])  # the owner's too
+    blocks = sorted({layer.split(".")[1] for layer in layers})
     print(f"  {bases.stage}: {owner} {shape}, also listed as {bases.aliases or '—'}; "
-          f"{len(bases.users) + owner.startswith('features')} layers in {', '.join(blocks) or 'no block'}")
-assert len(dense.stages["dense2"].users) == 23 + 16, "block 2's basis serves its 24 layers (one owns it) and block 3's 16"
+          f"{len(layers)} layers in {', '.join(blocks) or 'no block'}")
+assert len(dense.stages["dense2"].users) == 23 + 16, "block 2's basis: its 24 layers (one owns it) and block 3's 16"
 assert dense.stages["dense3"].users == (), "shared_basis_4: no layer uses it"
 
 # %% [markdown]
@@ -213,4 +214,4 @@ for spec in ("cifar100-densenet121", "cifar100-densenet121-single-s32u1", "cifar
     counts.append(model.count_params())
     print(f"{spec:<36}" + "".join(f"{n:>11,}" for n in per_block(model).values()) + f"{model.count_params():>12,}")
 assert counts == sorted(counts, reverse=True), "fewer basis filters, fewer parameters"
-assert dense.count_params() == 5_084_504 and plain.count_params() == 7_048_548, "the authors' 5.08M and DenseNet121's 7.05M"
+assert (dense.count_params(), plain.count_params()) == (5_084_504, 7_048_548), "the authors' 5.08M, DenseNet121's 7.05M"

@@ -1,7 +1,7 @@
 """What every model family shares: its modules in ``state_dict`` order, initialisation,
 counting, and the pure ``init``/``apply`` pair.
 
-A family (``cifar_resnet``, ``resnet``, ``mobilenetv2``) subclasses :class:`Model` and says
+A family (``cifar_resnet``, ``resnet``, ``mobilenetv2``, ``densenet``, ``resnext``) subclasses :class:`Model` and says
 four things: ``stage_bases()``, what each stage shares (:class:`~.sharing.StageBases`);
 ``build(image_size)``, its modules as the authors' PyTorch class registers them; ``forward``,
 the function of the trees; and, when the authors train it with one, its orthogonality

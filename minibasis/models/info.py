@@ -33,7 +33,11 @@ ZOO = (
     ),
     ("cifar100-mobilenetv2", "cifar100 MobileNetV2()", "nothing"),
     ("cifar100-mobilenetv2-shared", "cifar100 MobileNetV2_Shared()", "stages 3–6: the whole 1×1 expansion conv"),
-    ("cifar100-mobilenetv2-shared++", "cifar100 MobileNetV2_SharedDouble()", "stages 3–6: the 1×1 expansion and projection convs"),
+    (
+        "cifar100-mobilenetv2-shared++",
+        "cifar100 MobileNetV2_SharedDouble()",
+        "stages 3–6: the 1×1 expansion and projection convs",
+    ),
     ("imagenet-resnet34", "ilsvrc ResNet34()", "nothing"),
     ("imagenet-resnet34-s48u1", "ilsvrc ResNet34_DoubleShared(48, 1): the paper's ResNet34-S48U1*", "two bases per stage + unique bases"),
     ("imagenet-resnet34-single-s48u1", "ilsvrc ResNet34_SingleShared(48, 1)", "one basis per stage + unique bases"),
@@ -65,7 +69,8 @@ def zoo_table(create_model):
         model = create_model(spec)
         base = create_model(baseline_spec(model.spec))
         ratio = model.count_macs() / base.count_macs()
-        lines.append(f"{spec:<34} {model.count_params():>12,} {model.count_macs():>15,} {ratio:>10.2f}  {shares}; {constructor}")
+        counts = f"{model.count_params():>12,} {model.count_macs():>15,} {ratio:>10.2f}"
+        lines.append(f"{spec:<34} {counts}  {shares}; {constructor}")
     lines.append(
         "Sharing saves parameters, not compute: sharing whole convs leaves the MACs unchanged, and a basis layer costs "
         "H·W·r·(C·k² + C_out): more than the conv it replaces when r ≳ C (S16U1 on CIFAR-10: 1.16×), less for small bases."

@@ -85,7 +85,8 @@ class MobileNetV2(Model):
     def stages_of_blocks(self):
         """STAGES with this dataset's strides."""
         strides = {} if self.imagenet else CIFAR100_STRIDES
-        return [(name, blocks, c_in, c_out, strides.get(name, stride), t) for name, blocks, c_in, c_out, stride, t in STAGES]
+        return [(name, blocks, c_in, c_out, strides.get(name, stride), t) for name, blocks, c_in, c_out, stride, t
+                in STAGES]
 
     def stage_bases(self):
         """Stages 3–6 share whole 1×1 convs across their blocks 2…n: the expansion

@@ -81,7 +81,8 @@ class StageBases:
 
     def alias_modules(self):
         """The modules of :attr:`aliases`: no parameters (their owners hold them), no MACs."""
-        return [Module(alias, "conv", shape, shared=True, stage=self.stage) for alias, (_, _, shape) in zip(self.aliases, self.arrays)]
+        shapes = [shape for _, _, shape in self.arrays]
+        return [Module(name, "conv", shape, shared=True, stage=self.stage) for name, shape in zip(self.aliases, shapes)]
 
     def local_names(self, path):
         """The block's names for the arrays it uses (none if it is not a user)."""
