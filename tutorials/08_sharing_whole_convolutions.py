@@ -198,7 +198,7 @@ plain = create_model("cifar100-densenet121")
 
 
 def per_block(model):
-    """{dense block: parameters}, its layers and its shared basis."""
+    """{dense block: parameters}: its layers and its basis (dense3: the unused shared_basis_4)."""
     totals = {}
     for mod in model.modules:
         if mod.stage.startswith("dense"):
