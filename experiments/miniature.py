@@ -1,6 +1,5 @@
 """The paper's two claims in miniature, over seeds: does sharing cost accuracy, and does the
-orthogonality regulariser help? (Kim & Kang, arXiv 2006.05066, Sec. 3 and its Table 1; here
-at a size a laptop trains.)
+orthogonality regulariser help? (Kim & Kang, arXiv 2006.05066; here at a size a laptop trains.)
 
 Every model of a grid (``SPEC:λ`` entries) is trained with :func:`minibasis.train.train` for
 each of K seeds 0 … K−1, the same seeds for every model: a seed fixes the initialisation, the
@@ -10,7 +9,7 @@ accuracy and loss, R, the seconds and the minibasis version. Then the paired ana
 (:mod:`experiments.paired`) of every pair of models, printed as a table and drawn as a figure
 (:mod:`experiments.report`)::
 
-    python -m experiments.miniature            # the default grid below: about 90 minutes on 2 idle cores
+    python -m experiments.miniature            # the default grid below: ~90 minutes on 2 idle cores (estimated)
     python -m experiments.miniature --seeds 2 --epochs 1 --train-size 200 --test-size 200 \\
         --grid resnet14-s2u1:10 resnet8:0 --out /tmp/tiny.csv --runs /tmp/tiny-runs
 
