@@ -4,7 +4,7 @@ orthogonality regulariser help? (Kim & Kang, arXiv 2006.05066; here at a size a 
 Every model of a grid (``SPEC:λ`` entries) is trained with :func:`minibasis.train.train` for
 each of K seeds 0 … K−1, the same seeds for every model: a seed fixes the initialisation, the
 stratified training and test subsets, the batch order and the augmentation, so two models'
-runs of one seed differ only by the model. One CSV row per (model, seed): the final test
+runs of one seed differ only by the model and λ. One CSV row per (model, seed): the final test
 accuracy and loss, R, the seconds and the minibasis version. Then the paired analysis
 (:mod:`experiments.paired`) of every pair of models, printed as a table and drawn as a figure
 (:mod:`experiments.report`)::
@@ -67,7 +67,7 @@ class Entry:
         if not colon:
             fail("--grid", "entries SPEC:λ such as resnet20-s16u1:10", repr(text))
         try:
-            create_model(spec)
+            spec = create_model(spec).spec.name  # as the library writes it: 'ResNet20' -> 'resnet20'
             lam = real("λ", float(lam), 0)
         except ValueError as error:
             fail("--grid", f"entries SPEC:λ with a valid spec and a λ ≥ 0 ({error})", repr(text))
@@ -228,6 +228,10 @@ def main(argv=None):
     except (ValueError, OSError, FolderBusy, training.NonFiniteValue) as error:
         print(f"experiments.miniature: error: {' '.join(str(error).split())}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"experiments.miniature: interrupted; {args.out} holds the finished runs, and the same command "
+              "resumes the grid", file=sys.stderr)
+        return 130
     return 0
 
 

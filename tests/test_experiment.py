@@ -338,3 +338,19 @@ def test_bad_grid_entries_are_named(tmp_path, capsys, entries, message):
     status, _, err = run_main(TINY + ["--grid", *entries, "--out", str(tmp_path / "m.csv")], capsys)
     assert status == 1 and err.startswith("experiments.miniature: error: " + message), err
     assert not (tmp_path / "m.csv").exists()
+
+
+def test_ctrl_c_says_how_to_resume(tmp_path, capsys, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(T, "train", interrupted)
+    status, _, err = run_main(TINY + ["--out", str(tmp_path / "m.csv"), "--runs", str(tmp_path / "runs")], capsys)
+    assert status == 130 and not (tmp_path / "m.csv").exists()
+    assert err == (f"experiments.miniature: interrupted; {tmp_path / 'm.csv'} holds the finished runs, and the same "
+                   "command resumes the grid\n")
+
+
+def test_a_spec_is_written_as_the_library_writes_it():
+    assert miniature.Entry.parse("ResNet14-S2U1:10") == miniature.Entry("resnet14-s2u1", 10.0)
+    assert miniature.Entry.parse("resnet8:0").name == "resnet8"
+    assert miniature.Entry.parse("resnet8:0.5").name == "resnet8, λ = 0.5"
