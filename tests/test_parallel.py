@@ -127,6 +127,67 @@ def test_set_threads_checks_its_argument_and_blas_is_pinned(workers):
     assert pinned, "NumPy's BLAS (OpenBLAS in NumPy's wheels) is set to one thread"
 
 
+# Run in a fresh interpreter: the BLAS thread count OpenBLAS itself reports before and after
+# `import minibasis`, and after a decomposition (an SVD) with every kernel made to fail.
+_BLAS_THREADS_AT_IMPORT = """
+import ctypes, json
+import numpy as np
+np.dot(np.ones((2, 2)), np.ones((2, 2)))
+paths = sorted({line.split()[-1] for line in open("/proc/self/maps") if "openblas" in line.lower()})
+getters = [getattr(ctypes.CDLL(path), name, None) for path in paths
+           for name in ("scipy_openblas_get_num_threads64_", "openblas_get_num_threads64_", "openblas_get_num_threads")]
+getter = next(g for g in getters if g is not None)
+before = getter()
+import minibasis
+from minibasis import basis, parallel
+pinned_at_import = parallel._state["blas"]
+def no_kernel(fn, pieces):
+    raise AssertionError("a kernel ran")
+parallel.for_each = no_kernel
+basis_, coefficients = basis.decompose(np.random.default_rng(0).standard_normal((128, 16, 3, 3)), 16)
+print(json.dumps({"before": before, "after": getter(), "pinned_at_import": pinned_at_import, "rows": basis_.shape[0]}))
+"""
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/proc/self/maps"), reason="finds OpenBLAS through /proc (Linux)")
+def test_import_minibasis_puts_blas_on_one_thread_before_any_kernel_runs():
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "2"}  # OpenBLAS would start 2 threads without minibasis
+    run = subprocess.run([sys.executable, "-c", _BLAS_THREADS_AT_IMPORT], env=env, capture_output=True, text=True, timeout=120)
+    if "StopIteration" in run.stderr:
+        pytest.skip("NumPy's BLAS is not OpenBLAS here")
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout.splitlines()[-1])
+    assert report["before"] == 2, "the environment asks OpenBLAS for 2 threads"
+    assert report["pinned_at_import"], "import minibasis pinned a BLAS library"
+    assert report["after"] == 1 and report["rows"] == 16, "a decomposition ran with BLAS on one thread, no kernel"
+
+
+def test_only_the_fast_forms_and_backend_import_parallel():
+    """The equations (conv.py, layers.py, basis.py, …) never reach for worker threads themselves:
+    only ``*_fast.py`` and ``backend.py`` import :mod:`minibasis.parallel`."""
+    import ast
+    from pathlib import Path
+
+    package = Path(parallel.__file__).parent
+    importers = set()
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):  # from . import parallel, from .parallel import x
+                names = [node.module or ""] + [f"{node.module or ''}.{alias.name}" for alias in node.names]
+            else:
+                continue
+            if any("parallel" in name.split(".") for name in names):
+                importers.add(path.relative_to(package).as_posix())
+    assert importers == {"backend.py", "conv_fast.py", "layers_fast.py"}, importers
+
+
 def _conv_in_child(queue):
     x = np.random.default_rng(0).standard_normal((32, 16, 16, 16))
     queue.put(float(conv2d(x, np.ones((16, 16, 3, 3)), padding=1).sum()))
