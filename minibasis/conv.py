@@ -191,7 +191,8 @@ def im2col(x, /, *, kernel_size, stride=1, padding=0):
     """
     checks.array("x", x, ndim=4)
     kh, kw = checks.pair("kernel_size", kernel_size, 1)
-    stride, padding, _, _ = _checked_geometry(x.shape, (1, x.shape[1], kh, kw), stride, padding, 1, w_name="kernel_size")
+    geometry = _checked_geometry(x.shape, (1, x.shape[1], kh, kw), stride, padding, 1, w_name="kernel_size")
+    stride, padding = geometry[:2]
     return conv_reference.im2col(np.asarray(x), kh, kw, stride, padding)
 
 

@@ -101,7 +101,8 @@ def _vjp_in_place(argnums, g, x, weight, eps, stats):
         sum_g = g3.sum(axis=2).sum(axis=0)
         sum_gx = inv_std[c] * np.einsum("ncp,ncp->c", g3, centered)  # Σ g·x̂
         if dx is not None:  # in place, on x − μ
-            centered *= (-inv_std[c] * sum_gx / n)[None, :, None]  # −x̂·mean(g·x̂) = (x − μ)·(−σ̂⁻¹·Σg·x̂/n)
+            # −x̂·mean(g·x̂) = (x − μ)·(−σ̂⁻¹·Σg·x̂/n)
+            centered *= (-inv_std[c] * sum_gx / n)[None, :, None]
             centered += g3
             centered -= (sum_g / n)[None, :, None]
             centered *= (weight[c] * inv_std[c])[None, :, None]
