@@ -312,7 +312,7 @@ def _depthwise_conv2d(x, w, stride, padding, device):
 
 def _depthwise_input_grad(dy, w, x_shape, stride, padding, device):
     """dx: each offset's w·dy added back where its window came from (the adjoint of the shifts)."""
-    xp, (O, _, kh, kw), (N, C, H, W), (ph, pw) = device.xp, w.shape, x_shape, padding
+    xp, O, (N, C, H, W), (ph, pw) = device.xp, w.shape[0], x_shape, padding
     dx, taps = xp.empty(tuple(x_shape), dtype=dy.dtype), _taps(w)
 
     def run(images):
