@@ -3,7 +3,7 @@
 Kim & Kang, "Learning Shared Filter Bases for Efficient ConvNets" (arXiv 2006.05066).
 
 Layers, low to high (a module imports only from below): kernels (``conv``, ``layers``, with
-``conv_reference``/``conv_fast``, ``mode``, ``parallel``, ``backend``), the method (``basis``),
+``conv_reference``/``conv_fast``, ``layers_fast``, ``mode``, ``parallel``, ``backend``), the method (``basis``),
 the models (``models/``), files (``weights``, ``files``), data (``data/``), training
 (``autodiff``, ``optim``, ``train``, ``runs``, ``progress``), the command (``cli``), and
 checking (``testing``, ``oracle``, ``debug``, ``torch_reference``).
@@ -29,7 +29,7 @@ from .layers import (
     sigmoid,
 )
 from .mode import reference_mode
-from .parallel import set_threads
+from .backend import set_threads
 from .models import create_model, parse_spec
 from .testing import check_gradients
 from .weights import load_weights, save_weights

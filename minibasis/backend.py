@@ -1,5 +1,10 @@
 """Where the convolution's arithmetic runs: the host (NumPy, the default) or a GPU (CuPy).
 
+On the host, the kernels run on minibasis' worker threads (:mod:`minibasis.parallel`;
+``set_threads`` here) and NumPy's BLAS on one thread, from ``import minibasis`` on: every
+entry point that does linear algebra (the kernels, but also decompositions, orthogonal init,
+folding, the tutorials' SVDs) then runs without OpenBLAS' spinning threads.
+
 This is the only module that imports cupy, and only when a GPU backend is asked for. The
 choice is explicit and scoped::
 
@@ -18,6 +23,13 @@ import contextvars
 from dataclasses import dataclass
 
 import numpy as np
+
+from . import parallel
+from .parallel import available_cores, set_threads, threads  # noqa: F401 (the host's workers, re-exported)
+
+# One BLAS thread from import on, not from the first kernel on: a NumPy SVD before any kernel ran
+# (basis.decompose) otherwise meets OpenBLAS' spinning threads, 40× slower beside a busy process.
+parallel.pin_blas()
 
 
 class BackendUnavailable(RuntimeError):

@@ -24,7 +24,7 @@ from .data import DATASETS, default_cache_dir
 from .files import FolderBusy
 from .models import SPEC_HELP, create_model, info_table
 from .optim import SCHEDULES
-from .parallel import available_cores, set_threads
+from .backend import available_cores, set_threads
 from .progress import DEFAULT_EVERY, Progress
 from .weights import load_weights
 

@@ -1,8 +1,10 @@
 """The fast form of the convolution primitives: flat-shift im2col in chunks, depthwise shifts.
 
-What training runs; :mod:`minibasis.conv_reference` is the textbook form it is tested equal to.
-All functions take and return arrays of the backend's array module ``device.xp`` (NumPy, or
-CuPy inside the primitives on a GPU backend); pairs are already checked ``(int, int)``.
+What training runs; :mod:`minibasis.conv_reference` is the textbook form it is tested equal to,
+function for function: :func:`conv2d`, :func:`conv2d_input_grad` and :func:`conv2d_weight_grad`
+take the same checked arguments (pairs ``(int, int)``) and return host arrays. They run on the
+current backend (:mod:`minibasis.backend`): the functions below them take and return arrays of
+its array module ``device.xp`` (NumPy, or CuPy on a GPU backend).
 
 im2col ("flat shift"). Per image, the zero-padded input is flattened per channel to a vector
 ``xflat[c]`` of length ``Hq·Wq`` (plus a few zero rows; stored channel-major, (C, N, ·)). For
@@ -27,15 +29,13 @@ shifted multiply-adds over whole arrays, no im2col and no loop over channels; ot
 convolutions run the dense kernels on each group's channel slices.
 """
 
-
 import numpy as np
+from autograd.tracer import isbox
 
-from . import parallel
+from . import backend, parallel
+from .conv_reference import output_size
 
 
-def output_size(size, kernel, stride, padding):
-    """floor((size + 2·padding − kernel) / stride) + 1, PyTorch's rule."""
-    return (size + 2 * padding - kernel) // stride + 1
 class Geometry:
     """Everything the flat-shift im2col needs for one (x shape, w shape, stride, padding).
 
@@ -69,8 +69,6 @@ class Geometry:
         self.K = self.C * self.kh * self.kw
         # 1×1, stride 1, no padding: a plain matrix product per image, no im2col at all.
         self.pointwise = (self.kh, self.kw, self.sh, self.sw, self.ph, self.pw) == (1, 1, 1, 1, 0, 0)
-        # Stride 1 and padding < kernel: the transposed convolution is a convolution (see _transposed).
-        self.transposable = (self.sh, self.sw) == (1, 1) and self.ph < self.kh and self.pw < self.kw
         # Images per chunk, so that the im2col block (K × chunk·L) stays small (in cache); sized
         # for 8-byte floats, so a float32 block is half of device.chunk_bytes.
         per_image = self.K * self.L * 8
@@ -139,7 +137,7 @@ class Geometry:
 # ---- dense (groups = 1) ------------------------------------------------------------------
 
 
-def _each(device, fn, pieces):
+def _for_each_piece(device, fn, pieces):
     """``fn`` over the pieces on minibasis' worker threads (host arrays), else one after another."""
     if device.xp is np:
         return parallel.for_each(fn, pieces)
@@ -154,7 +152,7 @@ def _sum_in_order(partials, like):
     return total
 
 
-def _correlate(x, w, stride, padding, device):
+def _dense_conv2d(x, w, stride, padding, device):
     """y = x ⋆ w per chunk of images, y = W · im2col(x).  -> (N, O, Ho, Wo)."""
     geo = Geometry(x.shape, w.shape, stride, padding, device)
     w_mat = w.reshape(geo.O, geo.K)
@@ -164,13 +162,13 @@ def _correlate(x, w, stride, padding, device):
         def run(part):
             y[part] = _channel_major(geo, x[part], lambda x_cm: w_mat @ x_cm, geo.O)
 
-        _each(device, run, parallel.slices(geo.N, x.size + y.size))  # 1×1: no im2col to size chunks by
+        _for_each_piece(device, run, parallel.slices(geo.N, x.size + y.size))  # 1×1: no im2col to size chunks by
         return y
 
     def run(part):
         y[part] = geo.narrow(w_mat @ geo.im2col(geo.pad_flat(x[part])), part.stop - part.start)
 
-    _each(device, run, geo.chunks())
+    _for_each_piece(device, run, geo.chunks())
     return y
 
 
@@ -204,11 +202,11 @@ def transposable(w_shape, stride, padding):
     return tuple(stride) == (1, 1) and padding[0] < w_shape[2] and padding[1] < w_shape[3]
 
 
-def _input_grad(dy, w, x_shape, stride, padding, device):
+def _dense_input_grad(dy, w, x_shape, stride, padding, device):
     """dx = ∂⟨dy, x ⋆ w⟩/∂x: stride 1 as dy ⋆ w' (see :func:`_flipped`), else col2im(Wᵀ · dy)."""
     if transposable(w.shape, stride, padding):
         w_flipped, padding_t = _flipped(w, padding)
-        return _correlate(dy, w_flipped, (1, 1), padding_t, device)
+        return _dense_conv2d(dy, w_flipped, (1, 1), padding_t, device)
     geo = Geometry(x_shape, w.shape, stride, padding, device)
     dx = geo.xp.empty(tuple(x_shape), dtype=dy.dtype)
     w_mat_t = w.reshape(geo.O, geo.K).T
@@ -216,11 +214,11 @@ def _input_grad(dy, w, x_shape, stride, padding, device):
     def run(part):
         geo.unpad(geo.col2im(w_mat_t @ geo.wide(dy[part]), part.stop - part.start), out=dx[part])
 
-    _each(device, run, geo.chunks())
+    _for_each_piece(device, run, geo.chunks())
     return dx
 
 
-def _weight_grad(x, dy, w_shape, stride, padding, device):
+def _dense_weight_grad(x, dy, w_shape, stride, padding, device):
     """dw = ∂⟨dy, x ⋆ w⟩/∂w = Σ_chunks wide(dy) · im2col(x)ᵀ."""
     geo = Geometry(x.shape, w_shape, stride, padding, device)
     if geo.pointwise:  # dW = Σ_n dy[n] · x[n]ᵀ
@@ -231,13 +229,13 @@ def _weight_grad(x, dy, w_shape, stride, padding, device):
                 return geo.xp.matmul(dy[part].reshape(-1, geo.O, pixels), x[part].reshape(-1, geo.C, pixels).transpose(0, 2, 1)).sum(axis=0)
             return _as_channel_major(dy[part]) @ _as_channel_major(x[part]).T  # (O, n·H·W) @ (n·H·W, C)
 
-        partials = _each(device, partial, parallel.slices(geo.N, x.size + dy.size))
+        partials = _for_each_piece(device, partial, parallel.slices(geo.N, x.size + dy.size))
         return _sum_in_order(partials, geo.xp.zeros((geo.O, geo.C), dtype=x.dtype)).reshape(w_shape)
 
     def partial(part):  # (K, n·L) @ (n·L, O): the faster order
         return geo.im2col(geo.pad_flat(x[part])) @ geo.wide(dy[part]).T
 
-    dw_t = _sum_in_order(_each(device, partial, geo.chunks()), geo.xp.zeros((geo.K, geo.O), dtype=x.dtype))
+    dw_t = _sum_in_order(_for_each_piece(device, partial, geo.chunks()), geo.xp.zeros((geo.K, geo.O), dtype=x.dtype))
     return dw_t.T.reshape(w_shape)
 
 
@@ -265,7 +263,7 @@ def both_grads(x, w, dy, padding, device):
         dx[part] = geo.narrow(w_mat @ cols, part.stop - part.start)
         return cols @ geo.wide(x[part]).T
 
-    dw_t = _sum_in_order(_each(device, run, geo.chunks()), geo.xp.zeros((geo.K, C), dtype=dy.dtype))
+    dw_t = _sum_in_order(_for_each_piece(device, run, geo.chunks()), geo.xp.zeros((geo.K, C), dtype=dy.dtype))
     dw = dw_t.reshape(O, kh, kw, C)[:, ::-1, ::-1].transpose(0, 3, 1, 2).copy()  # OIHW, contiguous
     return dx, dw
 
@@ -295,7 +293,7 @@ def _taps(w):
     return w.reshape(w.shape[0], -1).T.copy()
 
 
-def _depthwise(x, w, stride, padding, device):
+def _depthwise_conv2d(x, w, stride, padding, device):
     """y[n, o] = Σ_{i,j} w[o, 0, i, j] · xpad[n, o // M, i::sh, j::sw]: kh·kw multiply-adds."""
     xp, O, C = device.xp, w.shape[0], x.shape[1]
     out_size = tuple(output_size(s, k, st, p) for s, k, st, p in zip(x.shape[2:], w.shape[2:], stride, padding))
@@ -308,13 +306,13 @@ def _depthwise(x, w, stride, padding, device):
             out += taps[k] * xpad[:, rows, cols]
         y[images] = out.transpose(0, 3, 1, 2)
 
-    _each(device, run, parallel.slices(x.shape[0], x.size + y.size))
+    _for_each_piece(device, run, parallel.slices(x.shape[0], x.size + y.size))
     return y
 
 
 def _depthwise_input_grad(dy, w, x_shape, stride, padding, device):
     """dx: each offset's w·dy added back where its window came from (the adjoint of the shifts)."""
-    xp, (O, _, kh, kw), (N, C, H, W), (ph, pw) = device.xp, w.shape, x_shape, padding
+    xp, O, (N, C, H, W), (ph, pw) = device.xp, w.shape[0], x_shape, padding
     dx, taps = xp.empty(tuple(x_shape), dtype=dy.dtype), _taps(w)
 
     def run(images):
@@ -326,7 +324,7 @@ def _depthwise_input_grad(dy, w, x_shape, stride, padding, device):
             dxpad = dxpad.reshape(dxpad.shape[:3] + (C, O // C)).sum(axis=4)
         dx[images] = dxpad[:, ph : ph + H, pw : pw + W].transpose(0, 3, 1, 2)
 
-    _each(device, run, parallel.slices(N, dy.size + dx.size))
+    _for_each_piece(device, run, parallel.slices(N, dy.size + dx.size))
     return dx
 
 
@@ -339,11 +337,11 @@ def _depthwise_weight_grad(x, dy, w_shape, stride, padding, device):
         g = xp.ascontiguousarray(dy[images].transpose(0, 2, 3, 1))
         return xp.stack([(g * xpad[:, rows, cols]).sum(axis=(0, 1, 2)) for _, rows, cols in _offsets(w_shape, stride, dy.shape[2:])], axis=1)
 
-    partials = _each(device, partial, parallel.slices(x.shape[0], x.size + dy.size))
+    partials = _for_each_piece(device, partial, parallel.slices(x.shape[0], x.size + dy.size))
     return _sum_in_order(partials, xp.zeros((O, w_shape[2] * w_shape[3]), dtype=x.dtype)).reshape(w_shape)
 
 
-# ---- the three maps, dispatched on groups --------------------------------------------------
+# ---- the three maps, dispatched on groups, on the current backend ---------------------------
 
 
 def _is_depthwise(x_shape, groups):
@@ -355,33 +353,73 @@ def _group_slices(total, groups):
     return [slice(g * size, (g + 1) * size) for g in range(groups)]
 
 
-def conv2d(x, w, stride, padding, groups, device):
+def _conv2d(x, w, stride, padding, groups, device):
     """y = x ⋆ w.  x: (N, C, H, W), w: (O, C/G, kh, kw) -> (N, O, Ho, Wo)."""
     if groups == 1:
-        return _correlate(x, w, stride, padding, device)
+        return _dense_conv2d(x, w, stride, padding, device)
     if _is_depthwise(x.shape, groups):
-        return _depthwise(x, w, stride, padding, device)
+        return _depthwise_conv2d(x, w, stride, padding, device)
     parts = zip(_group_slices(x.shape[1], groups), _group_slices(w.shape[0], groups))
-    return device.xp.concatenate([_correlate(x[:, c], w[o], stride, padding, device) for c, o in parts], axis=1)
+    return device.xp.concatenate([_dense_conv2d(x[:, c], w[o], stride, padding, device) for c, o in parts], axis=1)
 
 
-def input_grad(dy, w, x_shape, stride, padding, groups, device):
+def _conv2d_input_grad(dy, w, x_shape, stride, padding, groups, device):
     """dx = ∂⟨dy, x ⋆ w⟩/∂x.  -> x_shape."""
     if groups == 1:
-        return _input_grad(dy, w, x_shape, stride, padding, device)
+        return _dense_input_grad(dy, w, x_shape, stride, padding, device)
     if _is_depthwise(x_shape, groups):
         return _depthwise_input_grad(dy, w, x_shape, stride, padding, device)
     N, C, H, W = x_shape
     parts = zip(_group_slices(C, groups), _group_slices(w.shape[0], groups))
-    return device.xp.concatenate([_input_grad(dy[:, o], w[o], (N, C // groups, H, W), stride, padding, device) for _, o in parts], axis=1)
+    return device.xp.concatenate([_dense_input_grad(dy[:, o], w[o], (N, C // groups, H, W), stride, padding, device) for _, o in parts], axis=1)
 
 
-def weight_grad(x, dy, w_shape, stride, padding, groups, device):
+def _conv2d_weight_grad(x, dy, w_shape, stride, padding, groups, device):
     """dw = ∂⟨dy, x ⋆ w⟩/∂w.  -> w_shape."""
     if groups == 1:
-        return _weight_grad(x, dy, w_shape, stride, padding, device)
+        return _dense_weight_grad(x, dy, w_shape, stride, padding, device)
     if _is_depthwise(x.shape, groups):
         return _depthwise_weight_grad(x, dy, w_shape, stride, padding, device)
     O, Cg, kh, kw = w_shape
     parts = zip(_group_slices(x.shape[1], groups), _group_slices(O, groups))
-    return device.xp.concatenate([_weight_grad(x[:, c], dy[:, o], (O // groups, Cg, kh, kw), stride, padding, device) for c, o in parts], axis=0)
+    return device.xp.concatenate([_dense_weight_grad(x[:, c], dy[:, o], (O // groups, Cg, kh, kw), stride, padding, device) for c, o in parts], axis=0)
+
+
+def _on_backend(kernel, arrays, *args):
+    """``kernel(*arrays, *args, device)`` on the current backend: the arrays moved to its device,
+    the result back to the host (autograd only ever sees NumPy arrays)."""
+    device = backend.current()
+    return device.to_host(kernel(*(device.to_device(a) for a in arrays), *args, device))
+
+
+def conv2d(x, w, stride, padding, groups):
+    """y = x ⋆ w.  x: (N, C, H, W), w: (O, C/G, kh, kw) -> (N, O, Ho, Wo)."""
+    return _on_backend(_conv2d, (x, w), stride, padding, groups)
+
+
+def conv2d_input_grad(dy, w, x_shape, stride, padding, groups):
+    """dx = ∂⟨dy, x ⋆ w⟩/∂x.  -> x_shape."""
+    return _on_backend(_conv2d_input_grad, (dy, w), x_shape, stride, padding, groups)
+
+
+def conv2d_weight_grad(x, dy, w_shape, stride, padding, groups):
+    """dw = ∂⟨dy, x ⋆ w⟩/∂w.  -> w_shape."""
+    return _on_backend(_conv2d_weight_grad, (x, dy), w_shape, stride, padding, groups)
+
+
+def conv2d_vjp_both(x, w, stride, padding, groups, separately):
+    """autograd's ``g ↦ (dx, dw)`` when it wants both gradients of ``conv2d(x, w)``: from one
+    im2col of g (:func:`both_grads`) for a dense stride-1 k×k convolution at first order (a
+    training step), else ``separately(g)``: the two gradient primitives, as a higher-order
+    derivative needs them (it traces g, x or w)."""
+    if not fusable(w.shape, stride, padding, groups):
+        return separately
+
+    def vjp(g):
+        if any(isbox(a) for a in (g, x, w)):
+            return separately(g)
+        device = backend.current()
+        dx, dw = both_grads(*(device.to_device(a) for a in (x, w, g)), padding, device)
+        return device.to_host(dx), device.to_host(dw)
+
+    return vjp

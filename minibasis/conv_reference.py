@@ -19,8 +19,9 @@ im2col, adds every row of ``dX_col`` back onto the pixels it was copied from.
 import numpy as np
 
 
-def output_size(size, kernel, stride, padding):
-    """floor((size + 2·padding − kernel) / stride) + 1, PyTorch's rule."""
+def output_size(size, kernel, stride=1, padding=0):
+    """The output length of a convolution (or pooling) along one axis: floor((size + 2·padding −
+    kernel) / stride) + 1, PyTorch's rule. The one copy of the formula (``minibasis.conv.output_size``)."""
     return (size + 2 * padding - kernel) // stride + 1
 
 

@@ -1,11 +1,10 @@
 """The layers around the convolutions, as pure functions written with ``autograd.numpy``.
 
 Each function is its equation; autograd differentiates it, to any order. Activations are
-NCHW, linear weights PyTorch's ``(out, in)``. Batch norm in training mode has two forms
-(:mod:`minibasis.mode`): the equation in ``autograd.numpy`` (the reference form) and a fused
-primitive with a hand-written, in-place VJP (the fast form, the default). The fast VJP is
-itself written as ``autograd.numpy`` formulas when a higher-order derivative traces it, so
-both forms are differentiable to any order. Everything else has one form, the equation.
+NCHW, linear weights PyTorch's ``(out, in)``. Batch norm in training mode also has a fast form,
+:mod:`minibasis.layers_fast` (threaded passes, one primitive with a hand-written in-place VJP),
+chosen in one line of :func:`batch_norm` outside :func:`minibasis.reference_mode`;
+:func:`batch_norm_train` here, the equation, is its reference form (:mod:`minibasis.mode`).
 
 Conventions (every module): ``anp`` is ``autograd.numpy`` (traced by autograd), ``np`` is
 plain NumPy (constants, masks, statistics that are not differentiated).
@@ -13,11 +12,10 @@ plain NumPy (constants, masks, statistics that are not differentiated).
 
 import autograd.numpy as anp
 import numpy as np
-from autograd.extend import defjvp, defvjp_argnums, primitive
-from autograd.tracer import getval, isbox
+from autograd.tracer import getval
 
-from . import checks, parallel
-from .conv import conv2d
+from . import checks, layers_fast
+from .conv import conv2d, output_size
 from .mode import is_reference
 
 BN_MOMENTUM = 0.1
@@ -45,18 +43,12 @@ def batch_norm(x, weight, bias, state, /, *, train, relu=False, momentum=BN_MOME
     if not train:
         scale = weight / anp.sqrt(state["running_var"].astype(x.dtype) + eps)
         shift = bias - state["running_mean"].astype(x.dtype) * scale
-        y = x * scale[None, :, None, None] + shift[None, :, None, None]
-        return (_relu(y) if relu else y), state
+        return _relu_if(relu, x * scale[None, :, None, None] + shift[None, :, None, None]), state
     n = x.shape[0] * x.shape[2] * x.shape[3]
     if n < 2:
         checks.fail("x", "more than 1 value per channel in training mode", f"shape {x.shape}")
-    if is_reference():
-        y = batch_norm_train_reference(x, weight, bias, eps=eps)
-        y = _relu(y) if relu else y
-        mean, var = getval(x).mean(axis=_CHANNELS), getval(x).var(axis=_CHANNELS)  # the textbook statistics
-    else:
-        mean, var = _channel_stats(getval(x))
-        y = batch_norm_train(x, weight, bias, eps=eps, relu=relu, stats=(mean, var))
+    form = batch_norm_train if is_reference() else layers_fast.batch_norm_train  # the two forms (mode.py)
+    y, mean, var = form(x, weight, bias, eps=eps, relu=relu)
     return y, _updated_state(state, mean, var, n, momentum)
 
 
@@ -70,137 +62,15 @@ def _updated_state(state, mean, var, n, momentum):
     }
 
 
-def batch_norm_train_reference(x, weight, bias, /, *, eps=BN_EPS):
-    """The training-mode BN output as its equation in autograd.numpy (the reference form)."""
+def batch_norm_train(x, weight, bias, /, *, eps=BN_EPS, relu=False):
+    """Training-mode BN as its equation in ``autograd.numpy`` (the reference form of
+    :func:`minibasis.layers_fast.batch_norm_train`): -> (y, μ, σ²), y = weight·(x − μ)/√(σ² + ε)
+    + bias (then max(y, 0) when ``relu``); μ, σ² the biased batch statistics, untraced."""
     mean = _mean(x, _CHANNELS)
     centered = x - mean[None, :, None, None]
     var = _mean(centered**2, _CHANNELS)
-    return centered * (weight / anp.sqrt(var + eps))[None, :, None, None] + bias[None, :, None, None]
-
-
-def _channel_stats(x):
-    """Per-channel mean and biased variance of x: (N, C, H, W) (plain NumPy, no tracing), over
-    fixed channel ranges on minibasis' workers (:mod:`minibasis.parallel`).
-
-    Two passes (mean, then the centred squares) rather than E[x²] − μ², which cancels badly
-    when |μ| ≫ σ."""
-    N, C = x.shape[:2]
-    n = N * x[0, 0].size
-
-    def stats(channels):
-        flat = x[:, channels].reshape(N, channels.stop - channels.start, -1)
-        mean = flat.sum(axis=2).sum(axis=0) / n
-        centered = flat - mean[None, :, None]
-        return mean, np.einsum("ncp,ncp->c", centered, centered) / n
-
-    parts = parallel.for_each(stats, parallel.slices(C, x.size))
-    return np.concatenate([m for m, _ in parts]).astype(x.dtype), np.concatenate([v for _, v in parts]).astype(x.dtype)
-
-
-@primitive
-def batch_norm_train(x, weight, bias, /, *, eps=BN_EPS, relu=False, stats=None):
-    """Training-mode BN (the fast form): weight·x̂ + bias, x̂ = (x − μ)/√(σ² + ε) with batch
-    statistics; then max(·, 0) when ``relu``. ``stats``: (μ, σ²) of x when the caller already
-    computed them (a constant here; the VJP accounts for their dependence on x).
-
-    Centred first, ``(x − μ)·α + bias``: PyTorch's CPU kernel computes ``x·α + (bias − μ·α)``,
-    one pass fewer, but that cancels when |μ| ≫ σ (float32 errors of ε·|μ|/σ)."""
-    mean, var = _channel_stats(x) if stats is None else stats
-    scale = weight / np.sqrt(var + eps)
-    y = np.empty_like(x)
-
-    def normalise(c):  # one fixed channel range
-        out = y[:, c]
-        np.subtract(x[:, c], mean[None, c, None, None], out=out)
-        out *= scale[None, c, None, None]
-        out += bias[None, c, None, None]
-        if relu:
-            np.maximum(out, 0, out=out)
-
-    parallel.for_each(normalise, parallel.slices(x.shape[1], x.size))
-    return y
-
-
-def _batch_norm_train_vjp(argnums, y, args, kwargs):
-    """With g the incoming gradient (times [y > 0] when fused with ReLU), per channel:
-    ∂L/∂x = (weight/σ̂)·(g − mean(g) − x̂·mean(g·x̂)),  ∂L/∂weight = Σ g·x̂,  ∂L/∂bias = Σ g
-    (μ and σ² depend on x; the two means are what that dependence contributes)."""
-    x, weight, _ = args
-    eps, relu = kwargs.get("eps", BN_EPS), kwargs.get("relu", False)
-
-    def vjp(g):
-        if relu:
-            g = g * (getval(y) > 0)  # (np.where with a scalar 0 is ~7× slower)
-        if any(isbox(a) for a in (g, x, weight)):  # a higher-order derivative traces this VJP
-            return _batch_norm_train_vjp_traceable(argnums, g, x, weight, eps)
-        return _batch_norm_train_vjp_in_place(argnums, g, x, weight, eps, kwargs.get("stats"))
-
-    return vjp
-
-
-def _batch_norm_train_vjp_in_place(argnums, g, x, weight, eps, stats):
-    """The VJP in few passes over memory, in place on x − μ (first order only), over fixed
-    channel ranges on minibasis' workers."""
-    mean, var = _channel_stats(x) if stats is None else stats
-    inv_std = 1 / np.sqrt(var + eps)
-    N, C = x.shape[:2]
-    n = N * x[0, 0].size
-    dx = np.empty_like(x) if 0 in argnums else None
-
-    def channels(c):
-        count = c.stop - c.start
-        centered, g3 = (x[:, c] - mean[None, c, None, None]).reshape(N, count, -1), g[:, c].reshape(N, count, -1)
-        sum_g = g3.sum(axis=2).sum(axis=0)
-        sum_gx = inv_std[c] * np.einsum("ncp,ncp->c", g3, centered)  # Σ g·x̂
-        if dx is not None:  # in place, on x − μ
-            centered *= (-inv_std[c] * sum_gx / n)[None, :, None]  # −x̂·mean(g·x̂) = (x − μ)·(−σ̂⁻¹·Σg·x̂/n)
-            centered += g3
-            centered -= (sum_g / n)[None, :, None]
-            centered *= (weight[c] * inv_std[c])[None, :, None]
-            dx[:, c] = centered.reshape(N, count, *x.shape[2:])
-        return sum_gx, sum_g
-
-    parts = parallel.for_each(channels, parallel.slices(C, x.size))
-    grads = {0: dx, 1: np.concatenate([a for a, _ in parts]), 2: np.concatenate([b for _, b in parts])}
-    return tuple(grads[i] for i in argnums)
-
-
-def _batch_norm_train_vjp_traceable(argnums, g, x, weight, eps):
-    """The same VJP as ``autograd.numpy`` formulas (μ, σ̂ recomputed from x), so that autograd
-    can differentiate it again: Hessian-vector products through the fast form."""
-    mean = _mean(x, _CHANNELS)[None, :, None, None]
-    inv_std = 1 / anp.sqrt(_mean((x - mean) ** 2, _CHANNELS) + eps)[None, :, None, None]
-    x_hat = (x - mean) * inv_std
-    grads = {1: anp.sum(g * x_hat, axis=_CHANNELS), 2: anp.sum(g, axis=_CHANNELS)}
-    if 0 in argnums:
-        mean_g, mean_gx = _mean(g, _CHANNELS)[None, :, None, None], _mean(g * x_hat, _CHANNELS)[None, :, None, None]
-        grads[0] = weight[None, :, None, None] * inv_std * (g - mean_g - x_hat * mean_gx)
-    return tuple(grads[i] for i in argnums)
-
-
-defvjp_argnums(batch_norm_train, _batch_norm_train_vjp)
-
-
-def _batch_norm_train_jvp(argnum):
-    """Forward mode: the derivative of the output along a tangent t of one argument, as
-    ``autograd.numpy`` formulas (so forward mode works to any order too):
-    x: weight/σ̂·(t − mean(t) − x̂·mean(t·x̂)); weight: t·x̂; bias: t (times [y > 0] with ReLU)."""
-
-    def jvp(t, y, x, weight, bias, eps=BN_EPS, relu=False, stats=None):
-        mean = _mean(x, _CHANNELS)[None, :, None, None]
-        inv_std = 1 / anp.sqrt(_mean((x - mean) ** 2, _CHANNELS) + eps)[None, :, None, None]
-        x_hat = (x - mean) * inv_std
-        if argnum == 0:
-            mean_t, mean_tx = _mean(t, _CHANNELS)[None, :, None, None], _mean(t * x_hat, _CHANNELS)[None, :, None, None]
-            out = weight[None, :, None, None] * inv_std * (t - mean_t - x_hat * mean_tx)
-        else:
-            out = t[None, :, None, None] * (x_hat if argnum == 1 else anp.ones_like(x_hat))
-        return out * (getval(y) > 0) if relu else out
-
-    return jvp
-
-
-defjvp(batch_norm_train, *(_batch_norm_train_jvp(argnum) for argnum in range(3)))
+    y = centered * (weight / anp.sqrt(var + eps))[None, :, None, None] + bias[None, :, None, None]
+    return _relu_if(relu, y), getval(mean), getval(var)
 
 
 def batch_norm_state(channels, dtype=np.float32):
@@ -218,7 +88,9 @@ def relu(x, /):
     return x * (getval(x) > 0)
 
 
-_relu = relu  # for batch_norm, whose flag of the same name hides this function
+def _relu_if(wanted, y):
+    """relu(y) when ``wanted`` (batch norm's flag ``relu`` hides the function inside it)."""
+    return relu(y) if wanted else y
 
 
 def relu6(x, /):
@@ -252,7 +124,7 @@ def max_pool2d(x, /, *, kernel_size=3, stride=2, padding=1):
     if 2 * ph > kh or 2 * pw > kw:
         checks.fail("padding", f"at most half the kernel ({kh}×{kw}), as PyTorch", repr(padding))
     N, C, H, W = x.shape
-    Ho, Wo = (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
+    Ho, Wo = output_size(H, kh, sh, ph), output_size(W, kw, sw, pw)
     if Ho < 1 or Wo < 1:
         checks.fail("x", f"an input of at least {kh - 2 * ph}×{kw - 2 * pw} pixels", f"shape {x.shape}")
     xpad = anp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), mode="constant", constant_values=-np.inf)

@@ -1,13 +1,15 @@
 """Reference mode: every kernel runs its textbook form, for reading and stepping through.
 
-Each kernel has a *fast form* (what training runs: flat-shift im2col in chunks, fused batch
-norm with an in-place backward, the one-im2col first-order conv VJP) and a *reference form*
-(the equation in a few lines: im2col by a loop over the kernel offsets, one GEMM, col2im;
-batch norm as ``autograd.numpy`` formulas that autograd differentiates). The reference form is
-the specification; the tests hold the fast form equal to it. Like ``jax.disable_jit()``::
+Each kernel has a *fast form* (what training runs, in ``conv_fast.py`` and ``layers_fast.py``:
+flat-shift im2col in chunks, fused batch norm with an in-place backward, the one-im2col
+first-order conv VJP) and a *reference form* under the same name (``conv_reference.py``,
+``layers.py``: the equation in a few lines: im2col by a loop over the kernel offsets, one GEMM,
+col2im; batch norm as ``autograd.numpy`` formulas that autograd differentiates). ``conv.py`` and
+``layers.py`` pick one in a line with :func:`is_reference`. The reference form is the
+specification; the tests hold the fast form equal to it. Like ``jax.disable_jit()``::
 
     with minibasis.reference_mode():
-        logits, state = model.apply(params, state, x, train=True)   # step into conv2d: the textbook
+        logits, state = model.apply(params, state, x, train=True)   # conv2d runs the textbook
 
 or ``MINIBASIS_REFERENCE=1 python script.py`` for a whole script or debugger session.
 Reference mode computes on the host with NumPy (a GPU backend chosen with

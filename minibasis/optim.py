@@ -26,7 +26,7 @@ trees. The schedules are closed forms of PyTorch's ``MultiStepLR`` and
 import math
 from dataclasses import dataclass
 
-import numpy as onp
+import numpy as np
 
 from .checks import boolean, fail, integer, one_of, real
 from .tree import flatten, unflatten
@@ -75,19 +75,19 @@ def sgd_step(params, grads, momentum_buffers=None, /, *, lr, momentum=0.9, weigh
 
 def _update(p, g, buf, hyper):
     """One leaf of the algorithm box: ``(new p, new buffer or None)``."""
-    p = onp.asarray(p)
+    p = np.asarray(p)
     scalar = p.dtype.type  # every product in the leaf's own dtype (no upcast)
-    d = onp.asarray(g).astype(p.dtype, copy=False)
+    d = np.asarray(g).astype(p.dtype, copy=False)
     if hyper.weight_decay != 0:
         d = d + scalar(hyper.weight_decay) * p
     if hyper.momentum != 0:
         if buf is None:
-            buf = onp.array(d, dtype=p.dtype, copy=True)
+            buf = np.array(d, dtype=p.dtype, copy=True)
         else:
-            buf = scalar(hyper.momentum) * onp.asarray(buf).astype(p.dtype, copy=False) + scalar(1 - hyper.dampening) * d
-        buf = onp.asarray(buf)  # 0-d leaves stay arrays, not NumPy scalars
+            buf = scalar(hyper.momentum) * np.asarray(buf).astype(p.dtype, copy=False) + scalar(1 - hyper.dampening) * d
+        buf = np.asarray(buf)  # 0-d leaves stay arrays, not NumPy scalars
         d = d + scalar(hyper.momentum) * buf if hyper.nesterov else buf
-    return onp.asarray(p - scalar(hyper.lr) * d), buf
+    return np.asarray(p - scalar(hyper.lr) * d), buf
 
 
 @dataclass(frozen=True)
@@ -116,8 +116,8 @@ def _check_trees(params, grads, buffers):
         fail("params", "a parameter tree (nested dict)", type(params).__name__, TypeError)
     params_flat = flatten(params)
     for key, leaf in params_flat.items():
-        if not onp.issubdtype(onp.asarray(leaf).dtype, onp.inexact):
-            fail(f"params[{key!r}]", "a floating dtype", f"dtype {onp.asarray(leaf).dtype}")
+        if not np.issubdtype(np.asarray(leaf).dtype, np.inexact):
+            fail(f"params[{key!r}]", "a floating dtype", f"dtype {np.asarray(leaf).dtype}")
     _check_like("grads", grads, params_flat)
     if buffers is not None:
         _check_like("momentum_buffers", buffers, params_flat)
@@ -130,12 +130,12 @@ def _check_like(name, tree, params_flat):
     flat = flatten(tree)
     for key, leaf in params_flat.items():
         if key not in flat:
-            fail(f"{name}[{key!r}]", f"an array of shape {onp.shape(leaf)} (as in params)", "no entry")
-        if onp.shape(flat[key]) != onp.shape(leaf):
-            fail(f"{name}[{key!r}]", f"shape {onp.shape(leaf)} (as in params)", f"shape {onp.shape(flat[key])}")
+            fail(f"{name}[{key!r}]", f"an array of shape {np.shape(leaf)} (as in params)", "no entry")
+        if np.shape(flat[key]) != np.shape(leaf):
+            fail(f"{name}[{key!r}]", f"shape {np.shape(leaf)} (as in params)", f"shape {np.shape(flat[key])}")
     for key, leaf in flat.items():
         if key not in params_flat:
-            fail(name, "only the keys of params", f"the unexpected key {key!r} (shape {onp.shape(leaf)})")
+            fail(name, "only the keys of params", f"the unexpected key {key!r} (shape {np.shape(leaf)})")
 
 
 # ----------------------------------------------------------------------------- schedules

@@ -3,8 +3,8 @@ BLAS underneath runs one thread per call.
 
 Why. OpenBLAS' own threads spin between calls, so a second busy process on a 2-core machine
 makes both crawl (5–10× slower), and they split sums differently for different thread counts,
-so results depended on the machine. minibasis instead pins numpy's BLAS to one thread and
-splits each kernel into pieces whose boundaries depend only on the shapes (images per chunk
+so results depended on the machine. minibasis instead pins NumPy's BLAS to one thread (when
+it is imported: :mod:`minibasis.backend` calls :func:`pin_blas`) and splits each kernel into pieces whose boundaries depend only on the shapes (images per chunk
 for the convolutions, channels for batch norm), never on how many workers run them; partial
 sums are added in piece order. So the same seed gives bit-identical results with 1 worker or
 16 (on one machine: NumPy's OpenBLAS picks its GEMM kernels by CPU type, so another CPU, or
@@ -36,7 +36,7 @@ def available_cores():
         return os.cpu_count() or 1
 
 
-_state = {"threads": available_cores(), "pool": None, "blas": None}
+_state = {"threads": available_cores(), "pool": None, "blas": None, "malloc": None}
 _lock = threading.Lock()
 
 
@@ -73,7 +73,6 @@ def for_each(fn, pieces):
     """``[fn(piece) for piece in pieces]``, the pieces spread over the workers; the results come
     back in the order of ``pieces`` whatever thread ran them (so a sum over them is the same)."""
     pieces = list(pieces)
-    pin_blas()
     _keep_freed_memory()
     if _state["threads"] == 1 or len(pieces) < 2 or threading.current_thread().name.startswith("minibasis"):
         return [fn(piece) for piece in pieces]
@@ -106,7 +105,7 @@ def _keep_freed_memory():
     resnet56 ran ~10 % slower. Raising the mmap and trim thresholds recycles the blocks instead
     (the process then keeps its peak memory until it exits: a side effect on the whole process,
     said in the README)."""
-    if _state.get("malloc") is not None:
+    if _state["malloc"] is not None:
         return
     _state["malloc"] = False
     try:

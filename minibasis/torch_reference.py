@@ -1,4 +1,4 @@
-"""The authors' CIFAR-10 ResNets in PyTorch, for comparing minibasis against PyTorch (optional).
+"""The authors' model zoo in PyTorch, for comparing minibasis against PyTorch (optional).
 
 Needs torch (not a dependency of minibasis). Written from the authors' ssregibility/Net_RL2
 ``models/cifar10/resnet.py`` (same attribute names, so the same ``state_dict`` keys; a shared

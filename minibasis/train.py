@@ -1,6 +1,6 @@
 """Training and evaluation on CIFAR: the loop, its metrics, and the guard against non-finite values.
 
-One step (``../shared/DESIGN.md``)::
+One step::
 
     uint8 batch ─augment─normalize─► x ─model.apply(train=True)─► logits
     loss = cross_entropy(logits, y) + λ·R(params)        (R: the orthogonality regulariser)

@@ -5,8 +5,6 @@ PyTorch ``state_dict`` names (``layer1.1.coeff_conv2.weight``). Integer block in
 plain string keys (``"1"``), exactly as they appear in the dotted name.
 """
 
-import numpy as np
-
 
 def _children(tree):
     """(key, child) pairs of a dict, list or tuple (list items keyed by their index)."""
@@ -44,8 +42,3 @@ def tree_map(fn, tree, *others):
     if isinstance(tree, (list, tuple)):
         return type(tree)(tree_map(fn, v, *(o[i] for o in others)) for i, v in enumerate(tree))
     return fn(tree, *others)
-
-
-def tree_size(tree):
-    """Number of scalars in all leaves."""
-    return sum(int(np.size(leaf)) for leaf in flatten(tree).values())

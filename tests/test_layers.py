@@ -204,11 +204,11 @@ def test_bad_input_raises_value_error_naming_the_argument(call, argument):
 
 @given(shapes.filter(lambda s: s[0] * s[2] * s[3] > 1), st.integers(0, 2**32 - 1))
 def test_fused_batch_norm_equals_the_reference_formulation(shape, seed):
-    """The fast primitive and the plain autograd.numpy equation: same outputs and gradients,
+    """The fast primitive and the plain autograd.numpy equation: same outputs, batch statistics and gradients,
     to 1e-12 in float64 and 1e-6 in float32, relative to the scale of what is summed
     (max |y| for y; |weight|/σ̂·3·max|g| for ∂x = weight/σ̂·(g − mean g − x̂·mean g·x̂);
     Σ|g·x̂| and Σ|g| for the sums ∂weight and ∂bias)."""
-    from minibasis.layers import batch_norm_train, batch_norm_train_reference
+    from minibasis import layers, layers_fast
 
     rng = np.random.default_rng(seed)
     x = rng.standard_normal(shape) * 2 + 0.5
@@ -219,12 +219,16 @@ def test_fused_batch_norm_equals_the_reference_formulation(shape, seed):
     for dtype, tol in ((np.float64, 1e-12), (np.float32, 1e-6)):
         args = [a.astype(dtype) for a in (x, gamma, beta)]
         gd = g.astype(dtype)
-        fast = batch_norm_train(*args)
-        ref = batch_norm_train_reference(*args)
+        fast, fast_mean, fast_var = layers_fast.batch_norm_train(*args, eps=1e-5)
+        ref, ref_mean, ref_var = layers.batch_norm_train(*args, eps=1e-5)
         assert fast.dtype == dtype
         assert np.all(np.abs(fast - ref) <= tol * (np.abs(ref).max() + 1)), np.abs(fast - ref).max()
-        grads_fast = autograd.grad(lambda *a: anp.sum(batch_norm_train(*a) * gd), argnum=(0, 1, 2))(*args)
-        grads_ref = autograd.grad(lambda *a: anp.sum(batch_norm_train_reference(*a) * gd), argnum=(0, 1, 2))(*args)
+        for statistic, expected in ((fast_mean, x.mean(axis=(0, 2, 3))), (fast_var, var[0, :, 0, 0])):
+            assert statistic.dtype == dtype and np.allclose(statistic, expected, rtol=tol * 10, atol=tol * 10)
+        np.testing.assert_allclose(ref_mean, x.mean(axis=(0, 2, 3)), rtol=tol * 10, atol=tol * 10)
+        np.testing.assert_allclose(ref_var, var[0, :, 0, 0], rtol=tol * 10, atol=tol * 10)
+        grads_fast = autograd.grad(lambda *a: anp.sum(layers_fast.batch_norm_train(*a, eps=1e-5)[0] * gd), argnum=(0, 1, 2))(*args)
+        grads_ref = autograd.grad(lambda *a: anp.sum(layers.batch_norm_train(*a, eps=1e-5)[0] * gd), argnum=(0, 1, 2))(*args)
         scales = (dx_scale, np.abs(g * xhat).sum(axis=(0, 2, 3)) + 1, np.abs(g).sum(axis=(0, 2, 3)) + 1)
         for f, r, scale in zip(grads_fast, grads_ref, scales):
             assert f.dtype == dtype

@@ -14,6 +14,18 @@ ZOO_SPECS = [spec for spec, _, _ in ZOO] + ["resnet20-s16u1", "resnet32-single-s
 BASIS_SPECS = [spec for spec in ZOO_SPECS if any("coeff_conv1" in mod.name for mod in create_model(spec).modules)]
 
 
+def test_the_docstrings_use_runs_as_written():
+    import doctest
+
+    import minibasis.models.sharing as sharing
+    from minibasis.basis import basis_layer
+
+    x = np.random.default_rng(0).standard_normal((2, 16, 8, 8)).astype(np.float32)
+    globs = {"create_model": create_model, "basis_layer": basis_layer, "x": x}
+    result = doctest.testmod(sharing, globs=globs, raise_on_error=False, verbose=False)
+    assert result.attempted >= 8 and result.failed == 0
+
+
 def test_a_block_sees_the_one_array_under_its_own_name():
     model = create_model("resnet20-s16u1")
     params, _ = model.init(seed=0)

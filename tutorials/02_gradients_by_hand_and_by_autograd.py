@@ -21,6 +21,7 @@
 # No figures.
 
 # %%
+import inspect
 import time
 import warnings
 
@@ -75,7 +76,7 @@ def inner(a, b):
 #
 # Written with the matrices transposed (X_col as K × M, the convention of most texts) these are
 # "∂L/∂W = G · im2colᵀ" and "∂L/∂x = col2im(Wᵀ · G)", the latter word for word
-# `minibasis.conv2d_input_grad_reference`. Both cost one GEMM of the forward's size: the
+# `minibasis.conv_reference.conv2d_input_grad`. Both cost one GEMM of the forward's size: the
 # backward pass costs about twice the forward. (At stride 1 the library computes the same
 # ∂L/∂x as a convolution of G with the flipped kernel w′[c, o, i, j] = w[o, c, kh−1−i, kw−1−j]
 # and padding k−1−p, because contiguous im2col copies beat col2im's scatter-adds in NumPy;
@@ -288,14 +289,38 @@ worst = check_gradients(loss, A, B, mode="elementwise")
 print(f"toy primitive matmul: finite differences agree to {worst:.1e}")
 
 # %% [markdown]
-# minibasis registers its convolution exactly this way (`minibasis/conv.py`, bottom):
+# minibasis registers its convolution's VJPs the same way. In `minibasis/conv.py`, `_conv2d_vjp`
+# holds one VJP per argument of `conv2d`:
 #
-#     defvjp(conv2d,
-#            lambda y, x, w, **hp: lambda g: conv2d_input_grad(g, w, x_shape=x.shape, **hp),
-#            lambda y, x, w, **hp: lambda g: conv2d_weight_grad(x, g, w_shape=w.shape, **hp))
+#     vjps = {
+#         0: lambda g: conv2d_input_grad(g, w, x_shape=x.shape, **hp),
+#         1: lambda g: conv2d_weight_grad(x, g, w_shape=w.shape, **hp),
+#     }
+#
+# registered with `defvjp_argnums`, the form of `defvjp` whose VJP maker also learns which
+# arguments autograd wants: when it wants both in the fast form (a training step),
+# `conv_fast.conv2d_vjp_both` takes them from one im2col of g. The gradient primitives are
+# registered with `defvjp` itself, as `matmul` above:
+#
+#     defvjp(
+#         conv2d_input_grad,
+#         lambda dx, dy, w, *, x_shape, **hp: lambda g: conv2d(g, w, **hp),
+#         lambda dx, dy, w, *, x_shape, **hp: lambda g: conv2d_weight_grad(g, dy, w_shape=w.shape, **hp),
+#     )
 #
 # Note that the forward pass keeps only x and w, not the im2col matrix (k² times larger): the
 # weight gradient rebuilds it. Memory is traded for one extra im2col.
+
+# %%
+# The two quotations above are minibasis' code, word for word:
+conv_source = inspect.getsource(minibasis.conv)
+for quoted in (
+    """        0: lambda g: conv2d_input_grad(g, w, x_shape=x.shape, **hp),
+        1: lambda g: conv2d_weight_grad(x, g, w_shape=w.shape, **hp),""",
+    """    lambda dx, dy, w, *, x_shape, **hp: lambda g: conv2d(g, w, **hp),
+    lambda dx, dy, w, *, x_shape, **hp: lambda g: conv2d_weight_grad(g, dy, w_shape=w.shape, **hp),""",
+):
+    assert quoted in conv_source, f"tutorial 02 quotes minibasis/conv.py, which no longer reads:\n{quoted}"
 #
 # ## 4. Three maps, one trilinear form
 #

@@ -23,8 +23,8 @@
 # %%
 import time
 
-import autograd.numpy as np
-import numpy as onp
+import autograd.numpy as anp
+import numpy as np
 from autograd import grad, value_and_grad
 
 from tutorial_setup import FAST, plt, save_figure  # this checkout's minibasis, the mode, the paths
@@ -70,28 +70,28 @@ print(f"mode: {'FAST' if FAST else 'full'}; depth L = {L}, width d = {d}")
 # averaged over directions, its extreme singular values the best- and worst-served directions.
 
 # %%
-rng = onp.random.default_rng(0)
-rotations = [orthogonal(rng, (d, d), onp.float64) for _ in range(L)]  # C_1 … C_L
+rng = np.random.default_rng(0)
+rotations = [orthogonal(rng, (d, d), np.float64) for _ in range(L)]  # C_1 … C_L
 
 
 def stack(B, coefficients, h, probes):
     """h_l = C_l B h_{l-1} + p_l for l = 1 … L (p_0 is added to the input)."""
     h = h + probes[0]
     for C, p in zip(coefficients, probes[1:]):
-        h = np.dot(C, np.dot(B, h)) + p
+        h = anp.dot(C, anp.dot(B, h)) + p
     return h
 
 
 def backward_maps(B, coefficients):
     """[G_0 … G_L]: G_l = ∂ trace(h_L) / ∂ h_l = J_{l→L}ᵀ, by one autograd backward pass."""
-    probes = [onp.zeros((d, d)) for _ in range(len(coefficients) + 1)]
-    return grad(lambda p: np.trace(stack(B, coefficients, onp.zeros((d, d)), p)))(probes)
+    probes = [np.zeros((d, d)) for _ in range(len(coefficients) + 1)]
+    return grad(lambda p: anp.trace(stack(B, coefficients, np.zeros((d, d)), p)))(probes)
 
 
 def gradient_profile(B, coefficients):
     """Per depth l = 0 … L: RMS, smallest and largest singular value of G_l."""
-    sv = onp.array([onp.linalg.svd(G, compute_uv=False) for G in backward_maps(B, coefficients)])
-    return {"rms": onp.sqrt(onp.mean(sv**2, axis=1)), "min": sv[:, -1], "max": sv[:, 0]}
+    sv = np.array([np.linalg.svd(G, compute_uv=False) for G in backward_maps(B, coefficients)])
+    return {"rms": np.sqrt(np.mean(sv**2, axis=1)), "min": sv[:, -1], "max": sv[:, 0]}
 
 
 # %% [markdown]
@@ -103,9 +103,9 @@ def gradient_profile(B, coefficients):
 # norm of a vector *on average* (E‖Gx‖² = ‖x‖²), the usual "variance-preserving" init.
 
 # %%
-gaussian = rng.standard_normal((d, d)) / onp.sqrt(d)
+gaussian = rng.standard_normal((d, d)) / np.sqrt(d)
 bases = {
-    "orthonormal": orthogonal(rng, (d, d), onp.float64),
+    "orthonormal": orthogonal(rng, (d, d), np.float64),
     "Gaussian ×0.75": 0.75 * gaussian,
     "Gaussian ×1": gaussian,
     "Gaussian ×1.33": 1.33 * gaussian,
@@ -132,7 +132,7 @@ assert ratio["Gaussian ×0.75"] < 0.1, "a basis scaled down makes the gradient v
 assert ratio["Gaussian ×1.33"] > 10, "a basis scaled up makes the gradient explode with depth"
 for s, name in ((0.75, "Gaussian ×0.75"), (1.33, "Gaussian ×1.33")):
     # Scaling B by s scales every factor by s: the ratio is exactly s^L times the ×1 ratio.
-    assert onp.isclose(ratio[name], s**L * ratio["Gaussian ×1"], rtol=1e-8), "gradient ∝ s^L"
+    assert np.isclose(ratio[name], s**L * ratio["Gaussian ×1"], rtol=1e-8), "gradient ∝ s^L"
 
 # %% [markdown]
 # ## 3. Correct scale is not enough
@@ -147,7 +147,7 @@ for s, name in ((0.75, "Gaussian ×0.75"), (1.33, "Gaussian ×1.33")):
 # and Pennington et al. 2017, applied to a basis that is reused L times).
 
 # %%
-print(f"singular values of the Gaussian basis: {onp.linalg.svd(gaussian, compute_uv=False)[[-1, 0]].round(3)} (min, max)")
+print(f"singular values of the Gaussian basis: {np.linalg.svd(gaussian, compute_uv=False)[[-1, 0]].round(3)} (min, max)")
 print(f"cond J_(0→L): Gaussian ×1 {cond['Gaussian ×1']:.3g}, orthonormal {cond['orthonormal']:.3g}")
 assert 0.2 < ratio["Gaussian ×1"] < 5, "a variance-preserving Gaussian basis keeps the *average* norm roughly"
 assert cond["Gaussian ×1"] > 1e3, "but its end-to-end Jacobian is ill-conditioned: some directions vanish"
@@ -171,7 +171,7 @@ C_in = r = 8
 size = 8 if FAST else 16
 x = rng.standard_normal((4, C_in, size, size))
 top_gradient = rng.standard_normal(x.shape)
-coefficient_convs = [orthogonal(rng, (C_in, r, 1, 1), onp.float64) for _ in range(L)]
+coefficient_convs = [orthogonal(rng, (C_in, r, 1, 1), np.float64) for _ in range(L)]
 
 
 def conv_profile(basis):
@@ -180,15 +180,15 @@ def conv_profile(basis):
         h = x + probes[0]
         for coefficients, p in zip(coefficient_convs, probes[1:]):
             h = conv2d(conv2d(h, basis, padding=1), coefficients) + p
-        return np.sum(top_gradient * h)
+        return anp.sum(top_gradient * h)
 
-    probes = [onp.zeros(x.shape) for _ in range(L + 1)]
-    return onp.array([onp.linalg.norm(g) for g in grad(loss)(probes)])
+    probes = [np.zeros(x.shape) for _ in range(L + 1)]
+    return np.array([np.linalg.norm(g) for g in grad(loss)(probes)])
 
 
-filter_gaussian = rng.standard_normal((r, C_in, 3, 3)) / onp.sqrt(C_in * 9)  # rows of norm ≈ 1
+filter_gaussian = rng.standard_normal((r, C_in, 3, 3)) / np.sqrt(C_in * 9)  # rows of norm ≈ 1
 filter_bases = {
-    "orthonormal": orthogonal(rng, (r, C_in, 3, 3), onp.float64),
+    "orthonormal": orthogonal(rng, (r, C_in, 3, 3), np.float64),
     "Gaussian ×0.75": 0.75 * filter_gaussian,
     "Gaussian ×1.33": 1.33 * filter_gaussian,
 }
@@ -196,7 +196,7 @@ conv_profiles = {name: conv_profile(B) for name, B in filter_bases.items()}
 conv_ratio = {name: p[0] / p[-1] for name, p in conv_profiles.items()}
 for name, value in conv_ratio.items():
     print(f"conv stack, {name:16s} ‖g_0‖/‖g_L‖ = {value:.3g}")
-drift = {name: abs(onp.log10(value)) for name, value in conv_ratio.items()}  # orders of magnitude
+drift = {name: abs(np.log10(value)) for name, value in conv_ratio.items()}  # orders of magnitude
 assert conv_ratio["Gaussian ×0.75"] < 0.1 and conv_ratio["Gaussian ×1.33"] > 10, "mis-scaled filter bases vanish / explode"
 assert drift["orthonormal"] < 0.5 * min(drift["Gaussian ×0.75"], drift["Gaussian ×1.33"]), (
     "an orthonormal filter basis drifts far less (in orders of magnitude) than a mis-scaled one"
@@ -231,17 +231,17 @@ N = 128
 steps = 200 if FAST else 300
 lr = 0.1
 inputs = rng.standard_normal((d, N))
-target_map = orthogonal(rng, (d, d), onp.float64)
-targets = np.dot(target_map, inputs)
+target_map = orthogonal(rng, (d, d), np.float64)
+targets = anp.dot(target_map, inputs)
 no_probes = [0.0] * (L + 1)
 
 
 def R(B):
-    return shared_orthogonality_loss([[np.reshape(B, (d, d, 1, 1))]])  # a basis of d 1×1 "filters"
+    return shared_orthogonality_loss([[anp.reshape(B, (d, d, 1, 1))]])  # a basis of d 1×1 "filters"
 
 
 def mse(B, coefficients):
-    return np.sum((stack(B, coefficients, inputs, no_probes) - targets) ** 2) / (N * d)
+    return anp.sum((stack(B, coefficients, inputs, no_probes) - targets) ** 2) / (N * d)
 
 
 def fit(lam):
@@ -250,8 +250,8 @@ def fit(lam):
     objective = lambda params: mse(*params) + lam * R(params[0])
     for _ in range(steps):
         _, (gB, gC) = value_and_grad(objective)((B, coefficients))
-        norm = onp.sqrt(onp.sum(gB**2) + sum(onp.sum(g**2) for g in gC))
-        decay = 0.5 * (1 + onp.cos(onp.pi * (len(history["R"]) - 1) / steps))  # cosine schedule
+        norm = np.sqrt(np.sum(gB**2) + sum(np.sum(g**2) for g in gC))
+        decay = 0.5 * (1 + np.cos(np.pi * (len(history["R"]) - 1) / steps))  # cosine schedule
         step = lr * decay * min(1.0, 1.0 / norm)  # and the gradient norm clipped at 1
         B = B - step * gB
         coefficients = [C - step * g for C, g in zip(coefficients, gC)]
@@ -317,7 +317,7 @@ if plt is not None:  # without matplotlib the figure is skipped; the claims abov
     from matplotlib.lines import Line2D
 
     fig, axes = plt.subplots(1, 3, figsize=(14, 4.6))
-    depth = onp.arange(L + 1)
+    depth = np.arange(L + 1)
     colors = {"orthonormal": "C0", "Gaussian ×0.75": "C1", "Gaussian ×1": "C2", "Gaussian ×1.33": "C3"}
     ax = axes[0]
     for name, p in profiles.items():
@@ -343,10 +343,10 @@ if plt is not None:  # without matplotlib the figure is skipped; the claims abov
            ylabel=r"singular values of $J_{l \to L}$ (log scale)")
     ax.legend(handles=handles, fontsize=9, loc="lower right")
     ax = axes[2]
-    steps_axis = onp.arange(steps + 1)
+    steps_axis = np.arange(steps + 1)
     for lam, color in ((0.0, "C3"), (100.0, "C4")):
         for key, style, what in (("R", "-", "R"), ("mse", "--", "task MSE")):
-            values = onp.array(trained[lam][2][key])
+            values = np.array(trained[lam][2][key])
             for parity in (0, 1):  # even and odd steps as two lines: an alternation shows as two
                 ax.semilogy(steps_axis[parity::2], values[parity::2], style, color=color,
                             label=f"{what}, λ = {lam:g}" if parity == 0 else None)

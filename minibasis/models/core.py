@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from .. import checks
 from ..basis import conv_macs, conv_params, orthogonal, orthogonal_bases
-from ..conv_reference import output_size
+from ..conv import output_size
 from ..debug import value
 from ..layers import batch_norm_state
 from ..tree import flatten, unflatten

@@ -39,7 +39,7 @@ from .blocks import (
     conv,
     norm,
 )
-from ..conv_reference import output_size
+from ..conv import output_size
 from .core import Model, Module, block_stride, bn_module, conv_module
 from .sharing import StageBases
 

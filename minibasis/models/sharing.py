@@ -18,16 +18,19 @@ layer its stacked ``[U; S]`` inputs, and answers which arrays a layer uses. As e
             return block
         return {**block, **{local: at(params, owner) for local, owner, _ in self.arrays}}
 
-A 10-line use (``resnet20-s16u1``'s first stage)::
+A 10-line use (``resnet20-s16u1``'s first stage; ``tests/test_sharing.py`` runs it)::
 
-    stage = model.stages["layer1"]           # StageBases('layer1', arrays=(('shared_basis_1',
-                                             #   'shared_basis_1_1', (16, 16, 3, 3)), …), users=('layer1.1', 'layer1.2'))
-    block = stage.view(params, "layer1.1")
-    block["shared_basis_1"] is params["shared_basis_1_1"]          # True: the same array
-    layer_params, layer_state = stage.basis_layer_trees(block, state["layer1"]["1"], 1)
-    y, new = basis_layer(x, layer_params, layer_state, train=True)  # BN(A ∗ BN([U; S] ∗ x))
-    stage.arrays_used("layer1.1", 1)
-    # ['layer1.1.basis_conv1.weight', 'shared_basis_1_1.weight', 'layer1.1.coeff_conv1.weight']
+    >>> model = create_model("resnet20-s16u1"); params, state = model.init(seed=0)
+    >>> stage = model.stages["layer1"]
+    >>> [(local, owner) for local, owner, _ in stage.arrays], stage.users
+    ([('shared_basis_1', 'shared_basis_1_1'), ('shared_basis_2', 'shared_basis_1_2')], ('layer1.1', 'layer1.2'))
+    >>> block = stage.view(params, "layer1.1")
+    >>> block["shared_basis_1"] is params["shared_basis_1_1"]       # the same array, not a copy
+    True
+    >>> layer_params, layer_state = stage.basis_layer_trees(block, state["layer1"]["1"], 1)
+    >>> y, new = basis_layer(x, layer_params, layer_state, train=True)   # BN(A ∗ BN([U; S] ∗ x))
+    >>> stage.arrays_used("layer1.1", 1)
+    ['layer1.1.basis_conv1.weight', 'shared_basis_1_1.weight', 'layer1.1.coeff_conv1.weight']
 
 autograd adds the gradient of every use into the one array, as PyTorch does for a module reused
 by several parents; the ``state_dict`` lists the array under its owner and again under every user
