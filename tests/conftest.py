@@ -4,12 +4,15 @@ Profiles: ``ci`` (default, fast) and ``thorough``; pick one with
 ``MINIBASIS_HYPOTHESIS_PROFILE=thorough python -m pytest``.
 """
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import NamedTuple
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+from minibasis import backend, parallel
 
 settings.register_profile(
     "ci", max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow]
@@ -63,3 +66,33 @@ def official_checkpoint(official_weights):
         _present(OFFICIAL_LOGITS, "PyTorch's reference logits of the authors' checkpoint"),
         _present(SHARED_ARCHIVE, "shared CIFAR-10 subset"),
     )
+
+
+# ---- worker fixtures (tests/test_parallel.py, tests/test_mode.py) ----------------------------
+
+
+@pytest.fixture
+def workers():
+    """``workers(n)`` sets the worker count; the suite's own count comes back afterwards."""
+    before = parallel.threads()
+    yield parallel.set_threads
+    parallel.set_threads(before)
+
+
+@pytest.fixture
+def many_pieces(monkeypatch):
+    """Every kernel split as finely as it can be (these test arrays are far below the size at
+    which work is handed to threads) and convolutions in chunks of an image or two; yields the
+    largest number of pieces each kernel was split into, to show the splits happened."""
+    monkeypatch.setattr(parallel, "PIECE_ELEMENTS", 1)
+    largest, for_each = {}, parallel.for_each
+
+    def counting(fn, pieces):
+        pieces = list(pieces)
+        name = fn.__qualname__.split(".<locals>")[0]
+        largest[name] = max(largest.get(name, 0), len(pieces))
+        return for_each(fn, pieces)
+
+    monkeypatch.setattr(parallel, "for_each", counting)
+    with backend.use(dataclasses.replace(backend.CPU, chunk_bytes=2**15)):
+        yield largest

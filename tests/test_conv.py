@@ -15,47 +15,9 @@ from minibasis import backend
 from minibasis.mode import reference_mode
 from minibasis.conv import col2im, conv2d, conv2d_input_grad, conv2d_weight_grad, im2col
 from minibasis.testing import check_gradients
+from support.conv_geometries import geometries, hyper, random_pair
 
 pytestmark = pytest.mark.reference  # also run with MINIBASIS_REFERENCE=1 (see README)
-
-
-@st.composite
-def geometries(draw, max_channels=3, max_stride=3, max_groups=3):
-    """Draw groups, kernel, stride, padding and output size, then derive the input size.
-
-    The input gets a remainder ``r < stride`` that the output-size floor drops, so the
-    rows/columns the convolution never reads are covered too. A third of the grouped draws
-    are depthwise (one input channel per group, as MobileNetV2's).
-    """
-    N = draw(st.integers(1, 2))
-    G = draw(st.integers(1, max_groups))
-    C = G * (1 if G > 1 and draw(st.integers(0, 2)) == 0 else draw(st.integers(1, max_channels)))
-    O = G * draw(st.integers(1, max_channels))
-    size = []
-    for _ in range(2):
-        k = draw(st.integers(1, 4))
-        s = draw(st.integers(1, max_stride))
-        p = draw(st.integers(0, min(2, k - 1) if k > 1 else 1))
-        out = draw(st.integers(1, 4))
-        rem = draw(st.integers(0, s - 1))
-        n = (out - 1) * s + k - 2 * p + rem
-        size.append((k, s, p, out, max(n, 1)))
-    (kh, sh, ph, Ho, H), (kw, sw, pw, Wo, W) = size
-    # Derived sizes below 1 were clamped; recompute the true output size.
-    Ho, Wo = (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
-    if Ho < 1 or Wo < 1:
-        H, W = H + kh, W + kw
-        Ho, Wo = (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
-    return dict(x=(N, C, H, W), w=(O, C // G, kh, kw), stride=(sh, sw), padding=(ph, pw), groups=G, out=(N, O, Ho, Wo))
-
-
-def hyper(geo):
-    return dict(stride=geo["stride"], padding=geo["padding"], groups=geo["groups"])
-
-
-def random_pair(geo, seed, dtype=np.float64):
-    rng = np.random.default_rng(seed)
-    return rng.standard_normal(geo["x"]).astype(dtype), rng.standard_normal(geo["w"]).astype(dtype)
 
 
 def naive_conv2d(x, w, stride, padding, groups=1):
@@ -137,28 +99,6 @@ def test_gradient_primitives_are_the_adjoints_of_conv2d(geo, seed):
             dw = conv2d_weight_grad(x, g, w_shape=w.shape, **hyper(geo))
         assert abs(inner - np.sum(x * dx)) <= 1e-11 * scale
         assert abs(inner - np.sum(w * dw)) <= 1e-11 * scale
-
-
-@given(geometries(max_channels=4), st.integers(0, 2**32 - 1), st.sampled_from([np.float64, np.float32]))
-def test_fast_form_equals_the_reference_form(geo, seed, dtype):
-    """All three maps, every drawn geometry (groups, depthwise, strides, padding): the fast form
-    against the textbook im2col / GEMM / col2im, to 1e-12 (float64) or 1e-6 (float32) of the
-    sum of the absolute terms (the scale of the rounding)."""
-    x, w = random_pair(geo, seed, dtype)
-    dy = np.random.default_rng(seed + 1).standard_normal(geo["out"]).astype(dtype)
-    hp = hyper(geo)
-    maps = {
-        "conv2d": (lambda x, w: conv2d(x, w, **hp), (x, w)),
-        "input_grad": (lambda dy, w: conv2d_input_grad(dy, w, x_shape=x.shape, **hp), (dy, w)),
-        "weight_grad": (lambda x, dy: conv2d_weight_grad(x, dy, w_shape=w.shape, **hp), (x, dy)),
-    }
-    tol = 1e-12 if dtype == np.float64 else 1e-6
-    for name, (f, args) in maps.items():
-        with reference_mode():
-            reference, scale = f(*args), f(*(np.abs(a) for a in args))
-        fast = f(*args)
-        assert fast.dtype == reference.dtype == dtype and fast.shape == reference.shape, name
-        np.testing.assert_array_less(np.abs(fast - reference), tol * (scale + 1), err_msg=name)
 
 
 @given(geometries(max_channels=2), st.integers(0, 2**32 - 1))

@@ -1,48 +1,19 @@
 """Kernels on several worker threads: bit-identical results whatever the number of workers,
 and still equal to the reference forms."""
 
-import dataclasses
 
 import autograd
 import numpy as np
 import pytest
 
-from minibasis import backend, parallel
+from minibasis import parallel
 from minibasis.autodiff import gradient_and_aux
-from minibasis.conv import conv2d, conv2d_input_grad, conv2d_weight_grad
+from minibasis.conv import conv2d
 from minibasis.layers import batch_norm, batch_norm_state
-from minibasis.mode import reference_mode
 from minibasis.models import create_model
 from minibasis.optim import sgd_step
 from minibasis.train import training_loss
 from minibasis.tree import flatten
-
-
-@pytest.fixture
-def workers():
-    """``workers(n)`` sets the worker count; the suite's own count comes back afterwards."""
-    before = parallel.threads()
-    yield parallel.set_threads
-    parallel.set_threads(before)
-
-
-@pytest.fixture
-def many_pieces(monkeypatch):
-    """Every kernel split as finely as it can be (these test arrays are far below the size at
-    which work is handed to threads) and convolutions in chunks of an image or two; yields the
-    largest number of pieces each kernel was split into, to show the splits happened."""
-    monkeypatch.setattr(parallel, "PIECE_ELEMENTS", 1)
-    largest, for_each = {}, parallel.for_each
-
-    def counting(fn, pieces):
-        pieces = list(pieces)
-        name = fn.__qualname__.split(".<locals>")[0]
-        largest[name] = max(largest.get(name, 0), len(pieces))
-        return for_each(fn, pieces)
-
-    monkeypatch.setattr(parallel, "for_each", counting)
-    with backend.use(dataclasses.replace(backend.CPU, chunk_bytes=2**15)):
-        yield largest
 
 
 def two_training_steps(spec, dtype):
@@ -75,34 +46,6 @@ def test_training_steps_are_bit_identical_with_1_2_and_3_workers(workers, many_p
         assert other.keys() == results[0].keys()
         for key in results[0]:
             np.testing.assert_array_equal(other[key], results[0][key], err_msg=key)
-
-
-@pytest.mark.parametrize(
-    "x_shape, w_shape, hyper",
-    [
-        ((9, 5, 12, 12), (6, 5, 3, 3), dict(padding=1)),  # several chunks, the fused first-order VJP
-        ((9, 5, 12, 12), (6, 5, 3, 3), dict(stride=2, padding=1)),  # col2im input gradient
-        ((9, 40, 6, 6), (24, 40, 1, 1), {}),  # 1×1 on small maps: one channel-major GEMM per piece
-        ((9, 20, 17, 16), (12, 20, 1, 1), {}),  # 1×1 on large maps: a GEMM per image
-        ((5, 32, 9, 9), (32, 1, 3, 3), dict(stride=2, padding=1, groups=32)),  # depthwise over ranges of images
-        ((5, 8, 9, 9), (16, 1, 3, 3), dict(padding=1, groups=8)),  # depthwise, 2 outputs per channel
-    ],
-)
-def test_kernels_on_several_workers_equal_their_reference_forms(workers, many_pieces, x_shape, w_shape, hyper):
-    rng = np.random.default_rng(2)
-    x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
-    y_shape = conv2d(x, w, **hyper).shape
-    dy = rng.standard_normal(y_shape)
-    loss = lambda x, w: np.sum(conv2d(x, w, **hyper) * dy)
-    with reference_mode():
-        expected = [conv2d(x, w, **hyper), conv2d_input_grad(dy, w, x_shape=x_shape, **hyper), conv2d_weight_grad(x, dy, w_shape=w_shape, **hyper)]
-    workers(3)
-    with reference_mode(False):
-        fused = autograd.grad(loss, (0, 1))(x, w)  # both gradients at first order
-        got = [conv2d(x, w, **hyper), conv2d_input_grad(dy, w, x_shape=x_shape, **hyper), conv2d_weight_grad(x, dy, w_shape=w_shape, **hyper)]
-    for a, b in zip(got + list(fused), expected + expected[1:]):
-        np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-11 * np.abs(b).max())
-    assert max(many_pieces.values()) > 1, many_pieces
 
 
 def test_batch_norm_on_several_workers_equals_one_worker(workers, many_pieces):

@@ -1,0 +1,1 @@
+"""Helpers the tests share (on sys.path through pyproject's pytest pythonpath)."""
