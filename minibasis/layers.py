@@ -16,7 +16,7 @@ import numpy as np
 from autograd.extend import defjvp, defvjp_argnums, primitive
 from autograd.tracer import getval, isbox
 
-from . import checks, parallel
+from . import checks, parallel, recording
 from .conv import conv2d
 from .mode import is_reference
 
@@ -214,6 +214,7 @@ def batch_norm_state(channels, dtype=np.float32):
 
 def relu(x, /):
     """max(x, 0); the derivative at 0 is 0 (as PyTorch)."""
+    recording.activation("relu", x)  # (for the oracle; nothing when not recording)
     # x·[x > 0] rather than anp.where: autograd's VJP of where allocates float64 zeros.
     return x * (getval(x) > 0)
 
@@ -224,6 +225,7 @@ _relu = relu  # for batch_norm, whose flag of the same name hides this function
 def relu6(x, /):
     """ReLU6(x) = min(max(x, 0), 6) (MobileNetV2): x where 0 < x < 6, 6 from 6 up; the
     derivative is 0 at 0 and at 6, as PyTorch's."""
+    recording.activation("relu6", x)
     value = getval(x)
     return x * ((value > 0) & (value < 6)) + (value >= 6) * value.dtype.type(6)
 
@@ -251,6 +253,7 @@ def max_pool2d(x, /, *, kernel_size=3, stride=2, padding=1):
     (sh, sw), (ph, pw) = checks.pair("stride", stride, 1), checks.pair("padding", padding, 0)
     if 2 * ph > kh or 2 * pw > kw:
         checks.fail("padding", f"at most half the kernel ({kh}×{kw}), as PyTorch", repr(padding))
+    recording.activation("max_pool", x)
     N, C, H, W = x.shape
     Ho, Wo = (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
     if Ho < 1 or Wo < 1:
@@ -297,7 +300,9 @@ def linear(x, weight, bias, /):
     if x.ndim != 2 or weight.ndim != 2 or x.shape[1] != weight.shape[1]:
         checks.fail("weight", f"shape (out, {x.shape[-1]}) for x of shape {x.shape}", f"shape {weight.shape}")
     checks.shape("bias", bias, (weight.shape[0],))
-    return anp.dot(x, weight.T) + bias
+    y = anp.dot(x, weight.T) + bias
+    recording.output(weight, y)
+    return y
 
 
 def shortcut_a(x, /, *, out_channels):
