@@ -162,8 +162,10 @@ def test_map_keys_by_dict_and_by_function():
         map_keys(arrays, lambda key: 1)
 
 
-@pytest.mark.parametrize("name", SHARED_GOLDEN)
+@pytest.mark.parametrize("name", sorted(SPECS))
 def test_shared_bases_as_parameters_on_the_authors_keys(name):
+    """Every model of the zoo (the authors' keys and owners, from their own classes): the
+    blocks' copies dropped, each shared owner without ``.weight``, every other key kept."""
     f = golden_file(name)
     keys = f["keys"].tolist()
     assert list(map_keys(dict.fromkeys(keys), shared_bases_as_parameters)) == list(parameter_style(f, dict.fromkeys(keys)))
