@@ -18,15 +18,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
-from timing import arguments, machine  # noqa: E402
+import numpy as np
+from timing import arguments, machine
 
-from minibasis.models import create_model  # noqa: E402
-from minibasis.models.info import ZOO  # noqa: E402
-from minibasis.oracle import check_torch, probe_inputs, random_weights, write_golden  # noqa: E402
-from minibasis.oracle.case import default_lambda  # noqa: E402
-from minibasis.train import training_loss  # noqa: E402
-from minibasis.autodiff import gradient_and_aux  # noqa: E402
+from minibasis.autodiff import gradient_and_aux
+from minibasis.models import create_model
+from minibasis.models.info import ZOO
+from minibasis.oracle import check_torch, probe_inputs, random_weights, write_golden
+from minibasis.oracle.case import default_lambda
+from minibasis.train import training_loss
 
 
 def seconds(fn):
@@ -45,6 +45,7 @@ def training_step(model, batch, size, dtype):
 def torch_check(spec, model, batch, size, dtype):
     try:
         import torch
+
         from minibasis.torch_reference import build_torch_model
         from minibasis.weights import to_state_dict
     except ImportError:
@@ -67,7 +68,9 @@ def main():
     parser.add_argument("--image-size", type=int, help="default: each model's dataset size (32 or 224)")
     args = parser.parse_args()
     print(machine(args.dtype, repeat=2))
-    print(f"{'spec':<32} {'size':>4} {'train step s':>12} {'check_torch s':>14} {'×step':>6} {'golden s':>9} {'×step':>6} {'file MB':>8}")
+    print(
+        f"{'spec':<32} {'size':>4} {'train step s':>12} {'check_torch s':>14} {'×step':>6} {'golden s':>9} {'×step':>6} {'file MB':>8}"
+    )
     for spec in args.models:
         model = create_model(spec)
         size = args.image_size or model.standard_size

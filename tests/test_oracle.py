@@ -5,6 +5,7 @@ classes; see its README.md) or minibasis itself."""
 import autograd
 import numpy as np
 import pytest
+from golden import SPECS, golden_file, golden_state_dict
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -23,8 +24,6 @@ from minibasis.oracle import (
 )
 from minibasis.tree import flatten, unflatten
 from minibasis.weights import from_state_dict, save_weights
-
-from golden import SPECS, golden_file, golden_state_dict
 
 # golden file -> minibasis spec, for the CIFAR-10 models used here
 GOLDEN_SPECS = {stem: SPECS[stem] for stem in ("cifar10-ResNet20", "cifar10-ResNet32_DoubleShared-s16u1", "cifar10-ResNet32_SingleShared-s16u1", "cifar10-ResNet32_SharedOnly-s16")}

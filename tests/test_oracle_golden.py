@@ -19,10 +19,12 @@ def recomputed(path, dtype=np.float64):
     """minibasis' arrays recomputed from what the file stores (its weights, inputs, labels, λ)."""
     arrays, manifest = read_golden(path)
     model = create_model(manifest["spec"])
-    weights = {key[len("weight:"):]: value for key, value in arrays.items() if key.startswith("weight:")}
+    weights = {key[len("weight:") :]: value for key, value in arrays.items() if key.startswith("weight:")}
     params, state = from_state_dict(model, weights)
-    cast = lambda tree: unflatten({k: v.astype(dtype) if v.dtype.kind == "f" else v for k, v in flatten(tree).items()})  # noqa: E731
-    outputs, _ = reference_run(model, cast(params), cast(state), arrays["x"].astype(dtype), arrays["labels"], manifest["lambda"])
+    cast = lambda tree: unflatten({k: v.astype(dtype) if v.dtype.kind == "f" else v for k, v in flatten(tree).items()})
+    outputs, _ = reference_run(
+        model, cast(params), cast(state), arrays["x"].astype(dtype), arrays["labels"], manifest["lambda"]
+    )
     return outputs, arrays, manifest
 
 
@@ -33,7 +35,10 @@ def smallest_size(spec):
 
 def zoo():
     """Every zoo spec; those of more than 5 M parameters (a golden file of ~0.1 to 0.5 GB: weights and gradients) slow."""
-    return [pytest.param(spec, marks=[pytest.mark.slow] if create_model(spec).count_params() > 5e6 else []) for spec, *_ in ZOO]
+    return [
+        pytest.param(spec, marks=[pytest.mark.slow] if create_model(spec).count_params() > 5e6 else [])
+        for spec, *_ in ZOO
+    ]
 
 
 @pytest.mark.parametrize("spec", zoo())
@@ -42,9 +47,11 @@ def test_every_zoo_spec_round_trips(tmp_path, spec):
     outputs, arrays, manifest = recomputed(path)
     model = create_model(spec)
     assert manifest["spec"] == spec and manifest["dtype"] == "float64" and manifest["batch"] == 2
-    assert [k[len("weight:"):] for k in arrays if k.startswith("weight:")] == [k for k, *_ in __import__("minibasis").weights.state_dict_layout(model)]
-    assert {k[len("grad:"):] for k in arrays if k.startswith("grad:")} == set(model.parameter_names)
-    assert manifest["modules"] == [k[len("eval:"):] for k in arrays if k.startswith("eval:")]
+    assert [k[len("weight:") :] for k in arrays if k.startswith("weight:")] == [
+        k for k, *_ in __import__("minibasis").weights.state_dict_layout(model)
+    ]
+    assert {k[len("grad:") :] for k in arrays if k.startswith("grad:")} == set(model.parameter_names)
+    assert manifest["modules"] == [k[len("eval:") :] for k in arrays if k.startswith("eval:")]
     assert ("R" in arrays) == (model.regulariser is not None) and manifest["regulariser"] == model.regulariser
     report = check_golden(path, outputs)
     assert report.passed, report.text()
@@ -80,13 +87,35 @@ def test_cli_writes_and_refuses_to_overwrite(tmp_path, capsys):
     out = tmp_path / "g.npz"
     assert cli.main(["golden", "resnet14-s2u1", "--out", str(out), "--image-size", "16", "--threads", "1"]) == 0
     before = out.read_bytes()
-    assert cli.main(["golden", "resnet14-s2u1", "--out", str(out), "--image-size", "16", "--seed", "1", "--threads", "1"]) == 1
+    assert (
+        cli.main(["golden", "resnet14-s2u1", "--out", str(out), "--image-size", "16", "--seed", "1", "--threads", "1"])
+        == 1
+    )
     assert "expected a path with no file (or overwrite=True, --overwrite)" in capsys.readouterr().err
     assert out.read_bytes() == before
-    assert cli.main(["golden", "resnet14-s2u1", "--out", str(out), "--image-size", "16", "--seed", "1", "--overwrite", "--threads", "1"]) == 0
+    assert (
+        cli.main(
+            [
+                "golden",
+                "resnet14-s2u1",
+                "--out",
+                str(out),
+                "--image-size",
+                "16",
+                "--seed",
+                "1",
+                "--overwrite",
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert out.read_bytes() != before
     assert cli.main(["golden", "resnet14-s2u1", "--out", str(tmp_path / "g"), "--threads", "1"]) == 1
-    assert cli.main(["golden", "resnet14-s2u1", "--out", str(tmp_path / "h.npz"), "--batch", "1", "--threads", "1"]) == 1
+    assert (
+        cli.main(["golden", "resnet14-s2u1", "--out", str(tmp_path / "h.npz"), "--batch", "1", "--threads", "1"]) == 1
+    )
     assert "batch: expected an int ≥ 2, got 1" in capsys.readouterr().err
     assert not (tmp_path / "h.npz").exists() and not list(tmp_path.glob(".*tmp"))
 

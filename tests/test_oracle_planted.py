@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from autograd.tracer import getval
 
-import minibasis
 from minibasis import layers
 from minibasis.oracle import compare_outputs, prepare
 from minibasis.oracle.case import _cast
@@ -68,11 +67,23 @@ def test_the_unchanged_implementation_passes(resnet, mobilenet):
         assert max(c.difference for c in report.checks) == 0.0  # the same code on the same inputs
 
 
-@pytest.mark.parametrize("case_name, bn", [("resnet", "layer2.1.basis_bn1"), ("resnet", "layer1.0.bn2"),
-                                           ("mobilenet", "stage4.2.bn2"), ("mobilenet", "conv1.1")])
+@pytest.mark.parametrize(
+    "case_name, bn",
+    [
+        ("resnet", "layer2.1.basis_bn1"),
+        ("resnet", "layer1.0.bn2"),
+        ("mobilenet", "stage4.2.bn2"),
+        ("mobilenet", "conv1.1"),
+    ],
+)
 def test_one_bn_eps_changed(request, monkeypatch, case_name, bn):
     case = request.getfixturevalue(case_name)
-    report = check(case, outputs_under_test(case, lambda mp, flat: replace_everywhere(mp, *bn_with(flat[f"{bn}.weight"], eps=1e-3)), monkeypatch))
+    report = check(
+        case,
+        outputs_under_test(
+            case, lambda mp, flat: replace_everywhere(mp, *bn_with(flat[f"{bn}.weight"], eps=1e-3)), monkeypatch
+        ),
+    )
     assert not report.passed
     assert report.first_divergence == bn, report.text(every=False)
     assert report.summary[0].startswith(f"first divergence: {bn} (eval and train)")
@@ -80,7 +91,12 @@ def test_one_bn_eps_changed(request, monkeypatch, case_name, bn):
 
 def test_one_bn_momentum_changed_shows_in_its_state(resnet, monkeypatch):
     bn = "layer3.1.bn2"
-    report = check(resnet, outputs_under_test(resnet, lambda mp, flat: replace_everywhere(mp, *bn_with(flat[f"{bn}.weight"], momentum=0.2)), monkeypatch))
+    report = check(
+        resnet,
+        outputs_under_test(
+            resnet, lambda mp, flat: replace_everywhere(mp, *bn_with(flat[f"{bn}.weight"], momentum=0.2)), monkeypatch
+        ),
+    )
     assert not report.passed and report.first_divergence == bn, report.text(every=False)
     assert all(c.passed for c in report.checks if c.key.startswith(("eval:", "train:")))  # no output changes
     assert f"first BN state over tolerance, in forward order: {bn}.running_mean" in report.text()
@@ -185,3 +201,27 @@ def test_a_per_block_copy_of_a_shared_array(monkeypatch):
     assert not report.passed and report.first_divergence == "shared_basis_2_1", report.text(every=False)
     assert "held" not in report.sharing[0] and "layer2.2.shared_basis_1.weight" in report.sharing[0]
     assert "your side holds a shared array per block" in report.sharing[0]
+
+
+def outputs_in_float32(case, plant=None, monkeypatch=None):
+    """The implementation under test in float32: minibasis on the case's float32 weights."""
+    params, state = _cast(case.params, np.float32), _cast(case.state, np.float32)
+    if plant:
+        plant(monkeypatch, flatten(params))
+    arrays, _ = reference_run(case.model, params, state, case.x.astype(np.float32), case.labels, case.lam)
+    monkeypatch.undo() if monkeypatch else None
+    return arrays
+
+
+@pytest.mark.parametrize("spec, size, bn", [("resnet20-s16u1", 32, "layer2.1.basis_bn1"),
+                                            ("imagenet-mobilenetv2-shared", 64, "stage4.2.bn2")])
+def test_float32_tolerances_catch_one_bn_eps(monkeypatch, spec, size, bn):
+    """float32: a correct run passes its measured tolerances (from the floor up, over an order of
+    magnitude apart); a 1e-3 BN eps in one layer fails, with the first divergence at that layer."""
+    case = prepare(spec, image_size=size, dtype=np.float32)
+    tolerances = case.tolerance()
+    assert min(tolerances.values()) == 1e-6 and max(tolerances.values()) > 10e-6
+    assert check(case, outputs_in_float32(case)).passed
+    planted = outputs_in_float32(case, lambda mp, flat: replace_everywhere(mp, *bn_with(flat[f"{bn}.weight"], eps=1e-3)), monkeypatch)
+    report = check(case, planted)
+    assert not report.passed and report.first_divergence == bn, report.text(every=False)

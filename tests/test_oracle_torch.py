@@ -8,9 +8,9 @@ import pytest
 torch = pytest.importorskip("torch")
 nn = torch.nn
 
-from minibasis.models import create_model  # noqa: E402
-from minibasis.oracle import check_torch, export_state_dict, random_weights  # noqa: E402
-from minibasis.torch_reference import build_torch_model  # noqa: E402
+from minibasis.models import create_model
+from minibasis.oracle import check_torch, export_state_dict, random_weights
+from minibasis.torch_reference import build_torch_model
 
 torch.set_num_threads(1)
 
@@ -25,11 +25,17 @@ def orthogonality(net):
     return net.orthogonality()
 
 
-@pytest.mark.parametrize("spec, size, dtype", [
-    ("resnet20-s16u1", 32, torch.float64), ("resnet14-single-s2u1", 16, torch.float64),
-    ("imagenet-mobilenetv2-shared++", 64, torch.float64), ("imagenet-resnet50-shared", 64, torch.float64),
-    ("resnet56-s16u1", 32, torch.float32), ("imagenet-mobilenetv2-shared", 224, torch.float32),
-])
+@pytest.mark.parametrize(
+    "spec, size, dtype",
+    [
+        ("resnet20-s16u1", 32, torch.float64),
+        ("resnet14-single-s2u1", 16, torch.float64),
+        ("imagenet-mobilenetv2-shared++", 64, torch.float64),
+        ("imagenet-resnet50-shared", 64, torch.float64),
+        ("resnet56-s16u1", 32, torch.float32),
+        ("imagenet-mobilenetv2-shared", 224, torch.float32),
+    ],
+)
 def test_correct_models_pass(spec, size, dtype):
     net = reference_net(spec, dtype)
     regulariser = orthogonality if hasattr(net, "orthogonality") else None
@@ -74,7 +80,9 @@ def planted_cases():
 def test_planted_bugs_are_located(spec, size, dtype, plant, expected):
     net = reference_net(spec, dtype)
     plant(net)
-    report = check_torch(net, spec, image_size=size, regulariser=orthogonality if hasattr(net, "orthogonality") else None)
+    report = check_torch(
+        net, spec, image_size=size, regulariser=orthogonality if hasattr(net, "orthogonality") else None
+    )
     assert not report.passed
     assert report.first_divergence == expected, report.text(every=False)
 

@@ -26,11 +26,17 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from tutorial_setup import DATA, FAST  # this checkout's minibasis, the mode, the paths
+
 from minibasis.data import DATASETS, load_cifar, normalize
 from minibasis.models import create_model
-from minibasis.oracle import check_golden, check_torch, random_weights, read_golden, relative_difference, write_golden
+from minibasis.oracle import (
+    check_golden,
+    check_torch,
+    read_golden,
+    relative_difference,
+    write_golden,
+)
 from minibasis.oracle.record import reference_run
 from minibasis.weights import from_state_dict, load_weights, to_state_dict
 

@@ -42,7 +42,23 @@ from .report import Check, OracleReport, compare_outputs
 from .torch_check import check_torch
 
 __all__ = [
-    "Case", "Check", "Comparison", "OracleReport", "check_golden", "check_torch", "compare", "compare_outputs",
-    "coverage", "export_state_dict", "map_keys", "prepare", "probe_inputs", "random_weights", "read_golden",
-    "relative_difference", "save_state_dict", "shared_bases_as_parameters", "write_golden",
+    "Case",
+    "Check",
+    "Comparison",
+    "OracleReport",
+    "check_golden",
+    "check_torch",
+    "compare",
+    "compare_outputs",
+    "coverage",
+    "export_state_dict",
+    "map_keys",
+    "prepare",
+    "probe_inputs",
+    "random_weights",
+    "read_golden",
+    "relative_difference",
+    "save_state_dict",
+    "shared_bases_as_parameters",
+    "write_golden",
 ]

@@ -46,8 +46,8 @@ class Case:
         return self.tolerances[name]
 
     def copies(self):
-        """The ``state_dict`` keys of blocks' copies of shared arrays."""
-        return [key for key, _, _, source in state_dict_layout(self.model) if key != source]
+        """``{a block's copy of a shared array: its owner}``, as ``state_dict`` keys."""
+        return {key: source for key, _, _, source in state_dict_layout(self.model) if key != source}
 
 
 def default_lambda(model):
@@ -69,7 +69,9 @@ def prepare(spec, *, batch=2, image_size=None, seed=0, dtype=np.float64, lam=Non
     reference, activations = reference_run(model, _cast(params), _cast(state), x.astype(np.float64), labels, lam)
     tolerances = {"float64": tolerance.flat(reference), "float32": None}
     if measure_float32 or (measure_float32 is None and dtype == np.float32):
-        single, _ = reference_run(model, _cast(params, np.float32), _cast(state, np.float32), x.astype(np.float32), labels, lam)
+        single, _ = reference_run(
+            model, _cast(params, np.float32), _cast(state, np.float32), x.astype(np.float32), labels, lam
+        )
         tolerances["float32"] = tolerance.measured(reference, single)
     lines, warnings = coverage(activations)
     warnings += _few_values(model, reference)
@@ -80,14 +82,21 @@ def _few_values(model, reference, minimum=8):
     """Train-mode BNs that normalise fewer than ``minimum`` values per channel: (x − μ)/σ over
     2 values is ±1 whatever x, and rounding is amplified by ~1/σ, so tolerances may misfire."""
     bns = {mod.name for mod in model.modules if mod.kind == "bn"}
-    few = [(key[len("train:"):], value.shape) for key, value in reference.items()
-           if key.startswith("train:") and key[len("train:"):] in bns and value.shape[0] * value.shape[2] * value.shape[3] < minimum]
+    few = [
+        (key[len("train:") :], value.shape)
+        for key, value in reference.items()
+        if key.startswith("train:")
+        and key[len("train:") :] in bns
+        and value.shape[0] * value.shape[2] * value.shape[3] < minimum
+    ]
     if not few:
         return []
     name, shape = few[0]
-    return [f"{len(few)} train-mode BNs normalise fewer than {minimum} values per channel (e.g. {name}: "
-            f"{shape[0] * shape[2] * shape[3]}), ill-conditioned: differences there may exceed the tolerances; "
-            "use a larger image size or batch"]
+    return [
+        f"{len(few)} train-mode BNs normalise fewer than {minimum} values per channel (e.g. {name}: "
+        f"{shape[0] * shape[2] * shape[3]}), ill-conditioned: differences there may exceed the tolerances; "
+        "use a larger image size or batch"
+    ]
 
 
 def _cast(tree, dtype=np.float64):

@@ -5,7 +5,6 @@ above), ``compare`` every key of two trees, returning a :class:`Comparison`.
 """
 
 import math
-import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,8 +60,10 @@ class Comparison:
         """``self`` if every difference is ≤ ``tol``; else an AssertionError naming the worst key."""
         tol = real("tol", tol, minimum=0)
         if not self.largest <= tol:  # NaN fails too
-            raise AssertionError(f"{self.worst}: expected a relative difference ≤ {tol:g}, got {self.largest:.1e} "
-                                 f"(the worst of {len(self.differences)} arrays)")
+            raise AssertionError(
+                f"{self.worst}: expected a relative difference ≤ {tol:g}, got {self.largest:.1e} "
+                f"(the worst of {len(self.differences)} arrays)"
+            )
         return self
 
 
@@ -85,8 +86,11 @@ def compare(reference, other, *, key_map=None):
     missing = [key for key in ours if key not in theirs]
     unexpected = [key for key in theirs if key not in ours]
     if missing or unexpected:
-        fail("other", "the keys of reference" + (" after key_map" if key_map is not None else ""),
-             f"{len(missing)} missing {_some(missing)}, {len(unexpected)} unexpected {_some(unexpected)}")
+        fail(
+            "other",
+            "the keys of reference" + (" after key_map" if key_map is not None else ""),
+            f"{len(missing)} missing {_some(missing)}, {len(unexpected)} unexpected {_some(unexpected)}",
+        )
     differences = {}
     for key, value in ours.items():
         their = np.asarray(theirs[key])

@@ -21,8 +21,9 @@ def random_weights(model, seed, *, dtype=np.float64):
     seed = integer("seed", seed, minimum=0)
     params, state = model.init(seed, dtype=dtype)
     rng = np.random.default_rng([seed, 1])
-    flat_params = {name: (value + 0.1 * rng.standard_normal(value.shape)).astype(dtype)
-                   for name, value in flatten(params).items()}
+    flat_params = {
+        name: (value + 0.1 * rng.standard_normal(value.shape)).astype(dtype) for name, value in flatten(params).items()
+    }
     flat_state = {name: _random_statistic(name, value, rng) for name, value in flatten(state).items()}
     return unflatten(flat_params), unflatten(flat_state)
 

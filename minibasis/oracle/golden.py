@@ -63,7 +63,12 @@ def write_golden(path, spec, *, batch=2, image_size=None, seed=0, dtype="float64
     returns ``path``. An existing file is refused unless ``overwrite``."""
     path = Path(path)
     if path.exists() and not overwrite:
-        fail("out", "a path with no file (or overwrite=True, --overwrite)", f"{str(path)!r}, which exists", FileExistsError)
+        fail(
+            "out",
+            "a path with no file (or overwrite=True, --overwrite)",
+            f"{str(path)!r}, which exists",
+            FileExistsError,
+        )
     if path.suffix != ".npz":
         fail("out", "a path ending in .npz", repr(str(path)))
     case = prepare(spec, batch=batch, image_size=image_size, seed=seed, dtype=dtype, lam=lam, measure_float32=True)
@@ -98,7 +103,11 @@ def check_golden(path, outputs, *, key_map=None, dtype=None):
     if tolerances is None:
         fail("dtype", "float64 or float32", repr(dtype))
     reference = {k: v for k, v in arrays.items() if k in tolerances}
-    title = (f"minibasis oracle: your outputs against {Path(path).name} ({manifest['spec']}, {manifest['batch']} images "
-             f"{manifest['image_size']}×{manifest['image_size']}, λ = {manifest['lambda']:g}), {np.dtype(dtype).name} tolerances")
-    report = compare_outputs(reference, tolerances, outputs, key_map=key_map, copies=manifest["shared_copies"], title=title)
+    title = (
+        f"minibasis oracle: your outputs against {Path(path).name} ({manifest['spec']}, {manifest['batch']} images "
+        f"{manifest['image_size']}×{manifest['image_size']}, λ = {manifest['lambda']:g}), {np.dtype(dtype).name} tolerances"
+    )
+    report = compare_outputs(
+        reference, tolerances, outputs, key_map=key_map, copies=manifest["shared_copies"], title=title
+    )
     return replace(report, coverage=tuple(manifest["coverage"]), warnings=tuple(manifest["warnings"]))

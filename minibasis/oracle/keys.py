@@ -34,7 +34,7 @@ def renamer(key_map):
     if key_map is None:
         return lambda key: key
     if isinstance(key_map, dict):
-        rename = lambda key: key_map.get(key, key)  # noqa: E731
+        rename = lambda key: key_map.get(key, key)
     elif callable(key_map):
         rename = key_map
     else:

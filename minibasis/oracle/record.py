@@ -31,8 +31,10 @@ def names_by_array(model, params):
     for key, _, where, source in state_dict_layout(model):
         if where == "params" and key.endswith(".weight"):
             uses.setdefault(id(flat[source]), []).append((key, source))
-    return {ident: [key[: -len(".weight")] for key, source in keys if len(keys) == 1 or key != source]
-            for ident, keys in uses.items()}
+    return {
+        ident: [key[: -len(".weight")] for key, source in keys if len(keys) == 1 or key != source]
+        for ident, keys in uses.items()
+    }
 
 
 def number_uses(names):

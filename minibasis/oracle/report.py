@@ -25,7 +25,8 @@ import numpy as np
 from .compare import relative_difference
 from .keys import module_renamer, renamer
 
-SECTIONS = ("eval", "train", "logits_eval", "logits_train", "loss_ce", "R", "loss", "state", "grad")
+HEADS = ("logits_eval", "logits_train", "loss_ce", "R", "loss")
+SECTIONS = ("eval", "train", *HEADS, "state", "grad")
 
 
 def section_of(key):
@@ -50,7 +51,8 @@ class Check:
     def line(self):
         mark = "ok  " if self.passed else "FAIL"
         shown = self.key if self.theirs == self.key else f"{self.key} (yours: {self.theirs})"
-        return f"  {mark} {shown}: {self.difference:.1e} (tolerance {self.tolerance:.1e}){' ' + self.note if self.note else ''}"
+        note = f" {self.note}" if self.note else ""
+        return f"  {mark} {shown}: {self.difference:.1e} (tolerance {self.tolerance:.1e}){note}"
 
 
 @dataclass(frozen=True)
@@ -81,12 +83,17 @@ class OracleReport:
     def text(self, every=True):
         """The account: verdict, first divergence, sharing, coverage, warnings, then (``every``)
         each comparison in order."""
-        lines = [self.title, f"verdict: {'PASSED' if self.passed else 'FAILED'}: {len(self.checks)} arrays compared, "
-                 f"{len(self.failures)} over tolerance"]
+        lines = [
+            self.title,
+            f"verdict: {'PASSED' if self.passed else 'FAILED'}: {len(self.checks)} arrays compared, "
+            f"{len(self.failures)} over tolerance",
+        ]
         lines += list(self.summary) + [f"sharing: {s}" for s in self.sharing]
         lines += list(self.coverage) + [f"warning: {w}" for w in self.warnings] + list(self.not_compared)
         if every:
-            lines += ["every comparison, in order (relative difference: max |yours − minibasis| / max(1, max |minibasis|)):"]
+            lines += [
+                "every comparison, in order (relative difference: max |yours − minibasis| / max(1, max |minibasis|)):"
+            ]
             lines += [c.line() for c in self.checks]
         return "\n".join(lines)
 
@@ -94,13 +101,13 @@ class OracleReport:
         return self.text(every=False)
 
 
-def compare_outputs(reference, tolerances, outputs, *, key_map=None, copies=(), title="minibasis oracle"):
+def compare_outputs(reference, tolerances, outputs, *, key_map=None, copies=None, title="minibasis oracle"):
     """:class:`OracleReport` of ``outputs`` (the other side's arrays, under its names: golden
     keys such as ``grad:layer1.0.conv1.weight`` renamed by ``key_map``) against ``reference``
     (minibasis', golden keys in forward order), each within ``tolerances[key]``.
 
-    copies: the ``state_dict`` keys of blocks' copies of shared arrays (a gradient given under
-    one of them is a sharing bug). Keys minibasis has that ``outputs`` lacks are not compared
+    copies: ``{a block's copy of a shared array: its owner}`` as ``state_dict`` keys (a gradient
+    given under a copy is a sharing bug). Keys minibasis has that ``outputs`` lacks are not compared
     (listed); a missing module output is normal (a functional conv records none)."""
     rename_key, rename_module = renamer(key_map), module_renamer(key_map)
     checks, missing = [], []
@@ -116,7 +123,7 @@ def compare_outputs(reference, tolerances, outputs, *, key_map=None, copies=(), 
             continue
         checks.append(_check(key, theirs, ours, outputs[theirs], tolerances[key]))
     first, summary = first_divergence(checks)
-    sharing = sharing_problems(checks, outputs, copies, rename_key)
+    sharing = sharing_problems(checks, outputs, copies or {}, rename_key)
     not_compared = _not_compared(missing)
     return OracleReport(title, tuple(checks), first, tuple(summary), tuple(sharing), not_compared=not_compared)
 
@@ -147,55 +154,63 @@ def _name(check):
 
 def first_divergence(checks):
     """``(name or None, summary lines)`` by the order of the module docstring."""
-    modules = [c for c in checks if section_of(c.key) in ("eval", "train")]
-    order = list(dict.fromkeys(c.key.partition(":")[2] for c in modules))  # forward order, both modes
-    position = {name: i for i, name in enumerate(order)}
-    bad = [c for c in modules if not c.passed]
-    lines = []
-    if bad:
-        at = min(position[c.key.partition(":")[2]] for c in bad)
-        here = [c for c in bad if position[c.key.partition(":")[2]] == at]
-        before = [c.difference for c in modules if position[c.key.partition(":")[2]] < at]
-        modes = " and ".join(section_of(c.key) for c in here)
-        agree = f"the {at} modules before it agree to ≤ {max(before):.0e}" if before else "it is the first module"
-        lines.append(f"first divergence: {_name(here[0]).split(':')[-1]} ({modes}) {max(c.difference for c in here):.1e}; {agree}"
-                     + ("" if not here[0].note else f" ({here[0].note})"))
-        first = _name(here[0]).split("@")[0]
-    else:
-        first = None
+    first, lines = _first_module(checks)
     state = [c for c in checks if section_of(c.key) == "state" and not c.passed]
     if state:
         lines.append(f"first BN state over tolerance, in forward order: {_name(state[0])} {state[0].difference:.1e}")
         first = first or _name(state[0]).rsplit(".", 1)[0]
-    heads = [c for c in checks if section_of(c.key) in ("logits_eval", "logits_train", "loss_ce", "R", "loss") and not c.passed]
+    heads = [c for c in checks if section_of(c.key) in HEADS and not c.passed]
     if heads:
         lines.append("over tolerance: " + ", ".join(f"{c.key} {c.difference:.1e}" for c in heads))
         first = first or heads[0].key
-    grads = [c for c in checks if section_of(c.key) == "grad" and not c.passed][::-1]
+    grads = [c for c in checks if section_of(c.key) == "grad" and not c.passed][::-1]  # nearest the loss first
     if grads:
-        shown = ", ".join(f"{_name(c)} {c.difference:.1e}" for c in grads[:3])
-        lines.append(f"gradients over tolerance, nearest the loss first: {shown}{' …' if len(grads) > 3 else ''} ({len(grads)} in all)")
+        shown = ", ".join(f"{_name(c)} {c.difference:.1e}" for c in grads[:3]) + (" …" if len(grads) > 3 else "")
+        lines.append(f"gradients over tolerance, nearest the loss first: {shown} ({len(grads)} in all)")
         first = first or _name(grads[0]).rsplit(".", 1)[0]
     if first is None and checks:
-        lines.append(f"no divergence: every array within its tolerance (largest difference {max(c.difference for c in checks):.1e})")
+        largest = max(c.difference for c in checks)
+        lines.append(f"no divergence: every array within its tolerance (largest difference {largest:.1e})")
     return first, lines
 
 
+def _first_module(checks):
+    """The first module in forward order (eval and train together) over tolerance, and its line."""
+    modules = [c for c in checks if section_of(c.key) in ("eval", "train")]
+    position = {name: i for i, name in enumerate(dict.fromkeys(c.key.partition(":")[2] for c in modules))}
+    bad = [c for c in modules if not c.passed]
+    if not bad:
+        return None, []
+    at = min(position[c.key.partition(":")[2]] for c in bad)
+    here = [c for c in bad if position[c.key.partition(":")[2]] == at]
+    before = [c.difference for c in modules if position[c.key.partition(":")[2]] < at]
+    modes = " and ".join(section_of(c.key) for c in here)
+    figure = here[0].note or f"{max(c.difference for c in here):.1e}"
+    agree = f"the {at} modules before it agree to ≤ {max(before):.0e}" if before else "it is the first module"
+    return _name(here[0]).split("@")[0], [f"first divergence: {_name(here[0])} ({modes}) {figure}; {agree}"]
+
+
 def sharing_problems(checks, outputs, copies, rename_key):
-    """Sharing bugs, named: per-block copies the other side holds; a use missing from a
-    shared array's gradient."""
+    """Sharing bugs, named: per-block copies the other side holds (``copies``: {a block's copy's
+    key: its owner's key}); a use missing from a shared array's gradient."""
     problems = []
     held = [rename_key(key) for key in copies if rename_key(key) and f"grad:{rename_key(key)}" in outputs]
     if held:
-        problems.append(f"{len(held)} blocks' copies of shared arrays have gradients of their own ({held[0]}"
-                        f"{' …' if len(held) > 1 else ''}): your side holds a shared array per block, where "
-                        "minibasis (and the authors) hold one array used by every block of the stage")
-    only_grads = all(c.passed for c in checks if section_of(c.key) != "grad")
+        problems.append(
+            f"{len(held)} blocks' copies of shared arrays have gradients of their own ({held[0]}"
+            f"{' …' if len(held) > 1 else ''}): your side holds a shared array per block, where "
+            "minibasis (and the authors) hold one array used by every block of the stage"
+        )
+    if held or not all(c.passed for c in checks if section_of(c.key) != "grad"):
+        return problems
+    owners = {f"grad:{owner}" for owner in copies.values()}
     for c in checks:
-        if section_of(c.key) == "grad" and not c.passed and only_grads and "shared_basis" in c.key and not held:
-            problems.append(f"{_name(c)}: this shared array's gradient differs ({c.difference:.1e}) while every output, "
-                            "BN state and other gradient agrees: a use of it is missing from (or added twice to) its "
-                            "gradient (a .detach() or a copy in one block)")
+        if c.key in owners and not c.passed:
+            problems.append(
+                f"{_name(c)}: this shared array's gradient differs ({c.difference:.1e}) while every output, "
+                "BN state and other gradient agrees: a use of it is missing from (or added twice to) its "
+                "gradient (a .detach() or a copy in one block)"
+            )
     return problems
 
 
@@ -208,5 +223,6 @@ def _not_compared(missing):
     if modules:
         lines.append(f"not compared: {len(modules)} module outputs your side did not record (e.g. {modules[0]})")
     if others:
-        lines.append(f"not compared: {len(others)} arrays your side did not give: {', '.join(others[:4])}{' …' if len(others) > 4 else ''}")
+        shown = ", ".join(others[:4]) + (" …" if len(others) > 4 else "")
+        lines.append(f"not compared: {len(others)} arrays your side did not give: {shown}")
     return tuple(lines)

@@ -36,5 +36,11 @@ def flat(reference, tolerance=FLOAT64):
 def measured(reference64, reference32):
     """``{key: max(factor · |minibasis float32 − minibasis float64|, FLOOR)}`` (relative
     differences; the factor ``GRADIENT_FACTOR`` for ``grad:`` keys, else ``FACTOR``)."""
-    return {key: max((GRADIENT_FACTOR if key.startswith("grad:") else FACTOR) * relative_difference(reference32[key], value), FLOOR)
-            for key, value in reference64.items() if key in reference32 and np.shape(reference32[key]) == np.shape(value)}
+    return {
+        key: max(
+            (GRADIENT_FACTOR if key.startswith("grad:") else FACTOR) * relative_difference(reference32[key], value),
+            FLOOR,
+        )
+        for key, value in reference64.items()
+        if key in reference32 and np.shape(reference32[key]) == np.shape(value)
+    }

@@ -30,13 +30,17 @@ def check_torch(module, spec, *, key_map=None, regulariser=None, batch=2, image_
     if dtype not in (torch.float32, torch.float64):
         fail("module", "parameters in float32 or float64", str(dtype))
     model_dtype = np.float32 if dtype == torch.float32 else np.float64
-    case = prepare(spec, batch=batch, image_size=image_size, seed=seed, dtype=model_dtype, lam=lam if regulariser else 0.0)
+    case = prepare(
+        spec, batch=batch, image_size=image_size, seed=seed, dtype=model_dtype, lam=lam if regulariser else 0.0
+    )
     state_dict = export_state_dict(case.model, case.params, case.state, key_map=key_map)
     module.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state_dict.items()}, strict=True)
     outputs, held = _run(module, case, key_map, regulariser)
     reference = {k: v for k, v in case.reference.items() if k != "R" or regulariser is not None}
-    title = (f"minibasis oracle: {type(module).__name__} against {case.model.spec.name}, {np.dtype(model_dtype).name}, "
-             f"{case.x.shape[0]} probe images {case.x.shape[2]}×{case.x.shape[3]}, seed {seed}, λ = {case.lam:g}")
+    title = (
+        f"minibasis oracle: {type(module).__name__} against {case.model.spec.name}, {np.dtype(model_dtype).name}, "
+        f"{case.x.shape[0]} probe images {case.x.shape[2]}×{case.x.shape[3]}, seed {seed}, λ = {case.lam:g}"
+    )
     report = compare_outputs(reference, case.tolerance(), outputs, key_map=key_map, copies=case.copies(), title=title)
     return _with(report, case, held)
 
@@ -51,7 +55,11 @@ def _run(module, case, key_map, regulariser):
     import torch
     import torch.nn.functional as F
 
-    wanted = {module_renamer(key_map)(name.split(":", 1)[1].split("@")[0]) for name in case.reference if name.startswith("eval:")}
+    wanted = {
+        module_renamer(key_map)(name.split(":", 1)[1].split("@")[0])
+        for name in case.reference
+        if name.startswith("eval:")
+    }
     x, labels = torch.from_numpy(case.x), torch.from_numpy(case.labels)
     outputs = {}
     module.eval()
@@ -74,7 +82,11 @@ def _run(module, case, key_map, regulariser):
         loss = ce + case.lam * r if case.lam else ce
     loss.backward()
     outputs.update(logits_train=logits.detach().numpy(), loss_ce=ce.detach().numpy(), loss=loss.detach().numpy())
-    buffers = {k: v for k, v in module.state_dict().items() if k.rsplit(".", 1)[-1] in ("running_mean", "running_var", "num_batches_tracked")}
+    buffers = {
+        k: v
+        for k, v in module.state_dict().items()
+        if k.rsplit(".", 1)[-1] in ("running_mean", "running_var", "num_batches_tracked")
+    }
     outputs.update({f"state:{k}": v.numpy() for k, v in buffers.items()})
     for name, p in module.named_parameters():
         outputs[f"grad:{name}"] = p.grad.numpy() if p.grad is not None else np.zeros(tuple(p.shape))
@@ -91,9 +103,11 @@ def _held_per_block(module, case, key_map):
     for source, keys in groups.items():
         distinct = {id(tensors[k]) for k in keys}
         if len(distinct) > 1:
-            problems.append(f"{source} is one array in minibasis, used by {len(keys) - 1} blocks; your module holds "
-                            f"{len(distinct)} separate tensors for it ({', '.join(keys[:3])}{' …' if len(keys) > 3 else ''}): "
-                            "it is held per block")
+            problems.append(
+                f"{source} is one array in minibasis, used by {len(keys) - 1} blocks; your module holds "
+                f"{len(distinct)} separate tensors for it ({', '.join(keys[:3])}{' …' if len(keys) > 3 else ''}): "
+                "it is held per block"
+            )
     return problems
 
 
