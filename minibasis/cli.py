@@ -62,16 +62,17 @@ def build_parser():
 
 
 def _golden_parser(sub):
-    g = sub.add_parser("golden", help="write a golden file: minibasis' outputs, module by module, for checking another implementation",
-                       description="Write inputs, weights, every module's output in both modes, logits, loss, R, the full "
-                       "gradient and the BN state after a train pass, with a JSON manifest, to one .npz (see "
-                       "minibasis.oracle.golden). " + SPEC_HELP)
+    g = sub.add_parser(
+        "golden", help="write a golden file: minibasis' outputs, module by module, to check another implementation",
+        description="Write inputs, weights, every module's output in both modes, logits, loss, R, the full gradient "
+        "and the BN state after a train pass, with a JSON manifest, to one .npz (minibasis.oracle.golden). " + SPEC_HELP)
     g.add_argument("spec", help="model spec, e.g. resnet56-s16u1")
     g.add_argument("--out", required=True, help="the .npz to write (an existing file is refused without --overwrite)")
     g.add_argument("--batch", type=int, default=2, help=_help("probe images (at least 2: train-mode BN)", 2))
     g.add_argument("--image-size", type=int, help=_help("image side", "32 for CIFAR, 224 for ImageNet"))
     g.add_argument("--seed", type=int, default=0, help=_help("seed of the weights, the inputs and the labels", 0))
-    g.add_argument("--dtype", default="float64", choices=("float64", "float32"), help=_help("dtype of the weights and inputs", "float64"))
+    g.add_argument("--dtype", default="float64", choices=("float64", "float32"),
+                   help=_help("dtype of the weights and inputs", "float64"))
     g.add_argument("--overwrite", action="store_true", help=_help("replace an existing --out", "refuse"))
     _threads_option(g)
 

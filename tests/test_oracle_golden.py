@@ -34,7 +34,8 @@ def smallest_size(spec):
 
 
 def zoo():
-    """Every zoo spec; those of more than 5 M parameters (a golden file of ~0.1 to 0.5 GB: weights and gradients) slow."""
+    """Every zoo spec; slow: those of more than 5 M parameters (their weights and gradients make
+    a golden file of 0.1 to 0.5 GB)."""
     return [
         pytest.param(spec, marks=[pytest.mark.slow] if create_model(spec).count_params() > 5e6 else [])
         for spec, *_ in ZOO

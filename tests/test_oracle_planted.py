@@ -60,6 +60,10 @@ def bn_with(target, **changed):
     return original, planted
 
 
+def eps_planter(bn, eps=1e-3):
+    return lambda mp, flat: replace_everywhere(mp, *bn_with(flat[f"{bn}.weight"], eps=eps))
+
+
 def test_the_unchanged_implementation_passes(resnet, mobilenet):
     for case in (resnet, mobilenet):
         report = check(case, outputs_under_test(case))
@@ -222,6 +226,6 @@ def test_float32_tolerances_catch_one_bn_eps(monkeypatch, spec, size, bn):
     tolerances = case.tolerance()
     assert min(tolerances.values()) == 1e-6 and max(tolerances.values()) > 10e-6
     assert check(case, outputs_in_float32(case)).passed
-    planted = outputs_in_float32(case, lambda mp, flat: replace_everywhere(mp, *bn_with(flat[f"{bn}.weight"], eps=1e-3)), monkeypatch)
+    planted = outputs_in_float32(case, eps_planter(bn), monkeypatch)
     report = check(case, planted)
     assert not report.passed and report.first_divergence == bn, report.text(every=False)

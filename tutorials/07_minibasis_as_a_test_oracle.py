@@ -143,8 +143,9 @@ if torch is not None:
 scratch = Path(tempfile.mkdtemp(prefix="minibasis-tutorial-07-"))
 golden = write_golden(scratch / f"{SPEC}.npz", SPEC, image_size=SIZE)
 arrays, manifest = read_golden(golden)
+modules = manifest["modules"]
 print(f"{golden.name}: {len(arrays)} arrays, {golden.stat().st_size / 1e6:.1f} MB; manifest: spec {manifest['spec']}, "
-      f"{len(manifest['modules'])} modules from {manifest['modules'][0]} to {manifest['modules'][-1]}, λ = {manifest['lambda']}")
+      f"{len(modules)} modules from {modules[0]} to {modules[-1]}, λ = {manifest['lambda']}")
 
 model = create_model(manifest["spec"])
 weights = {key.removeprefix("weight:"): value.astype(np.float32) if value.dtype.kind == "f" else value
@@ -175,9 +176,10 @@ else:
         stored = f["logits"][:n_images]
     big = create_model("resnet56-s16u1")
     ours, _ = big.apply(*load_weights(official / "resnet56-double-s16u1.npz", big), images, train=False)
-    print(f"{n_images} test images through the authors' checkpoint: max |Δlogit| {relative_difference(ours, stored):.1e}, "
+    gap = relative_difference(ours, stored)
+    print(f"{n_images} test images through the authors' checkpoint: max |Δlogit| {gap:.1e}, "
           f"top-1 agreement {np.mean(ours.argmax(1) == stored.argmax(1)):.0%}")
-    assert relative_difference(ours, stored) < 1e-4
+    assert gap < 1e-4
 
 # %% [markdown]
 # ## 6. A planted bug, found by its first divergence

@@ -92,11 +92,12 @@ def _few_values(model, reference, minimum=8):
     if not few:
         return []
     name, shape = few[0]
-    return [
+    warning = (
         f"{len(few)} train-mode BNs normalise fewer than {minimum} values per channel (e.g. {name}: "
         f"{shape[0] * shape[2] * shape[3]}), ill-conditioned: differences there may exceed the tolerances; "
         "use a larger image size or batch"
-    ]
+    )
+    return [warning]
 
 
 def _cast(tree, dtype=np.float64):

@@ -105,7 +105,8 @@ def check_golden(path, outputs, *, key_map=None, dtype=None):
     reference = {k: v for k, v in arrays.items() if k in tolerances}
     title = (
         f"minibasis oracle: your outputs against {Path(path).name} ({manifest['spec']}, {manifest['batch']} images "
-        f"{manifest['image_size']}×{manifest['image_size']}, λ = {manifest['lambda']:g}), {np.dtype(dtype).name} tolerances"
+        f"{manifest['image_size']}×{manifest['image_size']}, λ = {manifest['lambda']:g}), "
+        f"{np.dtype(dtype).name} tolerances"
     )
     report = compare_outputs(
         reference, tolerances, outputs, key_map=key_map, copies=manifest["shared_copies"], title=title

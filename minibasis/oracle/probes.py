@@ -41,7 +41,7 @@ def reached(kind, x):
 
 def _distinct_windows(x):
     """Fraction of the 3×3, stride-2 windows (ImageNet ResNet stem) whose values differ."""
-    N, C, H, W = x.shape
+    H, W = x.shape[2:]
     pad = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)), mode="edge")
     views = [pad[:, :, i : i + H : 2, j : j + W : 2] for i in range(3) for j in range(3)]
     stacked = np.stack(views, axis=-1)

@@ -83,11 +83,8 @@ class OracleReport:
     def text(self, every=True):
         """The account: verdict, first divergence, sharing, coverage, warnings, then (``every``)
         each comparison in order."""
-        lines = [
-            self.title,
-            f"verdict: {'PASSED' if self.passed else 'FAILED'}: {len(self.checks)} arrays compared, "
-            f"{len(self.failures)} over tolerance",
-        ]
+        verdict = "PASSED" if self.passed else "FAILED"
+        lines = [self.title, f"verdict: {verdict}: {len(self.checks)} arrays compared, {len(self.failures)} over tolerance"]
         lines += list(self.summary) + [f"sharing: {s}" for s in self.sharing]
         lines += list(self.coverage) + [f"warning: {w}" for w in self.warnings] + list(self.not_compared)
         if every:
