@@ -117,3 +117,19 @@ def test_a_detached_use_and_a_per_block_copy_are_sharing_bugs():
     report = check_torch(net, "resnet20-s16u1", regulariser=orthogonality)
     assert not report.passed
     assert any("held per block" in s or "per block" in s for s in report.sharing), report.text(every=False)
+
+
+def test_a_module_with_other_names_through_key_map():
+    """The authors' model inside a Sequential: every name gains '0.'; the key map says so, and
+    weights, module outputs, BN state and gradients all line up through it."""
+    inner = reference_net("resnet14-s2u1")
+    wrapped = nn.Sequential(inner)
+    report = check_torch(wrapped, "resnet14-s2u1", key_map=lambda key: f"0.{key}", image_size=16,
+                         regulariser=lambda net: net[0].orthogonality())
+    assert report.passed and not report.not_compared, report.text(every=False)
+    assert any(c.theirs == "eval:0.layer1.1.shared_basis_1" for c in report.checks)
+    assert any(c.theirs == "grad:0.shared_basis_1_1.weight" for c in report.checks)
+    inner.get_submodule("layer1.0.bn2").eps = 1e-3
+    report = check_torch(wrapped, "resnet14-s2u1", key_map=lambda key: f"0.{key}", image_size=16,
+                         regulariser=lambda net: net[0].orthogonality())
+    assert report.first_divergence == "0.layer1.0.bn2", report.text(every=False)
