@@ -46,7 +46,7 @@ def basis_layer(x, params, state, /, *, train, stride=1, relu=False):
     kernel = basis.shape[-1]
     out = conv2d(x, basis, stride=stride, padding=kernel // 2)
     if recording.active():  # the oracle sees the authors' two convs (unique, shared) and BN before the ReLU
-        _record_basis_layer(out, params)
+        _record_basis_layer(out, params, stride=stride, padding=kernel // 2)
     out, basis_bn_state = batch_norm(out, params["basis_bn"]["weight"], params["basis_bn"]["bias"], state["basis_bn"], train=train)
     recording.output(params["basis_bn"]["weight"], out)
     out = conv2d(out, params["coefficients"])
@@ -58,14 +58,14 @@ def basis_layer(x, params, state, /, *, train, stride=1, relu=False):
     return out, {"basis_bn": basis_bn_state, "bn": bn_state}
 
 
-def _record_basis_layer(out, params):
+def _record_basis_layer(out, params, **hyper):
     """The stacked basis conv's output as the authors' ``basis_conv`` and ``shared_basis`` outputs."""
     unique = params["unique_basis"]
     u = 0 if unique is None else unique.shape[0]
     if unique is not None:
-        recording.output(unique, out[:, :u])
+        recording.output(unique, out[:, :u], **hyper)
     if params["shared_basis"] is not None:
-        recording.output(params["shared_basis"], out[:, u:])
+        recording.output(params["shared_basis"], out[:, u:], **hyper)
 
 
 def _rows(basis):

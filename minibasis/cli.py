@@ -56,7 +56,8 @@ def build_parser():
     i.add_argument("spec", nargs="?", help="model spec, e.g. resnet56-s16u1 (default: list the zoo)")
     i.add_argument("--num-classes", type=int, help=_help("classes of the final layer", "10, 100 or 1000 by the spec's dataset"))
     i.add_argument("--image-size", type=int, help=_help("image side the MACs are counted for", "32 for CIFAR, 224 for ImageNet"))
-    i.add_argument("--layers", action="store_true", help=_help("every layer, not only the totals per stage", "per stage"))
+    i.add_argument("--layers", action="store_true", help=_help(
+        "every layer, with kind, kernel, stride, padding, groups, channels, output shape, activation, sharing", "per stage"))
     _threads_option(i)
     return parser
 

@@ -92,8 +92,8 @@ def test_info_layers(capsys):
                  "layer3.8.coeff_conv2", "fc"):
         assert name in rows, name
     # The rows add up to the totals.
-    params = sum(int(p.replace(",", "")) for p, _ in rows.values())
-    macs = sum(int(m.replace(",", "")) for _, m in rows.values())
+    params = sum(int(p.replace(",", "")) for p, *_ in rows.values())
+    macs = sum(int(m.replace(",", "")) for _, m, *_ in rows.values())
     assert (params, macs) == (319_226, 145_932_928)
     assert "319,226" in total_line(out, "resnet56-s16u1")
 

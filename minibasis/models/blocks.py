@@ -19,7 +19,7 @@ def conv(x, params, **hyper):
     """A conv module: ``conv2d`` with its weight, plus its bias per channel when it has one."""
     y = conv2d(x, params["weight"], **hyper)
     y = y + params["bias"][None, :, None, None] if "bias" in params else y
-    recording.output(params["weight"], y)
+    recording.output(params["weight"], y, **hyper)
     return y
 
 

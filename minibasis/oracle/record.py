@@ -48,9 +48,9 @@ def number_uses(names):
 
 def name_events(events, names):
     """Recorded events -> (``[(module name, output)]``, ``[(nonlinearity label, input)]``) in order."""
-    calls = Counter(ident for kind, ident, _ in events if kind == "module" and ident in names)
+    calls = Counter(ident for kind, ident, *_ in events if kind == "module" and ident in names)
     seen, modules, activations, last = Counter(), [], [], "the input"
-    for kind, ident, value in events:
+    for kind, ident, value, _ in events:
         if kind != "module":
             activations.append((f"{kind} after {last}", value))
             continue
