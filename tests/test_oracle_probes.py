@@ -10,10 +10,17 @@ from minibasis.oracle.probes import reached
 from minibasis.oracle.record import reference_run
 
 
-@pytest.mark.parametrize("kind, values, expected", [
-    ("relu", [-1.0, 2.0], True), ("relu", [0.0, 2.0], False), ("relu", [-1.0, -2.0], False),
-    ("relu6", [-1.0, 7.0], True), ("relu6", [-1.0, 5.9], False), ("relu6", [0.5, 7.0], False),
-])
+@pytest.mark.parametrize(
+    "kind, values, expected",
+    [
+        ("relu", [-1.0, 2.0], True),
+        ("relu", [0.0, 2.0], False),
+        ("relu", [-1.0, -2.0], False),
+        ("relu6", [-1.0, 7.0], True),
+        ("relu6", [-1.0, 5.9], False),
+        ("relu6", [0.5, 7.0], False),
+    ],
+)
 def test_reached_by_hand(kind, values, expected):
     assert reached(kind, np.array(values).reshape(1, 1, 1, 2))[0] is expected
 
@@ -54,6 +61,8 @@ def test_mobilenet_relu6_clip_on_probes_not_on_standard_normal_images():
 
 def test_resnet_max_pool_and_relu_coverage():
     case = prepare("imagenet-resnet50-shared", image_size=64)
-    assert case.coverage == ("coverage: 98 of 98 relu (eval and train) see both signs",
-                             "coverage: 2 of 2 max_pool (eval and train) have windows of distinct values")
+    assert case.coverage == (
+        "coverage: 98 of 98 relu (eval and train) see both signs",
+        "coverage: 2 of 2 max_pool (eval and train) have windows of distinct values",
+    )
     assert case.warnings == ()

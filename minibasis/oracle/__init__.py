@@ -10,7 +10,7 @@ It loads random weights (no array at a symmetric default) strictly into ``net``,
 sides on probe inputs that reach every branch, and compares every module's output in forward
 order (eval and train), the logits, the BN state after the train pass, R and every gradient
 of CE + λ·R, each within a tolerance (float64: 1e-9; float32: 10× minibasis' own float32
-rounding of that array). Outside PyTorch, a golden file (:func:`write_golden`,
+rounding of that array, 100× for gradients; :mod:`.tolerance`). Outside PyTorch, a golden file (:func:`write_golden`,
 ``minibasis golden SPEC --out FILE.npz``) holds the same arrays; :func:`check_golden`
 checks yours against it with the same report.
 
@@ -38,6 +38,7 @@ from .exchange import export_state_dict, random_weights, save_state_dict
 from .golden import check_golden, read_golden, write_golden
 from .keys import map_keys, shared_bases_as_parameters
 from .probes import coverage, probe_inputs
+from .record import module_outputs
 from .report import Check, OracleReport, compare_outputs
 from .torch_check import check_torch
 
@@ -53,6 +54,7 @@ __all__ = [
     "coverage",
     "export_state_dict",
     "map_keys",
+    "module_outputs",
     "prepare",
     "probe_inputs",
     "random_weights",

@@ -66,6 +66,15 @@ def name_events(events, names):
     return list(zip(module_names, [v for _, v in modules])), list(zip(labels, [v for _, v in activations]))
 
 
+def module_outputs(model, params, state, x, /, *, train):
+    """``[(module name, output)]``: every module's output in forward order, under the authors'
+    names (a block's use of a shared conv under the block's name for it), for one
+    ``model.apply``. What the oracle compares; in a debugger, where a number first goes wrong."""
+    with recording.recording() as events:
+        model.apply(params, state, x, train=train)
+    return name_events(events, names_by_array(model, params))[0]
+
+
 def reference_run(model, params, state, x, labels, lam):
     """``(arrays, activations)``: the golden keys above -> arrays, and per mode the nonlinearity
     inputs ``{'eval': [(label, input)], 'train': …}``. ``lam``: the weight of R (0: CE alone;

@@ -18,7 +18,7 @@ output agrees (a use missing from its gradient: a ``.detach()`` or a copy in one
 """
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -70,7 +70,6 @@ class OracleReport:
     coverage: tuple = ()
     warnings: tuple = ()
     not_compared: tuple = ()
-    extra: dict = field(default_factory=dict)
 
     @property
     def passed(self):
