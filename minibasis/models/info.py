@@ -86,7 +86,9 @@ def info_table(model, base, per_layer=False, image_size=None):
 
 # ---- per layer: what a reimplementer needs (minibasis info SPEC --layers) ------------------
 
-LAYER_HEADER = f"{'kind':<6} {'kernel':>6} {'stride':>6} {'pad':>3} {'groups':>6} {'channels':>11} {'output':>13}  then / shares"
+LAYER_HEADER = (
+    f"{'kind':<6} {'kernel':>6} {'stride':>6} {'pad':>3} {'groups':>6} {'channels':>11} {'output':>13}  then / shares"
+)
 
 
 def layer_details(model, image_size):

@@ -83,7 +83,8 @@ class OracleReport:
         """The account: verdict, first divergence, sharing, coverage, warnings, then (``every``)
         each comparison in order."""
         verdict = "PASSED" if self.passed else "FAILED"
-        lines = [self.title, f"verdict: {verdict}: {len(self.checks)} arrays compared, {len(self.failures)} over tolerance"]
+        counts = f"{len(self.checks)} arrays compared, {len(self.failures)} over tolerance"
+        lines = [self.title, f"verdict: {verdict}: {counts}"]
         lines += list(self.summary) + [f"sharing: {s}" for s in self.sharing]
         lines += list(self.coverage) + [f"warning: {w}" for w in self.warnings] + list(self.not_compared)
         if every:
