@@ -229,3 +229,25 @@ def test_float32_tolerances_catch_one_bn_eps(monkeypatch, spec, size, bn):
     planted = outputs_in_float32(case, eps_planter(bn), monkeypatch)
     report = check(case, planted)
     assert not report.passed and report.first_divergence == bn, report.text(every=False)
+
+
+def test_relu_swapped_for_relu6_in_a_mobilenet_block(mobilenet, monkeypatch):
+    """The third place of the swap: a block's ReLU (after stage2.0.bn1) as ReLU6. The probes'
+    spikes drive that BN's train-mode output past 6, so the depthwise conv after it differs."""
+    from minibasis.models import blocks
+
+    def plant(mp, flat):
+        original, target = blocks.norm, flat["stage2.0.bn1.weight"]
+
+        def planted(x, params, state, train, relu=False):
+            if relu and getval(params["weight"]) is target:
+                y, new = original(x, params, state, train)
+                return layers.relu6(y), new
+            return original(x, params, state, train, relu=relu)
+
+        planted.__name__ = "norm"
+        replace_everywhere(mp, original, planted)
+
+    report = check(mobilenet, outputs_under_test(mobilenet, plant, monkeypatch))
+    assert report.first_divergence == "stage2.0.conv2", report.text(every=False)
+    assert report.summary[0].startswith("first divergence: stage2.0.conv2 (train)")
