@@ -120,7 +120,7 @@ def compare_outputs(reference, tolerances, outputs, *, key_map=None, copies=None
             continue
         checks.append(_check(key, theirs, ours, outputs[theirs], tolerances[key]))
     first, summary = first_divergence(checks)
-    sharing = sharing_problems(checks, outputs, copies or {}, rename_key)
+    sharing = sharing_problems(checks, outputs, copies or {}, rename_key, missing)
     not_compared = _not_compared(missing)
     return OracleReport(title, tuple(checks), first, tuple(summary), tuple(sharing), not_compared=not_compared)
 
@@ -187,14 +187,15 @@ def _first_module(checks):
     return _name(here[0]).split("@")[0], [f"first divergence: {_name(here[0])} ({modes}) {figure}; {agree}"]
 
 
-def sharing_problems(checks, outputs, copies, rename_key):
+def sharing_problems(checks, outputs, copies, rename_key, missing=()):
     """Sharing bugs, named: per-block copies the other side holds (``copies``: {a block's copy's
-    key: its owner's key}); a use missing from a shared array's gradient."""
+    key: its owner's key}); a use missing from a shared array's gradient (and the uses whose
+    output the other side did not record: ``missing`` golden keys, where to look)."""
     problems = []
     held = [rename_key(key) for key in copies if rename_key(key) and f"grad:{rename_key(key)}" in outputs]
     if held:
         problems.append(
-            f"{len(held)} blocks' copies of shared arrays have gradients of their own ({held[0]}"
+            f"gradients given for {len(held)} blocks' copies of shared arrays ({held[0]}"
             f"{' …' if len(held) > 1 else ''}): your side holds a shared array per block, where "
             "minibasis (and the authors) hold one array used by every block of the stage"
         )
@@ -203,12 +204,20 @@ def sharing_problems(checks, outputs, copies, rename_key):
     owners = {f"grad:{owner}" for owner in copies.values()}
     for c in checks:
         if c.key in owners and not c.passed:
+            owner = c.key[len("grad:") :]
+            unseen = sorted({k.partition(":")[2].split("@")[0] for k in missing if copies.get(_weight(k)) == owner})
+            where = f"; uses your side did not record as modules: {', '.join(unseen)}" if unseen else ""
             problems.append(
                 f"{_name(c)}: this shared array's gradient differs ({c.difference:.1e}) while every output, "
                 "BN state and other gradient agrees: a use of it is missing from (or added twice to) its "
-                "gradient (a .detach() or a copy in one block)"
+                f"gradient (a .detach() or a copy in one block){where}"
             )
     return problems
+
+
+def _weight(key):
+    """The weight key of a module output's golden key: ``eval:layer1.1.shared_basis_1@2`` → ``….weight``."""
+    return key.partition(":")[2].split("@")[0] + ".weight"
 
 
 def _not_compared(missing):

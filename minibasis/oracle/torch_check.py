@@ -101,12 +101,12 @@ def _held_per_block(module, case, key_map):
         if rename(key) in tensors:
             groups.setdefault(source, []).append(rename(key))
     for source, keys in groups.items():
-        distinct = {id(tensors[k]) for k in keys}
-        if len(distinct) > 1:
+        separate = [k for k in keys[1:] if tensors[k] is not tensors[keys[0]]]
+        if separate:
+            shown = ", ".join(separate[:3]) + (" …" if len(separate) > 3 else "")
             problems.append(
                 f"{source} is one array in minibasis, used by {len(keys) - 1} blocks; your module holds "
-                f"{len(distinct)} separate tensors for it ({', '.join(keys[:3])}{' …' if len(keys) > 3 else ''}): "
-                "it is held per block"
+                f"{len(separate)} of them as separate tensors ({shown}): it is held per block"
             )
     return problems
 
