@@ -127,3 +127,10 @@ def test_check_golden_names_a_file_that_is_not_one(tmp_path):
         check_golden(tmp_path / "w.npz", {"logits_eval": np.zeros(2)})
     with pytest.raises(FileNotFoundError, match="none.npz"):
         check_golden(tmp_path / "none.npz", {"logits_eval": np.zeros(2)})
+
+
+def test_keys_the_file_does_not_have_are_named(tmp_path):
+    path = write_golden(tmp_path / "g.npz", "resnet14-s2u1", image_size=16)
+    outputs, _, _ = recomputed(path)
+    report = check_golden(path, {"logits": outputs["logits_eval"], "logits_eval": outputs["logits_eval"]})
+    assert report.passed and "ignored: 1 of your keys are not in the reference ['logits']" in report.text()

@@ -117,8 +117,10 @@ def test_a_detached_use_and_a_per_block_copy_are_sharing_bugs():
     block.layer_bases[0] = block.shared_basis_1
     report = check_torch(net, "resnet20-s16u1", regulariser=orthogonality)
     assert not report.passed
-    assert any(s.endswith("holds 1 of them as separate tensors (layer2.2.shared_basis_1.weight): it is held per block")
-               for s in report.sharing), report.text(every=False)
+    assert any(
+        s.endswith("holds 1 of them as separate tensors (layer2.2.shared_basis_1.weight): it is held per block")
+        for s in report.sharing
+    ), report.text(every=False)
 
 
 def test_a_module_with_other_names_through_key_map():
@@ -126,12 +128,39 @@ def test_a_module_with_other_names_through_key_map():
     weights, module outputs, BN state and gradients all line up through it."""
     inner = reference_net("resnet14-s2u1")
     wrapped = nn.Sequential(inner)
-    report = check_torch(wrapped, "resnet14-s2u1", key_map=lambda key: f"0.{key}", image_size=16,
-                         regulariser=lambda net: net[0].orthogonality())
+    report = check_torch(
+        wrapped,
+        "resnet14-s2u1",
+        key_map=lambda key: f"0.{key}",
+        image_size=16,
+        regulariser=lambda net: net[0].orthogonality(),
+    )
     assert report.passed and not report.not_compared, report.text(every=False)
     assert any(c.theirs == "eval:0.layer1.1.shared_basis_1" for c in report.checks)
     assert any(c.theirs == "grad:0.shared_basis_1_1.weight" for c in report.checks)
     inner.get_submodule("layer1.0.bn2").eps = 1e-3
-    report = check_torch(wrapped, "resnet14-s2u1", key_map=lambda key: f"0.{key}", image_size=16,
-                         regulariser=lambda net: net[0].orthogonality())
+    report = check_torch(
+        wrapped,
+        "resnet14-s2u1",
+        key_map=lambda key: f"0.{key}",
+        image_size=16,
+        regulariser=lambda net: net[0].orthogonality(),
+    )
     assert report.first_divergence == "0.layer1.0.bn2", report.text(every=False)
+
+
+def test_a_module_of_another_spec_is_one_line_naming_the_keys():
+    with pytest.raises(
+        ValueError,
+        match=r"^module: expected the state_dict keys of resnet20-s16u1 \(after key_map\), "
+        r"got 0 keys minibasis does not have \[\], 78 it lacks \['layer1\.2\.",
+    ):
+        check_torch(reference_net("resnet14-s2u1"), "resnet20-s16u1")
+    net = reference_net("resnet14-s2u1")
+    net.fc = nn.Linear(64, 5).double()
+    with pytest.raises(
+        ValueError, match=r"^module\['fc.weight'\]: expected shape \(10, 64\) \(minibasis'\), got shape \(5, 64\)$"
+    ):
+        check_torch(net, "resnet14-s2u1")
+    with pytest.raises(ValueError, match=r"^module: expected parameters in float32 or float64, got torch.float16$"):
+        check_torch(reference_net("resnet14-s2u1").half(), "resnet14-s2u1")

@@ -121,7 +121,10 @@ def compare_outputs(reference, tolerances, outputs, *, key_map=None, copies=None
         checks.append(_check(key, theirs, ours, outputs[theirs], tolerances[key]))
     first, summary = first_divergence(checks)
     sharing = sharing_problems(checks, outputs, copies or {}, rename_key, missing)
-    not_compared = _not_compared(missing)
+    used = {their_key(key, rename_key, rename_module) for key in reference}
+    held = {f"grad:{rename_key(key)}" for key in (copies or {}) if rename_key(key)}
+    unknown = [key for key in outputs if key not in used and key not in held]
+    not_compared = _not_compared(missing) + _ignored(unknown)
     return OracleReport(title, tuple(checks), first, tuple(summary), tuple(sharing), not_compared=not_compared)
 
 
@@ -218,6 +221,13 @@ def sharing_problems(checks, outputs, copies, rename_key, missing=()):
 def _weight(key):
     """The weight key of a module output's golden key: ``eval:layer1.1.shared_basis_1@2`` → ``….weight``."""
     return key.partition(":")[2].split("@")[0] + ".weight"
+
+
+def _ignored(unknown):
+    """A line for keys of the other side that minibasis has no array for (a typo, another name)."""
+    if not unknown:
+        return ()
+    return (f"ignored: {len(unknown)} of your keys are not in the reference {unknown[:4]}{' …' if len(unknown) > 4 else ''}",)
 
 
 def _not_compared(missing):

@@ -5,9 +5,10 @@ from dataclasses import replace
 import numpy as np
 
 from ..checks import fail
+from ..models import create_model
 from ..weights import state_dict_layout
 from .case import prepare
-from .exchange import export_state_dict
+from .exchange import export_state_dict, random_weights
 from .keys import module_renamer, renamer
 from .record import number_uses
 from .report import compare_outputs
@@ -30,11 +31,12 @@ def check_torch(module, spec, *, key_map=None, regulariser=None, batch=2, image_
     if dtype not in (torch.float32, torch.float64):
         fail("module", "parameters in float32 or float64", str(dtype))
     model_dtype = np.float32 if dtype == torch.float32 else np.float64
+    model = create_model(spec) if isinstance(spec, str) else spec
+    state_dict = export_state_dict(model, *random_weights(model, seed, dtype=model_dtype), key_map=key_map)
+    _load_strictly(module, model.spec.name, state_dict)  # before minibasis' runs: a mismatch is reported at once
     case = prepare(
-        spec, batch=batch, image_size=image_size, seed=seed, dtype=model_dtype, lam=lam if regulariser else 0.0
+        model, batch=batch, image_size=image_size, seed=seed, dtype=model_dtype, lam=lam if regulariser else 0.0
     )
-    state_dict = export_state_dict(case.model, case.params, case.state, key_map=key_map)
-    module.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state_dict.items()}, strict=True)
     outputs, held = _run(module, case, key_map, regulariser)
     reference = {k: v for k, v in case.reference.items() if k != "R" or regulariser is not None}
     title = (
@@ -43,6 +45,25 @@ def check_torch(module, spec, *, key_map=None, regulariser=None, batch=2, image_
     )
     report = compare_outputs(reference, case.tolerance(), outputs, key_map=key_map, copies=case.copies(), title=title)
     return _with(report, case, held)
+
+
+def _load_strictly(module, spec, state_dict):
+    """``load_state_dict(strict=True)``, a mismatch first reported in one line naming the keys."""
+    import torch
+
+    theirs = module.state_dict()
+    unknown = [k for k in theirs if k not in state_dict]
+    lacking = [k for k in state_dict if k not in theirs]
+    if unknown or lacking:
+        fail(
+            "module",
+            f"the state_dict keys of {spec} (after key_map)",
+            f"{len(unknown)} keys minibasis does not have {unknown[:3]}, {len(lacking)} it lacks {lacking[:3]}",
+        )
+    for key, value in state_dict.items():
+        if tuple(theirs[key].shape) != value.shape:
+            fail(f"module[{key!r}]", f"shape {value.shape} (minibasis')", f"shape {tuple(theirs[key].shape)}")
+    module.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state_dict.items()}, strict=True)
 
 
 def _with(report, case, held):
