@@ -16,8 +16,8 @@
 # (section 4: for implementations outside PyTorch) still runs.
 #
 # **Time.** Full mode (`resnet20-s16u1` at 32 px, and `imagenet-mobilenetv2-shared` at 224 px
-# in float32) about 40 s on a 2-core laptop; `MINIBASIS_FAST=1` (`resnet14-s2u1` at 16 px, the
-# MobileNet at 64 px) about 10 s.
+# in float32) about 20 s on a 2-core machine (measured 19 s); `MINIBASIS_FAST=1`
+# (`resnet14-s2u1` at 16 px, the MobileNet at 64 px) about 10 s.
 
 # %%
 import shutil
