@@ -157,7 +157,7 @@ def test_no_command_is_a_usage_error(capsys):
         cli.main([])
     assert info.value.code == 2
     err = capsys.readouterr().err
-    assert err == "minibasis: error: the following arguments are required: {train,eval,info} (see minibasis --help)\n"
+    assert err == "minibasis: error: the following arguments are required: {train,eval,info,golden} (see minibasis --help)\n"
 
 
 def help_entries(text):
