@@ -134,3 +134,16 @@ def test_keys_the_file_does_not_have_are_named(tmp_path):
     outputs, _, _ = recomputed(path)
     report = check_golden(path, {"logits": outputs["logits_eval"], "logits_eval": outputs["logits_eval"]})
     assert report.passed and "ignored: 1 of your keys are not in the reference ['logits']" in report.text()
+
+
+def test_outputs_from_an_npz_file(tmp_path):
+    """A C++ or CUDA port writes its arrays to an .npz under the golden keys; its path is enough."""
+    path = write_golden(tmp_path / "g.npz", "resnet14-s2u1", image_size=16)
+    outputs, _, _ = recomputed(path)
+    np.savez(tmp_path / "mine.npz", **outputs)
+    assert check_golden(path, tmp_path / "mine.npz").passed
+    assert check_golden(path, str(tmp_path / "mine.npz")).passed
+    with pytest.raises(TypeError, match=r"^outputs: expected a non-empty dict of arrays \(or an \.npz\) .*, got an empty dict$"):
+        check_golden(path, {})
+    with pytest.raises(FileNotFoundError, match="absent.npz: expected an .npz of your outputs"):
+        check_golden(path, tmp_path / "absent.npz")

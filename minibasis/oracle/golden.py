@@ -89,13 +89,17 @@ def read_golden(path):
 def check_golden(path, outputs, *, key_map=None, dtype=None):
     """:class:`OracleReport` of ``outputs`` (your arrays under the golden keys, your names
     through ``key_map``: ``logits_eval``, ``grad:conv1.weight``, ``train:layer1.0.bn1`` …; give
-    what you have, the rest is listed as not compared) against the golden file ``path``.
+    what you have, the rest is listed as not compared) against the golden file ``path``. An
+    implementation outside Python writes them to an ``.npz`` under those keys: pass its path.
 
     dtype: the tolerances' (``'float64'`` or ``'float32'``); default float32 when any floating
     array of ``outputs`` is float32, else float64."""
     arrays, manifest = read_golden(path)
+    if isinstance(outputs, (str, Path)):
+        outputs = read_npz(outputs, "an .npz of your outputs under the golden file's keys")
     if not isinstance(outputs, dict) or not outputs:
-        fail("outputs", "a non-empty dict of arrays under the golden file's keys", type(outputs).__name__, TypeError)
+        expected = "a non-empty dict of arrays (or an .npz) under the golden file's keys"
+        fail("outputs", expected, "an empty dict" if outputs == {} else type(outputs).__name__, TypeError)
     if dtype is None:
         single = any(np.asarray(v).dtype == np.float32 for v in outputs.values())
         dtype = "float32" if single else "float64"
