@@ -164,3 +164,19 @@ def test_a_module_of_another_spec_is_one_line_naming_the_keys():
         check_torch(net, "resnet14-s2u1")
     with pytest.raises(ValueError, match=r"^module: expected parameters in float32 or float64, got torch.float16$"):
         check_torch(reference_net("resnet14-s2u1").half(), "resnet14-s2u1")
+
+
+def test_relu6_in_a_mobilenet_block(monkeypatch):
+    """The swap's third place, in PyTorch: ReLU6 after stage2.0's expansion BN."""
+    net = reference_net("imagenet-mobilenetv2-shared")
+    block = net.get_submodule("stage2.0")
+    F = torch.nn.functional
+
+    def forward(x):
+        out = F.relu6(block.bn1(block.convs[0](x)))
+        out = F.relu(block.bn2(block.conv2(out)))
+        return block.bn3(block.convs[1](out))
+
+    monkeypatch.setattr(block, "forward", forward)
+    report = check_torch(net, "imagenet-mobilenetv2-shared", image_size=64)
+    assert report.first_divergence == "stage2.0.conv2", report.text(every=False)

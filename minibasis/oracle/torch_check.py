@@ -74,18 +74,16 @@ def _with(report, case, held):
 def _run(module, case, key_map, regulariser):
     """The module's arrays under golden keys (its names), and the sharing problems of its parameters."""
     import torch
-    import torch.nn.functional as F
 
     wanted = {
-        module_renamer(key_map)(name.split(":", 1)[1].split("@")[0])
-        for name in case.reference
-        if name.startswith("eval:")
+        module_renamer(key_map)(key.partition(":")[2].split("@")[0])
+        for key in case.reference
+        if key.startswith("eval:")
     }
     x, labels = torch.from_numpy(case.x), torch.from_numpy(case.labels)
-    outputs = {}
     module.eval()
     with torch.no_grad(), _hooks(module, wanted) as recorded:
-        outputs["logits_eval"] = module(x).numpy()
+        outputs = {"logits_eval": module(x).numpy()}
     outputs.update({f"eval:{name}": value for name, value in recorded})
     module.train()
     for m in module.modules():  # dropout off, as minibasis' train pass without an rng
@@ -95,23 +93,29 @@ def _run(module, case, key_map, regulariser):
     with _hooks(module, wanted) as recorded:
         logits = module(x)
     outputs.update({f"train:{name}": value for name, value in recorded})
+    outputs.update(_loss_and_gradients(module, logits, labels, case.lam, regulariser))
+    statistics = ("running_mean", "running_var", "num_batches_tracked")
+    outputs.update(
+        {f"state:{k}": v.numpy() for k, v in module.state_dict().items() if k.rsplit(".", 1)[-1] in statistics}
+    )
+    return outputs, _held_per_block(module, case, key_map)
+
+
+def _loss_and_gradients(module, logits, labels, lam, regulariser):
+    """CE, R (when ``regulariser``), CE + λ·R, train logits and every parameter's gradient."""
+    import torch.nn.functional as F
+
     ce = F.cross_entropy(logits, labels)
-    loss = ce
+    arrays, loss = {}, ce
     if regulariser is not None:
         r = regulariser(module)
-        outputs["R"] = r.detach().numpy()
-        loss = ce + case.lam * r if case.lam else ce
+        arrays["R"] = r.detach().numpy()
+        loss = ce + lam * r if lam else ce
     loss.backward()
-    outputs.update(logits_train=logits.detach().numpy(), loss_ce=ce.detach().numpy(), loss=loss.detach().numpy())
-    buffers = {
-        k: v
-        for k, v in module.state_dict().items()
-        if k.rsplit(".", 1)[-1] in ("running_mean", "running_var", "num_batches_tracked")
-    }
-    outputs.update({f"state:{k}": v.numpy() for k, v in buffers.items()})
-    for name, p in module.named_parameters():
-        outputs[f"grad:{name}"] = p.grad.numpy() if p.grad is not None else np.zeros(tuple(p.shape))
-    return outputs, _held_per_block(module, case, key_map)
+    arrays.update(logits_train=logits.detach().numpy(), loss_ce=ce.detach().numpy(), loss=loss.detach().numpy())
+    for name, p in module.named_parameters():  # a parameter the loss never reached: zeros, as autograd's
+        arrays[f"grad:{name}"] = p.grad.numpy() if p.grad is not None else np.zeros(tuple(p.shape))
+    return arrays
 
 
 def _held_per_block(module, case, key_map):
