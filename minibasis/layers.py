@@ -292,6 +292,7 @@ def efficient_channel_attention(x, weight, /):
         checks.fail("weight", "shape (1, 1, k) with k odd (a Conv1d(1, 1, k))", f"shape {weight.shape}")
     pooled = global_avg_pool(x)[:, None, None, :]  # (N, 1, 1, C)
     logits = conv2d(pooled, anp.reshape(weight, (1, 1, 1, k)), padding=(0, (k - 1) // 2))
+    recording.output(weight, logits[:, 0], stride=1, padding=(k - 1) // 2)  # the Conv1d's output, (N, 1, C)
     return x * sigmoid(logits[:, 0, 0, :])[:, :, None, None]
 
 

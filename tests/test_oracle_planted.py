@@ -251,3 +251,31 @@ def test_relu_swapped_for_relu6_in_a_mobilenet_block(mobilenet, monkeypatch):
     report = check(mobilenet, outputs_under_test(mobilenet, plant, monkeypatch))
     assert report.first_divergence == "stage2.0.conv2", report.text(every=False)
     assert report.summary[0].startswith("first divergence: stage2.0.conv2 (train)")
+
+
+def test_an_eca_kernel_reversed_shows_at_its_conv1d():
+    """MobileNetV2-Shared++'s ECA gate with its 3-tap kernel reversed (a correlation/convolution
+    mix-up): the first divergence is the gate's Conv1d, ``chan_attention.conv``."""
+    case = prepare("imagenet-mobilenetv2-shared++", image_size=64)
+    mp = pytest.MonkeyPatch()
+
+    def plant(monkeypatch, flat):
+        eca, conv2d, inside = layers.efficient_channel_attention, layers.conv2d, []
+        target = flat["stage6.1.chan_attention.conv.weight"]
+
+        def planted_eca(x, weight, /):  # the same weight array goes in: the recorder still knows it
+            inside.append(getval(weight) is target)
+            try:
+                return eca(x, weight)
+            finally:
+                inside.pop()
+
+        def planted_conv2d(x, weight, **hyper):
+            return conv2d(x, weight[..., ::-1] if inside and inside[-1] else weight, **hyper)
+
+        planted_eca.__name__, planted_conv2d.__name__ = "efficient_channel_attention", "conv2d"
+        replace_everywhere(monkeypatch, eca, planted_eca)
+        monkeypatch.setattr(layers, "conv2d", planted_conv2d)
+
+    report = check(case, outputs_under_test(case, plant, mp))
+    assert report.first_divergence == "stage6.1.chan_attention.conv", report.text(every=False)

@@ -60,13 +60,13 @@ def fields(line):
         (
             "imagenet-mobilenetv2-shared++",
             "stage4.1.chan_attention.conv",
-            ["conv1d", "1", "1", "0", "1", "1→1", "-"],
+            ["conv1d", "1", "1", "0", "1", "1→1", "1×64"],
             "ECA gate",
         ),
         (
             "imagenet-mobilenetv2-shared++",
             "stage6.1.chan_attention.conv",
-            ["conv1d", "3", "1", "1", "1", "1→1", "-"],
+            ["conv1d", "3", "1", "1", "1", "1→1", "1×160"],
             "ECA gate",
         ),
     ],

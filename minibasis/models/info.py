@@ -156,7 +156,7 @@ def _line(mod, recorded, shares):
         channels = f"{mod.shape[1] * groups}→{mod.shape[0]}"
         return f"{'conv':<6} {kernel:>6} {stride:>6} {padding:>3} {groups:>6} {channels:>11} {shape:>13}  {extra}"
     if mod.kind == "conv":  # the ECA Conv1d along the channel axis
-        return f"{'conv1d':<6} {mod.shape[2]:>6} {1:>6} {mod.shape[2] // 2:>3} {1:>6} {'1→1':>11} {'-':>13}  ECA gate"
+        return f"{'conv1d':<6} {mod.shape[2]:>6} {1:>6} {mod.shape[2] // 2:>3} {1:>6} {'1→1':>11} {shape:>13}  ECA gate"
     if mod.kind == "bn":
         channels = f"{mod.shape[0]}→{mod.shape[0]}"
         return f"{'bn':<6} {'':>6} {'':>6} {'':>3} {'':>6} {channels:>11} {shape:>13}  {extra}"
