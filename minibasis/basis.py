@@ -16,7 +16,8 @@ import numpy as np
 
 from . import checks, recording
 from .conv import conv2d
-from .layers import BN_EPS, batch_norm, relu as relu_
+from .layers import BN_EPS, batch_norm
+from .layers import relu as relu_
 
 
 def stack_basis(unique_basis, shared_basis):
