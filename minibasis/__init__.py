@@ -3,7 +3,7 @@
 Kim & Kang, "Learning Shared Filter Bases for Efficient ConvNets" (arXiv 2006.05066).
 
 Layers, low to high (a module imports only from below): kernels (``conv``, ``layers``, with
-``conv_reference``/``conv_fast``, ``layers_fast``, ``mode``, ``parallel``, ``backend``), the method (``basis``),
+``conv_reference``/``conv_fast``, ``layers_fast``, ``mode``, ``parallel``, ``backend``, ``recording``), the method (``basis``),
 the models (``models/``), files (``weights``, ``files``), data (``data/``), training
 (``autodiff``, ``optim``, ``train``, ``runs``, ``progress``), the command (``cli``), and
 checking (``testing``, ``oracle``, ``debug``, ``torch_reference``).

@@ -14,9 +14,10 @@ sharing the basis across layers, not from fewer operations.
 import autograd.numpy as anp
 import numpy as np
 
-from . import checks
+from . import checks, recording
 from .conv import conv2d
 from .layers import BN_EPS, batch_norm
+from .layers import relu as relu_
 
 
 def stack_basis(unique_basis, shared_basis):
@@ -57,10 +58,27 @@ def basis_layer(x, params, state, /, *, train, stride=1, relu=False):
     basis = stack_basis(params["unique_basis"], params["shared_basis"])
     kernel = basis.shape[-1]
     out = conv2d(x, basis, stride=stride, padding=kernel // 2)
+    if recording.active():  # the oracle sees the authors' two convs (unique, shared) and BN before the ReLU
+        _record_basis_layer(out, params, stride=stride, padding=kernel // 2)
     out, basis_bn_state = batch_norm(out, params["basis_bn"]["weight"], params["basis_bn"]["bias"], state["basis_bn"], train=train)
+    recording.output(params["basis_bn"]["weight"], out)
     out = conv2d(out, params["coefficients"])
-    out, bn_state = batch_norm(out, params["bn"]["weight"], params["bn"]["bias"], state["bn"], train=train, relu=relu)
+    recording.output(params["coefficients"], out)
+    fused = relu and not recording.active()
+    out, bn_state = batch_norm(out, params["bn"]["weight"], params["bn"]["bias"], state["bn"], train=train, relu=fused)
+    recording.output(params["bn"]["weight"], out)
+    out = relu_(out) if relu and not fused else out
     return out, {"basis_bn": basis_bn_state, "bn": bn_state}
+
+
+def _record_basis_layer(out, params, **hyper):
+    """The stacked basis conv's output as the authors' ``basis_conv`` and ``shared_basis`` outputs."""
+    unique = params["unique_basis"]
+    u = 0 if unique is None else unique.shape[0]
+    if unique is not None:
+        recording.output(unique, out[:, :u], **hyper)
+    if params["shared_basis"] is not None:
+        recording.output(params["shared_basis"], out[:, u:], **hyper)
 
 
 def _rows(basis):

@@ -1,4 +1,4 @@
-"""The ``minibasis`` command: ``train``, ``eval`` and ``info``.
+"""The ``minibasis`` command: ``train``, ``eval``, ``info`` and ``golden``.
 
 Every failure the library reports on purpose (a bad value, a missing or damaged file, a run
 folder in use, a non-finite value, no GPU) is one line on stderr and exit status 1::
@@ -59,18 +59,45 @@ def _help(text, default):
 
 def build_parser():
     parser = _Parser(prog="minibasis", description="Shared filter bases for ConvNets, in NumPy.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,eval,info}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,eval,info,golden}")
     _train_parser(sub)
     _eval_parser(sub)
+    _golden_parser(sub)
     i = sub.add_parser("info", formatter_class=_Formatter,
                        help="the zoo, or the parameters and MACs of one model per stage or per layer",
                        description="Without a spec: every model of the authors' zoo with its counts. " + SPEC_HELP)
     i.add_argument("spec", nargs="?", help="model spec, e.g. resnet56-s16u1 (default: list the zoo)")
     i.add_argument("--num-classes", type=int, help=_help("classes of the final layer", "10, 100 or 1000 by the spec's dataset"))
     i.add_argument("--image-size", type=int, help=_help("image side the MACs are counted for", "32 for CIFAR, 224 for ImageNet"))
-    i.add_argument("--layers", action="store_true", help=_help("every layer, not only the totals per stage", "per stage"))
+    i.add_argument("--layers", action="store_true", help=_help(
+        "every layer, with kind, kernel, stride, padding, groups, channels, output shape, activation, sharing", "per stage"))
     _threads_option(i)
     return parser
+
+
+def _golden_parser(sub):
+    g = sub.add_parser(
+        "golden", help="write a golden file: minibasis' outputs, module by module, to check another implementation",
+        description="Write inputs, weights, every module's output in both modes, logits, loss, R, the full gradient "
+        "and the BN state after a train pass, with a JSON manifest, to one .npz (minibasis.oracle.golden). " + SPEC_HELP)
+    g.add_argument("spec", help="model spec, e.g. resnet56-s16u1")
+    g.add_argument("--out", required=True, help="the .npz to write (an existing file is refused without --overwrite)")
+    g.add_argument("--batch", type=int, default=2, help=_help("probe images (at least 2: train-mode BN)", 2))
+    g.add_argument("--image-size", type=int, help=_help("image side", "32 for CIFAR, 224 for ImageNet"))
+    g.add_argument("--seed", type=int, default=0, help=_help("seed of the weights, the inputs and the labels", 0))
+    g.add_argument("--dtype", default="float64", choices=("float64", "float32"),
+                   help=_help("dtype of the weights and inputs", "float64"))
+    g.add_argument("--overwrite", action="store_true", help=_help("replace an existing --out", "refuse"))
+    _threads_option(g)
+
+
+def _golden(args):
+    from .oracle import write_golden
+
+    integer("seed", args.seed, 0)
+    path = write_golden(args.out, args.spec, batch=args.batch, image_size=args.image_size, seed=args.seed,
+                        dtype=args.dtype, overwrite=args.overwrite)
+    print(f"{path}: golden file of {args.spec} ({args.batch} images, seed {args.seed}, {args.dtype})")
 
 
 def _threads_option(p):
@@ -204,7 +231,7 @@ def _info(args):
     print(info_table(args.spec, args.num_classes, args.layers, args.image_size))
 
 
-COMMANDS = {"train": _train, "eval": _eval, "info": _info}
+COMMANDS = {"train": _train, "eval": _eval, "info": _info, "golden": _golden}
 
 
 def main(argv=None):

@@ -14,7 +14,7 @@ import autograd.numpy as anp
 import numpy as np
 from autograd.tracer import getval
 
-from . import checks, layers_fast
+from . import checks, layers_fast, recording
 from .conv import conv2d, output_size
 from .mode import is_reference
 
@@ -84,6 +84,7 @@ def batch_norm_state(channels, dtype=np.float32):
 
 def relu(x, /):
     """max(x, 0); the derivative at 0 is 0 (as PyTorch)."""
+    recording.activation("relu", x)  # (for the oracle; nothing when not recording)
     # x·[x > 0] rather than anp.where: autograd's VJP of where allocates float64 zeros.
     return x * (getval(x) > 0)
 
@@ -96,6 +97,7 @@ def _relu_if(wanted, y):
 def relu6(x, /):
     """ReLU6(x) = min(max(x, 0), 6) (MobileNetV2): x where 0 < x < 6, 6 from 6 up; the
     derivative is 0 at 0 and at 6, as PyTorch's."""
+    recording.activation("relu6", x)
     value = getval(x)
     return x * ((value > 0) & (value < 6)) + (value >= 6) * value.dtype.type(6)
 
@@ -123,6 +125,7 @@ def max_pool2d(x, /, *, kernel_size=3, stride=2, padding=1):
     (sh, sw), (ph, pw) = checks.pair("stride", stride, 1), checks.pair("padding", padding, 0)
     if 2 * ph > kh or 2 * pw > kw:
         checks.fail("padding", f"at most half the kernel ({kh}×{kw}), as PyTorch", repr(padding))
+    recording.activation("max_pool", x)
     N, C, H, W = x.shape
     Ho, Wo = output_size(H, kh, sh, ph), output_size(W, kw, sw, pw)
     if Ho < 1 or Wo < 1:
@@ -175,6 +178,7 @@ def efficient_channel_attention(x, weight, /):
         checks.fail("weight", "shape (1, 1, k) with k odd (a Conv1d(1, 1, k))", f"shape {weight.shape}")
     pooled = global_avg_pool(x)[:, None, None, :]  # (N, 1, 1, C)
     logits = conv2d(pooled, anp.reshape(weight, (1, 1, 1, k)), padding=(0, (k - 1) // 2))
+    recording.output(weight, logits[:, 0], stride=1, padding=(k - 1) // 2)  # the Conv1d's output, (N, 1, C)
     return x * sigmoid(logits[:, 0, 0, :])[:, :, None, None]
 
 
@@ -183,7 +187,9 @@ def linear(x, weight, bias, /):
     if x.ndim != 2 or weight.ndim != 2 or x.shape[1] != weight.shape[1]:
         checks.fail("weight", f"shape (out, {x.shape[-1]}) for x of shape {x.shape}", f"shape {weight.shape}")
     checks.shape("bias", bias, (weight.shape[0],))
-    return anp.dot(x, weight.T) + bias
+    y = anp.dot(x, weight.T) + bias
+    recording.output(weight, y)
+    return y
 
 
 def shortcut_a(x, /, *, out_channels):

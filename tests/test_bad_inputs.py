@@ -173,7 +173,7 @@ CLI = [
     Row("info --image-size 0", lambda w: ["info", "imagenet-resnet50", "--image-size", "0"], "image_size", "expected an int ≥ 1, got 0"),
     Row("train --threads 0", lambda w: ["train", *w.tiny, "--threads", "0"], "threads", "expected an int ≥ 1, got 0"),
     Row("train --model of a shared resnet8", lambda w: ["train", *w.tiny, "--model", "resnet8-s16u1"], "model", "one block per stage"),
-    Row("a command that does not exist", lambda w: ["fly"], "argument {train,eval,info}", "invalid choice: 'fly'"),
+    Row("a command that does not exist", lambda w: ["fly"], "argument {train,eval,info,golden}", "invalid choice: 'fly'"),
 ]
 
 

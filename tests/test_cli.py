@@ -92,8 +92,8 @@ def test_info_layers(capsys):
                  "layer3.8.coeff_conv2", "fc"):
         assert name in rows, name
     # The rows add up to the totals.
-    params = sum(int(p.replace(",", "")) for p, _ in rows.values())
-    macs = sum(int(m.replace(",", "")) for _, m in rows.values())
+    params = sum(int(p.replace(",", "")) for p, *_ in rows.values())
+    macs = sum(int(m.replace(",", "")) for _, m, *_ in rows.values())
     assert (params, macs) == (319_226, 145_932_928)
     assert "319,226" in total_line(out, "resnet56-s16u1")
 
@@ -157,7 +157,7 @@ def test_no_command_is_a_usage_error(capsys):
         cli.main([])
     assert info.value.code == 2
     err = capsys.readouterr().err
-    assert err == "minibasis: error: the following arguments are required: {train,eval,info} (see minibasis --help)\n"
+    assert err == "minibasis: error: the following arguments are required: {train,eval,info,golden} (see minibasis --help)\n"
 
 
 def help_entries(text):

@@ -5,12 +5,14 @@ classes; see its README.md) or minibasis itself."""
 import autograd
 import numpy as np
 import pytest
+from golden import SPECS, golden_file, golden_state_dict
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from minibasis import cross_entropy
 from minibasis.models import create_model
+from minibasis.models.info import ZOO
 from minibasis.oracle import (
     Comparison,
     compare,
@@ -22,9 +24,7 @@ from minibasis.oracle import (
     shared_bases_as_parameters,
 )
 from minibasis.tree import flatten, unflatten
-from minibasis.weights import from_state_dict, save_weights
-
-from golden import SPECS, golden_file, golden_state_dict
+from minibasis.weights import from_state_dict, save_weights, state_dict_layout
 
 # golden file -> minibasis spec, for the CIFAR-10 models used here
 GOLDEN_SPECS = {stem: SPECS[stem] for stem in ("cifar10-ResNet20", "cifar10-ResNet32_DoubleShared-s16u1", "cifar10-ResNet32_SingleShared-s16u1", "cifar10-ResNet32_SharedOnly-s16")}
@@ -162,8 +162,10 @@ def test_map_keys_by_dict_and_by_function():
         map_keys(arrays, lambda key: 1)
 
 
-@pytest.mark.parametrize("name", SHARED_GOLDEN)
+@pytest.mark.parametrize("name", sorted(SPECS))
 def test_shared_bases_as_parameters_on_the_authors_keys(name):
+    """Every model of the zoo (the authors' keys and owners, from their own classes): the
+    blocks' copies dropped, each shared owner without ``.weight``, every other key kept."""
     f = golden_file(name)
     keys = f["keys"].tolist()
     assert list(map_keys(dict.fromkeys(keys), shared_bases_as_parameters)) == list(parameter_style(f, dict.fromkeys(keys)))
@@ -266,3 +268,16 @@ def test_random_weights_expose_a_swap_that_a_fresh_init_hides():
 
     assert not swap_changes_logits(*model.init(0, dtype=np.float64))
     assert swap_changes_logits(*random_weights(model, seed=0))
+
+
+@pytest.mark.parametrize("spec", [row[0] for row in ZOO])
+def test_shared_bases_as_parameters_over_the_zoo(spec):
+    """Every zoo spec's layout through the map: no block copy left, every owner of copies
+    without ``.weight``, every other key unchanged (the strict load of a parameter-style model)."""
+    layout = state_dict_layout(create_model(spec))
+    copies = {key for key, _, _, source in layout if key != source}
+    owners = {source for key, _, _, source in layout if key != source}
+    mapped = map_keys({key: None for key, *_ in layout}, shared_bases_as_parameters)
+    expected = [key[: -len(".weight")] if key in owners else key for key, *_ in layout if key not in copies]
+    assert list(mapped) == expected
+    assert bool(owners) == (create_model(spec).regulariser is not None)

@@ -9,6 +9,7 @@ BN state; nothing is stored anywhere else. Beside each block, the function that 
 modules in the authors' registration order (the ``state_dict`` order), with the output size.
 """
 
+from .. import recording
 from ..basis import basis_layer
 from ..conv import conv2d
 from ..layers import batch_norm, relu, shortcut_a
@@ -18,11 +19,17 @@ from .core import bn_module, conv_module
 def conv(x, params, **hyper):
     """A conv module: ``conv2d`` with its weight, plus its bias per channel when it has one."""
     y = conv2d(x, params["weight"], **hyper)
-    return y + params["bias"][None, :, None, None] if "bias" in params else y
+    y = y + params["bias"][None, :, None, None] if "bias" in params else y
+    recording.output(params["weight"], y, **hyper)
+    return y
 
 
 def norm(x, params, state, train, relu=False):
     """A BatchNorm2d module (optionally followed by a ReLU): ``(y, new_state)``."""
+    if recording.active():  # the oracle records BN's own output, before the ReLU (the same numbers)
+        y, new = batch_norm(x, params["weight"], params["bias"], state, train=train)
+        recording.output(params["weight"], y)
+        return (_relu(y) if relu else y), new
     return batch_norm(x, params["weight"], params["bias"], state, train=train, relu=relu)
 
 
@@ -37,6 +44,9 @@ def shortcut(x, params, state, train, *, stride, out_channels):
     if stride == 1 and x.shape[1] == out_channels:
         return x, None
     return shortcut_a(x, out_channels=out_channels), None
+
+
+_relu = relu  # for norm, whose flag of the same name hides this function
 
 
 def basic_block(x, params, state, train, *, stride=1):

@@ -81,9 +81,10 @@ def zoo_table(create_model):
 def model_table(model, base, per_layer=False, image_size=None):
     """One model's parameters and MACs per stage (``per_layer``: per module), against ``base``."""
     rows = model.accounting(image_size)
-    lines = [f"{'layer':<40} {'params':>12} {'MACs':>15}"]
+    lines = [f"{'layer':<40} {'params':>12} {'MACs':>15}" + (f"  {LAYER_HEADER}" if per_layer else "")]
     if per_layer:
-        lines += [f"{name:<40} {p:>12,} {m:>15,}" for name, p, m in rows]
+        details = layer_details(model, image_size or model.standard_size)
+        lines += [f"{name:<40} {p:>12,} {m:>15,}  {details[name]}" for name, p, m in rows]
     else:
         stages = {}
         for mod, (_, p, m) in zip(model.modules, rows):  # a stage's shared convs count with the stage
@@ -102,3 +103,87 @@ def model_table(model, base, per_layer=False, image_size=None):
     if macs > base_macs:
         lines.append("note: sharing saves parameters, not compute; this model costs more MACs than the plain one")
     return "\n".join(lines)
+
+
+# ---- per layer: what a reimplementer needs (minibasis info SPEC --layers) ------------------
+
+LAYER_HEADER = (
+    f"{'kind':<6} {'kernel':>6} {'stride':>6} {'pad':>3} {'groups':>6} {'channels':>11} {'output':>13}  then / shares"
+)
+
+
+def layer_details(model, image_size):
+    """``{module name: one line}``: kind, kernel, stride, padding, groups, channels in → out, the
+    output shape (C×H×W for one image of ``image_size``²), the activation after it, and what it
+    shares with whom. Shapes and hyper-parameters are those of one recorded eval pass
+    (:mod:`minibasis.recording`) on an empty batch, not restated here."""
+    import numpy as np
+
+    from .. import recording
+    from ..oracle.record import names_by_array
+    from ..tree import unflatten
+    from ..weights import state_dict_layout
+
+    trees = {"params": {}, "state": {}}  # zeros, one array per leaf (init's random draws are slow and not needed)
+    for key, shape, where, source in state_dict_layout(model):
+        integer = key.endswith("num_batches_tracked")
+        trees[where].setdefault(source, np.zeros(shape, np.int64 if integer else np.float32))
+    params, state = unflatten(trees["params"]), unflatten(trees["state"])
+    with recording.recording() as events:
+        model.apply(params, state, np.zeros((0, 3, image_size, image_size), np.float32), train=False)  # shapes only
+    names, seen, recorded, last = names_by_array(model, params), {}, {}, None
+    for kind, ident, value, hyper in events:
+        if kind == "module" and ident in names:
+            uses = names[ident]
+            name = uses[min(seen.get(ident, 0) * len(uses) // _calls(events, ident), len(uses) - 1)]
+            seen[ident] = seen.get(ident, 0) + 1
+            if name not in recorded:
+                recorded[name], last = {"shape": value.shape[1:], "hyper": hyper, "then": [], "out": value}, name
+        elif kind != "module" and last is not None:
+            entry = recorded[last]
+            direct = not entry["then"] and value is entry["out"]
+            entry["then"].append(_ACTIVATIONS[kind] if direct or entry["then"] else f"+ skip, {_ACTIVATIONS[kind]}")
+    shares = _shares(state_dict_layout(model))
+    return {mod.name: _line(mod, recorded.get(mod.name), shares.get(mod.name, "")) for mod in model.modules}
+
+
+_ACTIVATIONS = {"relu": "ReLU", "relu6": "ReLU6", "max_pool": "max pool 3×3/2"}
+
+
+def _calls(events, ident):
+    return sum(1 for kind, i, *_ in events if kind == "module" and i == ident)
+
+
+def _shares(layout):
+    """``{module: 'shared by N blocks' or '= owner'}`` from the state_dict layout's copies."""
+    owners = {}
+    for key, _, _, source in layout:
+        if key != source:
+            owners.setdefault(source[: -len(".weight")], []).append(key[: -len(".weight")])
+    out = {owner: f"used by {len(copies)} block{'s' if len(copies) > 1 else ''}" for owner, copies in owners.items()}
+    out.update({copy: f"= {owner}" for owner, copies in owners.items() for copy in copies})
+    return out
+
+
+def _line(mod, recorded, shares):
+    shape = "×".join(map(str, recorded["shape"])) if recorded else "-"
+    then = ", ".join(recorded["then"]) if recorded else ""
+    extra = "; ".join(part for part in (then, shares) if part)
+    if mod.kind == "conv" and len(mod.shape) == 4:
+        hyper = recorded["hyper"] if recorded else {}  # an owner is applied through its blocks' names
+        stride, padding = (_pair(hyper.get("stride", 1)), _pair(hyper.get("padding", 0))) if recorded else ("-", "-")
+        groups = mod.groups
+        kernel = f"{mod.shape[2]}×{mod.shape[3]}"
+        channels = f"{mod.shape[1] * groups}→{mod.shape[0]}"
+        return f"{'conv':<6} {kernel:>6} {stride:>6} {padding:>3} {groups:>6} {channels:>11} {shape:>13}  {extra}"
+    if mod.kind == "conv":  # the ECA Conv1d along the channel axis
+        return f"{'conv1d':<6} {mod.shape[2]:>6} {1:>6} {mod.shape[2] // 2:>3} {1:>6} {'1→1':>11} {shape:>13}  ECA gate"
+    if mod.kind == "bn":
+        channels = f"{mod.shape[0]}→{mod.shape[0]}"
+        return f"{'bn':<6} {'':>6} {'':>6} {'':>3} {'':>6} {channels:>11} {shape:>13}  {extra}"
+    channels = f"{mod.shape[1]}→{mod.shape[0]}"
+    return f"{'linear':<6} {'':>6} {'':>6} {'':>3} {'':>6} {channels:>11} {shape:>13}  {extra}"
+
+
+def _pair(value):
+    return str(value) if not isinstance(value, tuple) else "×".join(map(str, value))
