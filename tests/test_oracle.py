@@ -31,14 +31,23 @@ GOLDEN_SPECS = {stem: SPECS[stem] for stem in ("cifar10-ResNet20", "cifar10-ResN
 SHARED_GOLDEN = [name for name in GOLDEN_SPECS if "Shared" in name]
 
 
-def parameter_style(f, arrays):
-    """``arrays`` (by the authors' keys) as a PyTorch model holding each shared basis as a
-    top-level nn.Parameter names them, derived from the golden file's ``owners``: a shared
-    array appears once, under its owner's name without ``.weight``; the blocks' copies are gone."""
-    keys, owners = f["keys"].tolist(), f["owners"].tolist()
+def parameter_style_names(keys, owners):
+    """``{authors' key: its name in a PyTorch model holding each shared basis as a top-level
+    nn.Parameter, or None}``, from each key's owner (the first key holding the same tensor): a
+    shared array appears once, under its model-level name (``shared_basis_1_1``: the one with no
+    dot before ``.weight``) without ``.weight``; the blocks' copies are gone."""
     shared = {o for k, o in zip(keys, owners) if k != o}
-    return {(key[: -len(".weight")] if key in shared else key): arrays[key]
-            for key, owner in zip(keys, owners) if key == owner and key in arrays}
+    in_group = {k for k, o in zip(keys, owners) if o in shared}
+    # model-level convs named shared_basis…: the shared ones, and DenseNet121_SingleShared's
+    # shared_basis_4, which the authors register and regularise but no layer uses
+    top_level = {k for k in keys if k.startswith("shared_basis") and "." not in k[: -len(".weight")]}
+    return {key: key[: -len(".weight")] if key in top_level else None if key in in_group else key for key in keys}
+
+
+def parameter_style(f, arrays):
+    """``arrays`` (by the authors' keys) under :func:`parameter_style_names`."""
+    names = parameter_style_names(f["keys"].tolist(), f["owners"].tolist())
+    return {name: arrays[key] for key, name in names.items() if name is not None and key in arrays}
 
 
 # ------------------------------------------------------------------ relative_difference
@@ -275,9 +284,7 @@ def test_shared_bases_as_parameters_over_the_zoo(spec):
     """Every zoo spec's layout through the map: no block copy left, every owner of copies
     without ``.weight``, every other key unchanged (the strict load of a parameter-style model)."""
     layout = state_dict_layout(create_model(spec))
-    copies = {key for key, _, _, source in layout if key != source}
-    owners = {source for key, _, _, source in layout if key != source}
-    mapped = map_keys({key: None for key, *_ in layout}, shared_bases_as_parameters)
-    expected = [key[: -len(".weight")] if key in owners else key for key, *_ in layout if key not in copies]
-    assert list(mapped) == expected
-    assert bool(owners) == (create_model(spec).regulariser is not None)
+    keys, owners = [key for key, *_ in layout], [source for *_, source in layout]
+    mapped = map_keys({key: None for key in keys}, shared_bases_as_parameters)
+    assert list(mapped) == [name for name in parameter_style_names(keys, owners).values() if name is not None]
+    assert any(key != owner for key, owner in zip(keys, owners)) == (create_model(spec).regulariser is not None)
