@@ -40,8 +40,14 @@ def basis_conv(x, unique_basis, shared_basis, /, *, stride=1, padding=0, unique_
     U/4 groups beside S with S/4) cannot be: stacking would regroup their filters; two convs."""
     parts = [(b, g) for b, g in ((unique_basis, unique_groups), (shared_basis, shared_groups)) if b is not None]
     if all(groups == 1 for _, groups in parts):
-        return conv2d(x, stack_basis(unique_basis, shared_basis), stride=stride, padding=padding)
-    return anp.concatenate([conv2d(x, b, stride=stride, padding=padding, groups=groups) for b, groups in parts], axis=1)
+        out = conv2d(x, stack_basis(unique_basis, shared_basis), stride=stride, padding=padding)
+        outs = anp.split(out, [len(parts[0][0])], axis=1) if recording.active() and len(parts) == 2 else [out]
+    else:
+        outs = [conv2d(x, b, stride=stride, padding=padding, groups=groups) for b, groups in parts]
+        out = anp.concatenate(outs, axis=1)
+    for (basis, groups), part in zip(parts, outs):  # the oracle sees the authors' two convs (unique, shared)
+        recording.output(basis, part, stride=stride, padding=padding, groups=groups)
+    return out
 
 
 def basis_layer(x, params, state, /, *, train, stride=1, relu=False):
@@ -55,11 +61,8 @@ def basis_layer(x, params, state, /, *, train, stride=1, relu=False):
     (C_out, u + s, 1, 1)``. ``state``: ``{"basis_bn": …, "bn": …}`` running statistics.
     Returns ``(y: (N, C_out, H', W'), new_state)``.
     """
-    basis = stack_basis(params["unique_basis"], params["shared_basis"])
-    kernel = basis.shape[-1]
-    out = conv2d(x, basis, stride=stride, padding=kernel // 2)
-    if recording.active():  # the oracle sees the authors' two convs (unique, shared) and BN before the ReLU
-        _record_basis_layer(out, params, stride=stride, padding=kernel // 2)
+    kernel = next(b for b in (params["unique_basis"], params["shared_basis"]) if b is not None).shape[-1]
+    out = basis_conv(x, params["unique_basis"], params["shared_basis"], stride=stride, padding=kernel // 2)
     out, basis_bn_state = batch_norm(out, params["basis_bn"]["weight"], params["basis_bn"]["bias"], state["basis_bn"], train=train)
     recording.output(params["basis_bn"]["weight"], out)
     out = conv2d(out, params["coefficients"])
@@ -69,16 +72,6 @@ def basis_layer(x, params, state, /, *, train, stride=1, relu=False):
     recording.output(params["bn"]["weight"], out)
     out = relu_(out) if relu and not fused else out
     return out, {"basis_bn": basis_bn_state, "bn": bn_state}
-
-
-def _record_basis_layer(out, params, **hyper):
-    """The stacked basis conv's output as the authors' ``basis_conv`` and ``shared_basis`` outputs."""
-    unique = params["unique_basis"]
-    u = 0 if unique is None else unique.shape[0]
-    if unique is not None:
-        recording.output(unique, out[:, :u], **hyper)
-    if params["shared_basis"] is not None:
-        recording.output(params["shared_basis"], out[:, u:], **hyper)
 
 
 def _rows(basis):

@@ -29,8 +29,10 @@ def recomputed(path, dtype=np.float64):
 
 
 def smallest_size(spec):
-    """The smallest image each family takes: its total stride (CIFAR-10 4, CIFAR-100 8, ImageNet 32)."""
-    return {"cifar10": 8, "cifar100": 8, "imagenet": 32}[create_model(spec).spec.dataset]
+    """The smallest image each family takes: its total stride (CIFAR-10 4, CIFAR-100 8, ImageNet 32);
+    ResNeXt50's head is the authors' fixed 4×4 average pool of the stride-8 map: 32 px."""
+    model = create_model(spec)
+    return 32 if model.spec.architecture == "resnext" else {"cifar10": 8, "cifar100": 8, "imagenet": 32}[model.spec.dataset]
 
 
 def zoo():

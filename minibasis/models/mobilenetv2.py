@@ -145,9 +145,9 @@ class MobileNetV2(Model):
         out = conv(out, params["conv1"]["0"])
         out, new_state["conv1"]["1"] = norm(out, params["conv1"]["1"], state["conv1"]["1"], train)
         features = global_avg_pool(relu6(out))
-        if not self.imagenet:  # CIFAR-100: a 1×1 conv of the pooled map, i.e. a linear layer, no dropout
-            weight = params["conv2"]["weight"]
-            return linear(features, anp.reshape(weight, weight.shape[:2]), params["conv2"]["bias"]), new_state
+        if not self.imagenet:  # CIFAR-100: a 1×1 conv of the pooled (N, 1280, 1, 1) map, flattened; no dropout
+            logits = conv(features[:, :, None, None], params["conv2"])
+            return anp.reshape(logits, logits.shape[:2]), new_state
         features = dropout(features, rate=DROPOUT, rng=rng if train else None)
         return linear(features, params["classifier"]["1"]["weight"], params["classifier"]["1"]["bias"]), new_state
 
