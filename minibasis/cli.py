@@ -227,7 +227,8 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     previous = signal.signal(signal.SIGINT, _interrupt_once) if _main_thread() else None
     try:
-        set_threads(getattr(args, "threads", None) or available_cores())
+        threads = getattr(args, "threads", None)  # info has no kernels to thread
+        set_threads(available_cores() if threads is None else threads)
         COMMANDS[args.command](args)
     except BrokenPipeError:  # e.g. `minibasis info … | head`
         _to_devnull(sys.stdout)

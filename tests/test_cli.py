@@ -179,8 +179,7 @@ def help_entries(text):
                "--schedule": "step", "--out": "runs/MODEL", "--progress-every": "5.0", "--device": "cpu",
                "--dataset": "cifar10", "--lam": "10 for the shared variants, 0 for the original and NonShared"}),
     ("eval", {"--test-size": "0", "--batch-size": "500", "--progress-every": "5.0", "--dataset": "cifar10"}),
-    ("info", {"--num-classes": "10, 100 or 1000 by the spec's dataset", "--image-size": "32 for CIFAR, 224 for ImageNet",
-              "--threads": "the cores this process may use"}),
+    ("info", {"--num-classes": "10, 100 or 1000 by the spec's dataset", "--image-size": "32 for CIFAR, 224 for ImageNet"}),
 ])
 def test_help_shows_every_default(sub, expected):
     """Issue 16.2: every option's help ends with its default (before, --epochs, --lr and most
@@ -225,14 +224,15 @@ def test_train_then_eval_end_to_end(shared_archive, tmp_path, capsys):
     assert err == ""  # --quiet: no progress bar
     assert f"run folder: {out} (config.json, log.jsonl, weights.npz, checkpoint.npz); 2 of 2 epochs done\n" in stdout
     assert len(re.findall(r"^epoch +\d/2 ", stdout, re.M)) == 2
-    assert sorted(p.name for p in out.iterdir()) == [".lock", "checkpoint.npz", "config.json", "log.jsonl", "weights.npz"]
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.npz", "config.json", "log.jsonl", "weights.npz"]
 
     records = [json.loads(l) for l in (out / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2]
     assert all(np.isfinite(r["train_loss"]) and np.isfinite(r["test_loss"]) for r in records)
     config = json.loads((out / "config.json").read_text())
     assert config["model"] == "resnet8" and config["train_size"] == 1000 and config["test_size"] == 100
-    assert config["lam"] is None
+    assert config["lam"] == 0.0 and all(r["lam"] == 0.0 for r in records)  # the λ used: resnet8 has no bases (issue 24.6)
+    assert config["data"]["path"] == str(shared_archive.absolute()) and config["data"]["bytes"] == shared_archive.stat().st_size
     model = create_model("resnet8")
     assert runs.load_checkpoint(out / "checkpoint.npz", model).epoch == 2
     load_weights(out / "weights.npz", model)
@@ -424,8 +424,9 @@ def test_progress_lines_when_stderr_is_not_a_terminal(tiny_run, tmp_path):
     assert proc.returncode == 0, proc.stderr
     lines = proc.stderr.splitlines()
     assert "\r" not in proc.stderr  # no bar: stderr is a pipe
-    assert [line for line in lines if re.fullmatch(r"epoch 1/1: (10|20)/20 images, \d+ img/s, ETA \d+:\d\d, loss \d+\.\d{4}", line)], lines
-    assert [line for line in lines if re.fullmatch(r"epoch 1/1 test: 10/10 images, \d+ img/s, ETA \d+:\d\d", line)], lines
+    assert [line for line in lines if re.fullmatch(r"epoch 1/1: (10|20)/20 images, \d+ img/s, ETA \d+:\d\d, run ETA \d+:\d\d, "
+                                                   r"loss \d+\.\d{4}", line)], lines
+    assert [line for line in lines if re.fullmatch(r"epoch 1/1 test: 10/10 images, \d+ img/s, ETA \d+:\d\d, run ETA \d+:\d\d", line)], lines
     assert len(lines) == 3, lines  # one per batch with --progress-every 0: 2 training batches, 1 test batch
 
     proc = run_process("eval", out / "weights.npz", "--data", archive, "--batch-size", 10, "--progress-every", 0)
@@ -504,7 +505,7 @@ def test_two_processes_cannot_train_into_one_folder_and_ctrl_c_is_one_line(tiny_
     assert a.returncode == 130, stderr
     epoch = runs.load_checkpoint(out / "checkpoint.npz", create_model("resnet8")).epoch
     assert stderr == (f"minibasis train: interrupted. The last checkpoint, {out / 'checkpoint.npz'}, holds epoch {epoch}. "
-                      "Continue with --resume.\n")
+                      f"Continue with: minibasis train --resume --out {out}\n")
     assert "Traceback" not in stderr
     assert len(re.findall(r"^epoch ", stdout, re.M)) in (epoch - 1, epoch)  # the signal may come between a checkpoint and its line
     assert not runs.stale_temp_files(out)
