@@ -388,6 +388,10 @@ def _read_run(run, allow_other_data):
     saved = runs.read_checkpoint_run(checkpoint_path)
     _check_same_run(config_from_saved(saved, f"{checkpoint_path}['config']"), run.config, checkpoint_path)
     checkpoint = runs.load_checkpoint(checkpoint_path, run.model)
+    dtype = _float_dtype(checkpoint.params)
+    if dtype != np.float32:  # minibasis train computes in float32
+        fail(str(checkpoint_path), "float32 weights, what minibasis train writes", f"{dtype} ones (not a checkpoint of "
+             "minibasis train); start a fresh run from the beginning (--overwrite, or another --out)")
     if config_json is not None:
         _check_config_agrees(config_json, saved, config_path, checkpoint_path, checkpoint.epoch)
     records = _check_log(run, checkpoint, checkpoint_path)
@@ -445,6 +449,7 @@ def _check_same_run(saved, config, source):
 def _check_config_agrees(config_json, saved, config_path, checkpoint_path, done):
     """config.json must say what the checkpoint holds, or what it held before the resume that
     extended it at ``done`` epochs (a kill between the two writes)."""
+    config_from_saved(config_json, config_path)  # its own fields first: a bad one is named as such
     mine = {"data": None, "extensions": [], **{k: v for k, v in config_json.items() if k != "format"}}
     last = saved["extensions"][-1] if saved["extensions"] else None
     before = last and last.get("at_epoch") == done and {**saved, "epochs": last["from_epochs"], "extensions": saved["extensions"][:-1]}
@@ -598,13 +603,13 @@ def _guard(run, where, values, context=""):
 
 
 def _hint(config, lam):
-    """Which setting most likely diverged: momentum ≥ 1 always does; then the largest of λ and lr
-    (the SGD step scales with lr, the regulariser's pull with λ)."""
+    """Which setting most likely diverged: momentum ≥ 1 always does; then an lr above 1, a
+    large λ (the regulariser's pull), a weight decay whose step lr·wd reaches 1."""
     if config.momentum >= 1:
         return f"Momentum {config.momentum:g} ≥ 1 makes SGD diverge: try --momentum 0.9."
-    if lam > 1e3:
+    if lam > 1e3 and config.lr <= 1:
         return f"Try a smaller orthogonality weight (--lam {lam:g} is large; the authors use 10)."
-    if config.weight_decay * config.lr >= 1:
+    if config.weight_decay * config.lr >= 1 and config.lr <= 1:
         return f"Try a smaller weight decay (--weight-decay {config.weight_decay:g} with lr {config.lr:g})."
     return f"Try a smaller learning rate (--lr {config.lr:g})."
 

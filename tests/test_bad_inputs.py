@@ -9,9 +9,13 @@ Each row names what the message must start with (``names``: the argument, or the
 every new check: one line in the list that fits.
 """
 
+import json
+import os
+import pickle
 import shutil
 import subprocess
 import sys
+import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -28,11 +32,13 @@ from minibasis.files import FolderBusy, folder_lock
 from minibasis.models import create_model
 from minibasis.optim import cosine_lr, learning_rate, sgd_step, step_lr
 from minibasis.progress import Progress
-from minibasis.train import TrainConfig, train
-from minibasis.weights import load_weights, read_npz
+from minibasis.data import DATASETS
+from minibasis.train import TrainConfig, evaluate, train
+from minibasis.tree import flatten, unflatten
+from minibasis.weights import load_weights, read_npz, save_weights
 
-from cifar_files import write_cifar10_archive
-from run_files import DAMAGES, damage
+from cifar_files import make_batch, write_cifar10_archive, write_hostile_archive
+from run_files import DAMAGES, damage, npz_arrays
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -96,10 +102,76 @@ class World:
         for lock in self.locks:
             lock.__exit__(None, None, None)
 
+    def resnet8(self, fc64=False, nan=False, fc_shape=None, int32=False):
+        """(model, params, state) of resnet8, changed as asked."""
+        model = create_model("resnet8")
+        params, state = model.init(0)
+        fc = params["fc"]
+        if fc64:
+            fc["weight"] = fc["weight"].astype(np.float64)
+        if nan:
+            fc["bias"] = np.full_like(fc["bias"], np.nan)
+        if fc_shape:
+            fc["weight"] = np.zeros(fc_shape, np.float32)
+        if int32:
+            params = unflatten({k: v.astype(np.int32) for k, v in flatten(params).items()})
+        return model, params, state
+
+    def swap_in_other_checkpoint(self, folder):
+        """Replace the checkpoint by another model's of the same epochs, and delete config.json."""
+        other = self.root / "other"
+        if not other.exists():
+            config = TrainConfig(model="resnet14-s2u1", train_size=10, test_size=10, epochs=2, batch_size=10)
+            train(config, other, data_path=self.archive, stop_after=1, **QUIET)
+        shutil.copy(other / "checkpoint.npz", folder / "checkpoint.npz")
+        (folder / "config.json").unlink()
+
+    @property
+    def config(self):
+        return json.loads((self.run / "config.json").read_text())
+
     def weights_with(self, **arrays):
         """The run's state_dict with some arrays replaced."""
         with np.load(self.run / "weights.npz") as f:
             return {**{key: f[key] for key in f.files}, **arrays}
+
+    def run_with(self, edit):
+        """A copy of the run with ``edit(folder)`` applied (a hand edit)."""
+        folder = self.copy_of_run()
+        edit(folder)
+        return folder
+
+    def hostile(self, name, **changes):
+        """A tiny archive changed as ``cifar_files.write_hostile_archive`` says, in a new folder."""
+        return write_hostile_archive(self.folder(), name, **changes)
+
+    def fifo(self):
+        path = self.folder() / "cifar-10-python.tar.gz"
+        os.mkfifo(path)
+        return path
+
+    def sparse(self, size):
+        """A file of ``size`` bytes that takes no room (a hole)."""
+        path = self.folder() / "cifar-10-python.tar.gz"
+        with open(path, "wb") as f:
+            f.truncate(size)
+        return path
+
+    def other_archive(self):
+        return write_cifar10_archive(self.folder(), train_per_class=4, test_per_class=2, seed=1)  # other pixels
+
+    def config_only(self, **changes):
+        """A run killed before its first checkpoint (config.json and an empty log), config.json edited."""
+        folder = self.folder()
+        shutil.copy(self.run / "config.json", folder / "config.json")
+        (folder / "log.jsonl").write_text("")
+        edit_json(folder / "config.json", **changes)
+        return folder
+
+    def dangling(self):
+        link = self.folder() / "out"
+        link.symlink_to(self.here / "nowhere")
+        return link
 
     def weights_beside(self, config_text):
         """A copy of the run's weights with ``config_text`` as the config.json beside them."""
@@ -107,6 +179,39 @@ class World:
         shutil.copy(self.run / "weights.npz", folder / "weights.npz")
         (folder / "config.json").write_text(config_text)
         return folder / "weights.npz"
+
+
+def edit_json(path, **changes):
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+
+
+def edit_checkpoint(folder, change):
+    """Rewrite folder/checkpoint.npz with ``change(arrays)`` applied."""
+    arrays = npz_arrays(folder / "checkpoint.npz")
+    np.savez(folder / "checkpoint.npz", **change(arrays))
+
+
+def forged(path):
+    """A 300-byte .npz whose one entry declares 10¹¹ float64 values (745 GiB)."""
+    np.savez(path, a=np.zeros(3))
+    with zipfile.ZipFile(path) as archive:
+        header = archive.read("a.npy").replace(b"(3,)", b"(100000000000,)")
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("a.npy", header)
+
+
+def forged_entry(arrays):
+    """The checkpoint's arrays with ``epoch`` replaced by an entry that declares 745 GiB."""
+    return {**arrays, "model/fc.bias": np.zeros(10, np.float32)}
+
+
+def float64_checkpoint(arrays):
+    return {k: v.astype(np.float64) if v.dtype == np.float32 else v for k, v in arrays.items()}
+
+
+def batch_without_class_9():
+    _, _, batch = make_batch(np.random.default_rng(0), 36, labels=[i % 9 for i in range(36)])
+    return pickle.dumps(batch, protocol=2)
 
 
 def truncated(path):
@@ -174,10 +279,68 @@ CLI = [
     Row("train --threads 0", lambda w: ["train", *w.tiny, "--threads", "0"], "threads", "expected an int ≥ 1, got 0"),
     Row("train --model of a shared resnet8", lambda w: ["train", *w.tiny, "--model", "resnet8-s16u1"], "model", "one block per stage"),
     Row("a command that does not exist", lambda w: ["fly"], "argument {train,eval,info}", "invalid choice: 'fly'"),
+    # issue 21: hangs
+    Row("train --data /dev/zero", lambda w: ["train", *w.tiny, "--data", "/dev/zero", "--out", w.folder() / "r"], "path", "got /dev/zero, a device", subprocess=True),
+    Row("train --data of a FIFO", lambda w: ["train", *w.tiny, "--data", w.fifo()], "path", "a FIFO", subprocess=True),
+    Row("train --data of an archive over 1 GiB", lambda w: ["train", *w.tiny, "--data", w.sparse((1 << 30) + 1)], "path", "of at most 1024 MiB"),
+    Row("train --data of a member declaring 512 MiB", lambda w: ["train", *w.tiny, "--data", w.hostile("huge.tar.gz", member="huge")],
+        "{here}/huge.tar.gz:cifar-10-batches-py/data_batch_1", "expected a member of at most 256 MiB"),
+    # issue 21: tracebacks
+    Row("eval of a 300-byte .npz declaring 745 GiB", lambda w: ["eval", w.file("weights.npz", forged), "--data", w.archive, "--model", "resnet8"],
+        "{here}/weights.npz", "declares shape (100000000000,) of float64 (745 GiB), more than the archive holds", subprocess=True),
+    Row("train --resume of a checkpoint entry declaring 745 GiB", lambda w: ["train", "--resume", "--out", w.run_with(lambda f: forged(f / "checkpoint.npz"))],
+        "{here}/checkpoint.npz", "declares shape (100000000000,)"),
+    Row("train --data with label_names = 7", lambda w: ["train", *w.tiny, "--data", w.hostile("meta.tar.gz", meta=7)],
+        "{here}/meta.tar.gz:cifar-10-batches-py/batches.meta['label_names']", "expected a list of 10 class names, got int 7"),
+    Row("train --resume with \"model\": 5 in config.json", lambda w: ["train", "--resume", "--out", w.run_with(lambda f: edit_json(f / "config.json", model=5))],
+        "{here}/config.json['model']", "spec: expected a string"),
+    Row("train --resume with \"model\": 5 before a checkpoint", lambda w: ["train", "--resume", "--data", w.archive, "--out", w.config_only(model=5)],
+        "{here}/config.json['model']", "spec: expected a string"),
+    Row("eval beside a config.json with \"model\": 5", lambda w: ["eval", w.weights_beside(json.dumps({**w.config, "model": 5})), "--data", w.archive],
+        "{here}/config.json['model']", "spec: expected a string"),
+    # issue 21: silent
+    Row("train --resume --data of other images", lambda w: ["train", "--resume", "--data", w.other_archive(), "--out", w.copy_of_run()],
+        "data", "expected the data of the run recorded in"),
+    Row("train --resume of a config.json with an extra field", lambda w: ["train", "--resume", "--out", w.run_with(lambda f: edit_json(f / "config.json", mine=1))],
+        "{here}/config.json", "expected only the fields of a run's configuration, got an unknown field 'mine'"),
+    Row("train --resume of a config.json with epochs edited", lambda w: ["train", "--resume", "--out", w.run_with(lambda f: edit_json(f / "config.json", epochs=5))],
+        "{here}/config.json", "epochs 5 (the checkpoint's: 2)"),
+    Row("train --resume of another model's checkpoint without config.json", lambda w: ["train", "--resume", "--out", w.run_with(w.swap_in_other_checkpoint)],
+        "{here}/log.jsonl", "expected the records of epochs 1–1 that {here}/checkpoint.npz holds"),
+    Row("train --out /", lambda w: ["train", *w.tiny, "--out", "/"], "out_dir", "not the file-system root or the home folder"),
+    Row("train --out of the home folder", lambda w: ["train", *w.tiny, "--out", Path.home()], "out_dir", "not the file-system root or the home folder"),
+    Row("train --model cifar100-resnet18 on CIFAR-10", lambda w: ["train", *w.tiny, "--model", "cifar100-resnet18"], "model", "expected a model for cifar10"),
+    Row("train --data with 11 label_names", lambda w: ["train", *w.tiny, "--data", w.hostile("meta.tar.gz", meta=[b"c"] * 11)],
+        "{here}/meta.tar.gz:cifar-10-batches-py/batches.meta['label_names']", "expected the 10 class names of cifar10, got 11 names"),
+    # issue 21: unclear
+    Row("train --resume of a config.json with epochs '2'", lambda w: ["train", "--resume", "--data", w.archive, "--out", w.config_only(epochs="2")],
+        "{here}/config.json['epochs']", "expected an int ≥ 1, got '2'"),
+    Row("train --resume of a float64 checkpoint", lambda w: ["train", "--resume", "--out", w.run_with(lambda f: edit_checkpoint(f, float64_checkpoint))],
+        "{here}/checkpoint.npz", "start a fresh run from the beginning (--overwrite, or another --out)"),
+    Row("train --out of a dangling symlink", lambda w: ["train", *w.tiny, "--out", w.dangling()], "out_dir", "which does not exist"),
+    Row("train --lr 1e300", lambda w: ["train", *w.tiny, "--lr", "1e300", "--out", w.folder() / "r"], "non-finite", "Try a smaller learning rate (--lr 1e+300)."),
+    Row("train --momentum 1e30", lambda w: ["train", *w.tiny, "--momentum", "1e30", "--batch-size", "2", "--out", w.folder() / "r"], "non-finite",
+        "Momentum 1e+30 ≥ 1"),
+    Row("train --lam 1e38", lambda w: ["train", *w.tiny, "--model", "resnet14-s2u1", "--lam", "1e38", "--out", w.folder() / "r"], "non-finite",
+        "Try a smaller orthogonality weight (--lam 1e+38"),
+    Row("train an ImageNet model at 32 px with a last batch of one", lambda w: ["train", *w.tiny, "--model", "imagenet-resnet18", "--batch-size", "9",
+        "--out", w.folder() / "r"], "batch_size", "change batch_size (--batch-size) or train_size (--train-size)"),
+    Row("info of a 5000-digit rank", lambda w: ["info", "resnet20-s" + "1" * 5000 + "u1"], "spec", "ranks S, U ≤ 256"),
+    Row("train --data with a symbolic link member", lambda w: ["train", *w.tiny, "--data", w.hostile("a.tar.gz", member="symlink")],
+        "{here}/a.tar.gz:cifar-10-batches-py/data_batch_1", "expected a regular file member, got a symbolic link"),
+    Row("train --data with a hard link member", lambda w: ["train", *w.tiny, "--data", w.hostile("a.tar.gz", member="hardlink")],
+        "{here}/a.tar.gz:cifar-10-batches-py/data_batch_1", "expected a regular file member, got a hard link"),
+    Row("train --data with an empty batch", lambda w: ["train", *w.tiny, "--data", w.hostile("a.tar.gz", batch=b"")],
+        "{here}/a.tar.gz:cifar-10-batches-py/data_batch_1", "got an empty file"),
+    Row("train --data with a protocol-2 pickle of a set", lambda w: ["train", *w.tiny, "--data", w.hostile("a.tar.gz", batch=pickle.dumps({1}, protocol=2))],
+        "{here}/a.tar.gz:cifar-10-batches-py/data_batch_1", "a pickle of __builtin__.set, which is not part of one"),
+    Row("train --train-size with a class missing from the data", lambda w: ["train", *w.tiny, "--data", w.hostile("a.tar.gz", batch=batch_without_class_9())],
+        "train_size", "labels hold only 0 images of class 9"),
 ]
 
 
 P, G = {"w": np.zeros((2, 3))}, {"w": np.ones((2, 3))}
+MEAN, STD = DATASETS["cifar10"].mean, DATASETS["cifar10"].std
 QUIET = dict(quiet=True, print_fn=lambda *a: None)
 
 X, W = np.zeros((1, 2, 5, 5)), np.zeros((3, 2, 3, 3))
@@ -233,6 +396,26 @@ LIBRARY = [
     Row("load_weights of a .npy", lambda w: load_weights(w.file("w.npz", lambda p: np.save(open(p, "wb"), np.ones(2))), create_model("resnet8")),
         "{here}/w.npz", "got a single .npy array"),
     Row("load_weights of a text file", lambda w: load_weights(w.file("w.npz", b"hello"), create_model("resnet8")), "{here}/w.npz", "got a file that is not a zip archive"),
+    # issue 21
+    Row("load_weights of a 300-byte .npz declaring 745 GiB", lambda w: load_weights(w.file("w.npz", forged), create_model("resnet8")),
+        "{here}/w.npz", "declares shape (100000000000,)"),
+    Row("evaluate of no images", lambda w: evaluate(*w.resnet8(), np.zeros((0, 3, 32, 32), np.uint8), np.zeros(0, np.int64), mean=MEAN, std=STD),
+        "images", "expected at least one image to evaluate, got none"),
+    Row("model.apply train='False'", lambda w: w.resnet8()[0].apply(*w.resnet8()[1:], np.zeros((1, 3, 8, 8), np.float32), train="False"),
+        "train", "expected True or False, got 'False'"),
+    Row("model.apply of a float64 fc.weight among float32", lambda w: w.resnet8()[0].apply(*w.resnet8(fc64=True)[1:], np.zeros((1, 3, 8, 8), np.float32), train=False),
+        "params['fc.weight']", "expected dtype float32 (that of conv1.weight; float32 or float64, one for all: no silent casts), got float64"),
+    Row("model.init dtype=float16", lambda w: create_model("resnet8").init(0, dtype=np.float16), "dtype", "expected numpy.float32 or numpy.float64, got float16"),
+    Row("save_weights of NaN parameters", lambda w: save_weights(w.folder() / "w.npz", *w.resnet8(nan=True)), "{here}/w.npz",
+        "refusing to write weights that would not load: key 'fc.bias': expected finite values"),
+    Row("create_model num_classes=10**9", lambda w: create_model("resnet8", num_classes=10**9), "num_classes", "expected an int in [1, 100000]"),
+    Row("model.apply of a wrong-shape weight", lambda w: w.resnet8()[0].apply(*w.resnet8(fc_shape=(3, 3))[1:], np.zeros((1, 3, 8, 8), np.float32), train=False),
+        "params['fc.weight']", "expected shape (10, 64) (the resnet8 parameter), got shape (3, 3)"),
+    Row("model.apply of int32 parameters", lambda w: w.resnet8()[0].apply(*w.resnet8(int32=True)[1:], np.zeros((1, 3, 8, 8), np.float32), train=False),
+        "params['conv1.weight']", "expected a floating dtype, got int32"),
+    *[Row(f"model.init seed={seed!r}", lambda w, seed=seed: create_model("resnet8").init(seed), "seed", f"expected an int ≥ 0, got {seed!r}") for seed in (-1, 1.5, "0")],
+    Row("save_weights of another model's params", lambda w: save_weights(w.folder() / "w.npz", create_model("resnet8"), *create_model("resnet14-s2u1").init(0)),
+        "params", "expected only the leaves of resnet8"),
     Row("load_weights of a string array", lambda w: load_weights(w.file("w.npz", lambda p: np.savez(p, **w.weights_with(**{"fc.bias": np.array(["a"] * 10)}))), create_model("resnet8")),
         "{here}/w.npz", "key 'fc.bias': expected dtype float32 or float64, got <U1"),
 ]
@@ -246,7 +429,12 @@ def world(tmp_path_factory):
 
 
 def expected_start(row, w):
-    return row.names.replace("{here}", str(w.here)).replace("{root}", str(w.root)).replace("{run}", str(w.run))
+    return placed(row.names, w)
+
+
+def placed(text, w):
+    """``text`` with the row's folders in place of ``{here}``, ``{root}`` and ``{run}``."""
+    return text.replace("{here}", str(w.here)).replace("{root}", str(w.root)).replace("{run}", str(w.run))
 
 
 def params(rows):
@@ -273,7 +461,7 @@ def test_command_line(row, world, capsys):
     assert err.count("\n") == 1 and err.endswith("\n"), err  # one line
     assert "Traceback" not in err
     assert err.startswith(prefix + expected_start(row, world)), err
-    assert row.fragment in err, err
+    assert placed(row.fragment, world) in err, err
 
 
 @pytest.mark.parametrize("row", params([row for row in CLI if row.subprocess]))
@@ -285,7 +473,7 @@ def test_command_line_in_a_real_process(row, world):
     proc = subprocess.run([sys.executable, "-m", "minibasis.cli", *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode in (1, 2) and proc.stdout == ""
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
-    assert proc.stderr.startswith(f"minibasis {argv[0]}: error: {expected_start(row, world)}") and row.fragment in proc.stderr
+    assert proc.stderr.startswith(f"minibasis {argv[0]}: error: {expected_start(row, world)}") and placed(row.fragment, world) in proc.stderr
 
 
 @pytest.mark.parametrize("row", params(LIBRARY))
@@ -296,4 +484,4 @@ def test_library(row, world):
     assert type(info.value) is row.error, (type(info.value), message)
     assert "\n" not in message
     assert message.startswith(f"{expected_start(row, world)}: "), message
-    assert row.fragment in message, message
+    assert placed(row.fragment, world) in message, message

@@ -345,6 +345,8 @@ def load_cifar(path, *, md5=None):
         fail(where, f"the test batch {spec.test_file!r}", "no such file")
     train = [_batch(files, n, spec, where, len(label_names)) for n in train_names]
     test_images, test_labels = _batch(files, spec.test_file, spec, where, len(label_names))
+    if not sum(len(y) for _, y in train) or not len(test_labels):
+        fail(f"{where}{train_names[0] if len(test_labels) else spec.test_file}", "at least one image", "an empty batch")
     return CifarData(
         train_images=np.concatenate([x for x, _ in train]),
         train_labels=np.concatenate([y for _, y in train]),
