@@ -28,6 +28,7 @@ from . import train as training
 from .checks import fail, integer, real
 from .data import DATASETS, default_cache_dir
 from .files import FolderBusy
+from .mode import is_reference
 from .models import SPEC_HELP, create_model, info_table
 from .optim import SCHEDULES
 from .parallel import available_cores, set_threads
@@ -227,6 +228,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     previous = signal.signal(signal.SIGINT, _interrupt_once) if _main_thread() else None
     try:
+        is_reference()  # a bad MINIBASIS_REFERENCE is one line for every command
         threads = getattr(args, "threads", None)  # info has no kernels to thread
         set_threads(available_cores() if threads is None else threads)
         COMMANDS[args.command](args)

@@ -561,3 +561,121 @@ def test_a_mobilenet_run_with_dropout_resumes_bit_identically(tiny_run, tmp_path
     assert run(capsys, "train", *options, "--stop-after", 1, "--out", tmp_path / "resumed")[0] == 0
     assert run(capsys, "train", *options, "--resume", "--out", tmp_path / "resumed")[0] == 0
     assert_npz_identical(tmp_path / "straight" / "checkpoint.npz", tmp_path / "resumed" / "checkpoint.npz")
+
+
+# ------------------------------------------- issue 21: streams, signals, limits (real processes)
+
+
+def complete_run(out, epochs):
+    """The run in ``out`` finished ``epochs`` epochs, and its files are what minibasis writes."""
+    assert [r["epoch"] for r in read_log(out)] == list(range(1, epochs + 1))
+    assert json.loads((out / "config.json").read_text())["format"] == "minibasis run 2"
+    assert runs.load_checkpoint(out / "checkpoint.npz", create_model("resnet8")).epoch == epochs
+
+
+@pytest.mark.parametrize("value", ["yes", "true", "2", "01", "\uff11"])
+def test_a_bad_minibasis_reference_is_one_line(value):
+    proc = subprocess.run(command("info", "resnet20"), cwd=ROOT, env=process_env(MINIBASIS_REFERENCE=value),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr == f"minibasis info: error: MINIBASIS_REFERENCE: expected '1' (reference mode), '0' or unset, got {value!r}\n"
+
+
+def test_a_broken_stdout_pipe_does_not_stop_training(tiny_run, tmp_path):
+    """``train … | head -1``: before, the run stopped after 2 of 3 epochs with exit 0."""
+    archive, *_ = tiny_run
+    out = tmp_path / "run"
+    proc = subprocess.Popen(command("train", "--data", archive, *TINY_TRAIN, "--epochs", 3, "--out", out), cwd=ROOT,
+                            env=process_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().startswith("epoch   1/3")
+    proc.stdout.close()  # what head does after its line
+    err = proc.stderr.read()
+    assert proc.wait(timeout=300) == 0 and "Traceback" not in err and "Exception ignored" not in err, err
+    complete_run(out, 3)
+
+
+@pytest.mark.parametrize("how", ["closed", "full"])
+def test_a_closed_or_full_stderr_does_not_stop_training(tiny_run, tmp_path, how):
+    """``2>&-`` (before: exit 1, nothing said) and ``2>/dev/full``: the run completes, and no
+    progress line lands in a run file (a closed fd 2 would be the number of the next file opened)."""
+    archive, *_ = tiny_run
+    out = tmp_path / "run"
+    argv = command("train", "--data", archive, *TINY_TRAIN, "--epochs", 2, "--progress-every", 0, "--out", out)
+    if how == "closed":
+        proc = subprocess.run(argv, cwd=ROOT, env=process_env(), stdout=subprocess.PIPE, preexec_fn=lambda: os.close(2), timeout=300)
+    else:
+        with open("/dev/full", "w") as full:
+            proc = subprocess.run(argv, cwd=ROOT, env=process_env(), stdout=subprocess.PIPE, stderr=full, timeout=300)
+    assert proc.returncode == 0
+    complete_run(out, 2)
+    assert all(b"images, " not in p.read_bytes() for p in out.iterdir())
+
+
+def test_a_file_size_limit_names_the_file(tiny_run, tmp_path):
+    """``ulimit -f``: before, ``[Errno 27] File too large`` named no file."""
+    import resource
+
+    archive, *_ = tiny_run
+    out = tmp_path / "run"
+    limit = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))  # noqa: E731 - the checkpoint is larger
+    proc = subprocess.run(command("train", "--data", archive, *TINY_TRAIN, "--epochs", 1, "--quiet", "--out", out), cwd=ROOT,
+                          env=process_env(), capture_output=True, text=True, preexec_fn=limit, timeout=300)
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith(f"minibasis train: error: {out / 'checkpoint.npz'}: File too large; nothing was written there"), proc.stderr
+    assert not runs.stale_temp_files(out)
+
+
+def test_out_of_memory_is_one_line_with_the_model_and_batch_size(tiny_run, tmp_path, capsys, monkeypatch):
+    archive, *_ = tiny_run
+
+    def no_memory(*args, **kwargs):
+        raise MemoryError("Unable to allocate 3.00 GiB for an array with shape (805306368,) and data type float32")
+
+    monkeypatch.setattr(T, "_sgd_step", no_memory)
+    code, out, err = run(capsys, "train", "--data", archive, *TINY_TRAIN, "--epochs", 1, "--quiet", "--out", tmp_path / "run")
+    assert code == 1 and err.count("\n") == 1, err
+    assert err == ("minibasis train: error: out of memory (Unable to allocate 3.00 GiB for an array with shape (805306368,) and data "
+                   "type float32) while training resnet8 with batch size 10; try a smaller --batch-size, or fewer --threads\n")
+
+
+def test_ctrl_c_before_any_run_file_says_to_run_the_command_again(tiny_run, tmp_path, capsys, monkeypatch):
+    archive, *_ = tiny_run
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(T, "load_run_data", interrupted)
+    code, out, err = run(capsys, "train", "--data", archive, *TINY_TRAIN, "--out", tmp_path / "run")
+    assert code == 130
+    assert err == "minibasis train: interrupted. No run file was written: run the same command again to start the run.\n"
+
+
+def test_resume_with_nothing_else_continues_or_says_the_run_is_complete(tiny_run, tmp_path, capsys):
+    """Issue 24.4: the run remembers its data; each resume says where it starts."""
+    archive, *_ = tiny_run
+    out = tmp_path / "run"
+    code, stdout, err = run(capsys, "train", "--data", archive, *TINY_TRAIN, "--epochs", 2, "--stop-after", 1, "--quiet", "--out", out)
+    assert code == 0 and stdout.endswith(f"1 of 2 epochs done; continue it with: minibasis train --resume --out {out}\n"), stdout
+    code, stdout, err = run(capsys, "train", "--resume", "--out", out, "--quiet")
+    assert code == 0 and stdout.startswith(f"{out}: resuming at epoch 2 of 2\n"), (stdout, err)
+    code, stdout, err = run(capsys, "train", "--resume", "--out", out, "--quiet")
+    assert code == 0 and stdout.startswith(f"{out}: the run is already complete (2 of 2 epochs)"), (stdout, err)
+    complete_run(out, 2)
+
+
+def test_resume_on_data_moved_elsewhere_and_on_other_data_when_allowed(tiny_run, tmp_path, capsys):
+    archive, *_ = tiny_run
+    out = tmp_path / "run"
+    assert run(capsys, "train", "--data", archive, *TINY_TRAIN, "--epochs", 3, "--stop-after", 1, "--quiet", "--out", out)[0] == 0
+    moved = tmp_path / "moved" / archive.name
+    moved.parent.mkdir()
+    shutil.copy(archive, moved)
+    code, stdout, err = run(capsys, "train", "--resume", "--data", moved, "--stop-after", 1, "--quiet", "--out", out)
+    assert code == 0, err  # the same bytes elsewhere: accepted, the new path recorded
+    assert json.loads((out / "config.json").read_text())["data"]["path"] == str(moved)
+    other = write_cifar10_archive(tmp_path / "other", train_per_class=4, test_per_class=2, seed=9)
+    code, stdout, err = run(capsys, "train", "--resume", "--data", other, "--quiet", "--out", out)
+    assert code == 1 and err.startswith("minibasis train: error: data: expected the data of the run"), err
+    code, stdout, err = run(capsys, "train", "--resume", "--data", other, "--allow-other-data", "--quiet", "--out", out)
+    assert code == 0 and f"note: training on {other}" in stdout, (stdout, err)
+    assert json.loads((out / "config.json").read_text())["data"]["path"] == str(other)

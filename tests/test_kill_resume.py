@@ -11,6 +11,8 @@ and no temp file may be left. ``MINIBASIS_HYPOTHESIS_PROFILE=thorough`` draws 60
 instead of 8.
 """
 
+import contextlib
+import io
 import json
 import os
 import shutil
@@ -24,7 +26,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import minibasis.train as T
-from minibasis import runs
+from minibasis import cli, runs
 
 from cifar_files import write_cifar10_archive
 from run_files import assert_npz_identical, read_log, without_timing
@@ -240,3 +242,97 @@ def test_overwrite_removes_only_what_minibasis_wrote(finished_run, tmp_path):
     code, out, err = finished(minibasis("train", "--data", archive, *TINY, "--epochs", 1, "--overwrite", "--out", folder))
     assert_refused(code, out, err, folder / "weights.npz")
     assert snapshot(folder) == before
+
+
+# ----------------------------------------------- issue 21: any hand edit, then train --resume
+#
+# A run folder stopped after 1 of 3 epochs is edited by hand, one to three times: a file
+# deleted, truncated, two files swapped, a byte flipped or a JSON field changed, a file replaced
+# by a symbolic link to a file outside, a symbolic .lock planted. Then ``minibasis train --resume
+# --out F``. Either the run continues and ends bit-identical to the uninterrupted run, or it is
+# refused in one line naming a file of F, with every file there (and outside) byte-identical.
+
+EDITS = 30 if os.environ.get("MINIBASIS_HYPOTHESIS_PROFILE") == "thorough" else 6
+NAMES = ["config.json", "log.jsonl", "weights.npz", "checkpoint.npz"]
+FIELDS = ["epochs", "lr", "model", "seed", "lam", "data", "extensions", "format", "mine"]
+VALUES = [5, "2", None, 0.5, 10.0, "resnet14-s2u1", {}, [], "minibasis run 1"]
+
+edit = st.one_of(
+    st.tuples(st.just("delete"), st.sampled_from(NAMES)),
+    st.tuples(st.just("truncate"), st.sampled_from(NAMES), st.floats(0, 1, exclude_max=True)),
+    st.tuples(st.just("swap"), st.sampled_from(NAMES), st.sampled_from(NAMES)),
+    st.tuples(st.just("flip"), st.sampled_from(NAMES), st.floats(0, 1, exclude_max=True)),
+    st.tuples(st.just("field"), st.sampled_from(["config.json", "log.jsonl"]), st.sampled_from(FIELDS), st.sampled_from(VALUES)),
+    st.tuples(st.just("link"), st.sampled_from(NAMES + [".lock"])),
+)
+
+
+def apply_edit(folder, outside, change):
+    kind, name, *rest = change
+    path = folder / name
+    if kind == "link":
+        path.unlink(missing_ok=True)
+        path.symlink_to(outside)
+        return
+    if not path.is_file() or path.is_symlink():
+        return  # deleted or linked by an earlier edit
+    data = path.read_bytes()
+    if kind == "delete":
+        path.unlink()
+    elif kind == "truncate":
+        path.write_bytes(data[:int(rest[0] * len(data))])
+    elif kind == "swap" and (folder / rest[0]).is_file() and not (folder / rest[0]).is_symlink():
+        path.write_bytes((folder / rest[0]).read_bytes())
+        (folder / rest[0]).write_bytes(data)
+    elif kind == "flip" and data:
+        flipped = bytearray(data)
+        flipped[int(rest[0] * len(data))] ^= 0x20
+        path.write_bytes(bytes(flipped))
+    elif kind == "field":
+        lines = data.decode(errors="replace").splitlines() or ["{}"]
+        try:
+            record = json.loads(lines[0])
+        except ValueError:
+            return
+        if isinstance(record, dict):
+            lines[0] = json.dumps({**record, rest[0]: rest[1]})
+            path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture(scope="module")
+def stopped_and_straight(tmp_path_factory):
+    """(a run stopped after 1 of 3 epochs, the uninterrupted 3-epoch run)."""
+    root = tmp_path_factory.mktemp("edits")
+    archive = write_cifar10_archive(root, train_per_class=4, test_per_class=2, seed=0)
+    for name, extra in (("stopped", ["--stop-after", 1]), ("straight", [])):
+        code, _, err = finished(minibasis("train", "--data", archive, *TINY, "--epochs", 3, *extra, "--out", root / name))
+        assert code == 0, err
+    return root / "stopped", root / "straight"
+
+
+@settings(max_examples=EDITS)
+@given(changes=st.lists(edit, min_size=1, max_size=3))
+def test_any_hand_edit_then_resume_continues_bit_identically_or_is_refused_naming_a_file(stopped_and_straight, kills, changes):
+    stopped, straight = stopped_and_straight
+    folder = kills()
+    shutil.copytree(stopped, folder)
+    outside = folder.parent / f"{folder.name}-outside.txt"
+    outside.write_text("a user's file\n")
+    for change in changes:
+        apply_edit(folder, outside, change)
+    before = snapshot(folder)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = cli.main(["train", "--resume", "--quiet", "--out", str(folder)])
+    err = err.getvalue()
+    assert outside.read_text() == "a user's file\n"
+    if code == 0:
+        for name in ("weights.npz", "checkpoint.npz"):
+            assert_npz_identical(straight / name, folder / name)
+        assert without_timing(read_log(folder)) == without_timing(read_log(straight))
+        assert (folder / "config.json").read_text() == (straight / "config.json").read_text()
+        assert sorted(p.name for p in folder.iterdir()) == sorted(NAMES) and not any(p.is_symlink() for p in folder.iterdir())
+    else:
+        assert code == 1 and err.count("\n") == 1 and "Traceback" not in err, (changes, err)
+        assert err.startswith("minibasis train: error: ") and str(folder) in err, (changes, err)
+        assert snapshot(folder) == before, changes
