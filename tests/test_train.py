@@ -682,3 +682,39 @@ def test_log_of_shared_model(straight, archive):
     # epochs=2: milestones ⌈1.0⌉ = 1 and ⌈1.5⌉ = 2, so the 2nd epoch runs at lr/10.
     assert [r["lr"] for r in logged] == [0.1, 0.1 * 0.1 ** 1]
     assert json.loads((run / "config.json").read_text()) == saved_config(SHARED, archive)
+
+
+# ------------------------------------------------------------------ issue 21 / 24: what a run records
+
+
+def test_a_resume_says_so_when_the_kernel_form_changes(archive, first_epoch, tmp_path):
+    """Issue 21: under MINIBASIS_REFERENCE=1 a resume drifted from the uninterrupted run unsaid."""
+    from minibasis.mode import reference_mode
+
+    run = copy_run(first_epoch, tmp_path)
+    said = []
+    with reference_mode():
+        T.train(SHARED, run, data_path=archive, resume=True, quiet=True, print_fn=said.append)
+    assert any("written with the fast kernels and this run uses the reference ones" in line for line in said), said
+    assert str(npz_arrays(run / "checkpoint.npz")["kernels"]) == "reference"
+
+
+def test_a_first_round_run_resumes_and_equivalent_lambdas_are_equal(archive, first_epoch, straight, tmp_path):
+    """A run written before λ was recorded (``"lam": null``, no format, data or log in the
+    checkpoint) resumes, with --lam 0 / 10 taken as the default it stood for (issue 21)."""
+    run = copy_run(first_epoch, tmp_path)
+    arrays = npz_arrays(run / "checkpoint.npz")
+    config = {**json.loads(str(arrays["config"])), "lam": None}
+    np.savez(run / "checkpoint.npz", **{k: v for k, v in arrays.items() if k not in ("format", "log", "data", "kernels", "config")},
+             config=np.array(json.dumps(config)))
+    (run / "config.json").write_text(json.dumps({**config, "extensions": []}))
+    records = quiet_train(replace(SHARED, lam=10), run, archive, resume=True)
+    assert without_timing(records) == without_timing(read_log(straight[0]))
+    assert_npz_identical(straight[0] / "weights.npz", run / "weights.npz")
+
+
+def test_a_fresh_run_records_lambda_and_data(archive, tmp_path):
+    records = quiet_train(TINY, tmp_path / "run", archive)
+    assert records[0]["lam"] == 0.0  # resnet8: no bases
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved == saved_config(TINY, archive)
