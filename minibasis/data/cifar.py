@@ -281,8 +281,8 @@ def _pick(folder):
 
 
 def _locate(path):
-    """(where, {file name: bytes}) of the CIFAR files that ``path`` points at; ``where``
-    prefixes a file name to say where it came from in error messages."""
+    """(where, {file name: bytes}, the archive or folder read) of the CIFAR files that ``path``
+    points at; ``where`` prefixes a file name to say where it came from in error messages."""
     path = Path(path).expanduser()
     if not path.exists():
         fail("path", "an existing file or folder", f"{path} (no such file or folder)", FileNotFoundError)
@@ -290,13 +290,13 @@ def _locate(path):
         names = [p.name for p in path.iterdir() if _is_cifar_file(p.name) and p.exists()]
         if not names:
             return _locate(_pick(path))
-        return f"{path}/", {n: _regular(path / n, "a regular file of CIFAR batches").read_bytes() for n in names}
+        return f"{path}/", {n: _regular(path / n, "a regular file of CIFAR batches").read_bytes() for n in names}, path
     groups = _read_tar(_regular(path, "a CIFAR archive (a regular file) or its folder"))
     if len(groups) != 1:
         fail("path", f"one folder of CIFAR batches in the archive {path}",
              f"{len(groups)}: {sorted(groups)}")
     folder, files = groups.popitem()
-    return f"{path}:{folder}/" if folder else f"{path}:", files
+    return (f"{path}:{folder}/" if folder else f"{path}:"), files, path
 
 
 # ------------------------------------------------------------------------ loading
@@ -327,8 +327,8 @@ def load_cifar(path, *, md5=None):
     """
     if md5 is not None:
         _check_md5(path, md5)
-    where, files = _locate(path)
-    source = _identity(path, files)
+    where, files, read = _locate(path)
+    source = _identity(read, files)
     specs = {_dataset_of(n).name: _dataset_of(n) for n in files}
     if len(specs) != 1:
         fail(where, "the files of one dataset", sorted(files))
