@@ -100,7 +100,8 @@ def _train_parser(sub):
     t.add_argument("--allow-other-data", action="store_true", help=_help(
         "with --resume, train on --data other than the run's (recorded)", "refuse data whose SHA-256 is not the run's"))
     t.add_argument("--overwrite", action="store_true", help=_help(
-        "replace the run in --out (the run files minibasis wrote are deleted first)", "refuse a folder that holds a run"))
+        "replace the run in --out (the run files minibasis wrote are deleted first)",
+        "refuse a folder that holds a run"))
     t.add_argument("--stop-after", type=int, metavar="K", help=_help("leave after K epochs of this call (continue later with --resume)", "train to the last epoch"))
     _progress_options(t)
     t.add_argument("--device", default="cpu", choices=backend.NAMES, help=_help("where convolutions run (gpu: needs cupy and a CUDA GPU)", "cpu"))
@@ -239,7 +240,8 @@ def main(argv=None):
         _say(f"minibasis {args.command}: interrupted.{_interrupted_advice(args)}")
         return 130
     except MemoryError as error:
-        _say(f"minibasis {args.command}: error: out of memory ({_one_line(error) or 'MemoryError'}){_memory_advice(args)}")
+        what = _one_line(error) or "MemoryError"
+        _say(f"minibasis {args.command}: error: out of memory ({what}){_memory_advice(args)}")
         return 1
     except ERRORS as error:
         _say(f"minibasis {args.command}: error: {_one_line(error)}")

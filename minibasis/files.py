@@ -44,7 +44,8 @@ def atomic_write(path, write):
     except BaseException as error:
         tmp.unlink(missing_ok=True)
         if isinstance(error, OSError) and error.errno and error.filename is None:  # ENOSPC, EFBIG: say which file
-            raise OSError(error.errno, f"{error.strerror}; nothing was written there (a previous file is intact)", str(path)) from None
+            why = f"{error.strerror}; nothing was written there (a previous file is intact)"
+            raise OSError(error.errno, why, str(path)) from None
         raise
     return path
 
@@ -120,7 +121,8 @@ def _acquire(path):
         except FileNotFoundError:
             continue
         except OSError:  # ELOOP: a symbolic link
-            fail(str(path), "a lock file minibasis made", "a symbolic link (never followed); move it away", FileExistsError)
+            fail(str(path), "a lock file minibasis made", "a symbolic link (never followed); move it away",
+                 FileExistsError)
         try:
             if _lock(fd, path):
                 return fd
@@ -161,7 +163,8 @@ def _lock(fd, path):
     except BlockingIOError:
         text = os.pread(fd, 64, 0).decode(errors="replace")
         holder = text.rpartition("PID ")[2].strip() if text.startswith(LOCK_HEADER.decode()) else ""
-        fail(str(path.parent), "a folder no other process is using", f"one locked by PID {holder or 'unknown (it is starting)'}", FolderBusy)
+        fail(str(path.parent), "a folder no other process is using",
+             f"one locked by PID {holder or 'unknown (it is starting)'}", FolderBusy)
     try:
         now = os.stat(path, follow_symlinks=False)
     except FileNotFoundError:

@@ -149,7 +149,8 @@ def load_checkpoint(path, model):
     rng = rng_from_json(_text(_entry(arrays, "rng_state", path), f"{where}['rng_state']"), f"{where}['rng_state']")
     extensions = _json_entry(arrays, "extensions", path, list) if "extensions" in arrays else []  # none before extensions existed
     records = _json_entry(arrays, "log", path, list) if "log" in arrays else None  # a first-round checkpoint
-    if records is not None and [r.get("epoch") if isinstance(r, dict) else None for r in records] != list(range(1, epoch + 1)):
+    epochs_recorded = [r.get("epoch") if isinstance(r, dict) else None for r in records or []]
+    if records is not None and epochs_recorded != list(range(1, epoch + 1)):
         fail(f"{where}['log']", f"the records of epochs 1–{epoch}", repr(_clip(json.dumps(records))))
     data = _json_entry(arrays, "data", path, dict) if "data" in arrays else None
     kernels = _text(arrays["kernels"], f"{where}['kernels']") if "kernels" in arrays else None
@@ -160,8 +161,8 @@ def load_checkpoint(path, model):
         fail(where, f"the weights of a {model.spec.name}", str(error))
     momentum = {k[len("momentum/"):]: v for k, v in arrays.items() if k.startswith("momentum/")}
     _check_momentum(momentum, params, epoch, config, where)
-    return Checkpoint(params, state, unflatten(momentum) if momentum else None, epoch, rng, config, extensions, records, data,
-                      kernels)
+    momentum = unflatten(momentum) if momentum else None
+    return Checkpoint(params, state, momentum, epoch, rng, config, extensions, records, data, kernels)
 
 
 def read_checkpoint_config(path):

@@ -78,7 +78,8 @@ class TrainConfig:
             raise ValueError(f"{name('model')}: {error}") from None
         one_of(name("dataset"), self.dataset, sorted(DATASETS))
         if spec.dataset in DATASETS and spec.name.startswith(f"{spec.dataset}-") and spec.dataset != self.dataset:
-            fail(name("model"), f"a model for {self.dataset} (dataset), not one the spec names for {spec.dataset}", repr(self.model))
+            fail(name("model"), f"a model for {self.dataset} (dataset), not one the spec names for {spec.dataset}",
+                 repr(self.model))
         for field in ("train_size", "test_size"):
             if getattr(self, field) is not None:  # None: all images
                 integer(name(field), getattr(self, field), 1)
@@ -302,8 +303,8 @@ class _Run:
         test = evaluation_subset(data, config.test_size, seed=config.seed)
         step_fn = gradient_and_aux(lambda p, s, x, y, rng: training_loss(model, p, s, x, y, lam, rng))
         kernels = "reference" if is_reference() else "fast"
-        return cls(config, folder, model, lam, *train, *test, *data.stats, data.source, kernels, progress_every, print_fn,
-                   step_fn)
+        return cls(config, folder, model, lam, *train, *test, *data.stats, data.source, kernels, progress_every,
+                   print_fn, step_fn)
 
     def progress(self, label, total, later_images):
         """Progress of a phase; its run ETA counts ``later_images`` more at the phase's rate."""
@@ -362,8 +363,8 @@ def _resume(run, allow_other_data):
         state.extensions = state.extensions + [extension]
         run.print_fn(_extension_note(run.config, extension))
     elif state.done == run.config.epochs:
-        run.print_fn(f"{run.folder}: the run is already complete ({state.done} of {state.done} epochs); nothing to train. "
-                     f"To extend it, resume with more epochs (--epochs N, N > {state.done}).")
+        run.print_fn(f"{run.folder}: the run is already complete ({state.done} of {state.done} epochs); "
+                     f"nothing to train. To extend it, resume with more epochs (--epochs N, N > {state.done}).")
     else:
         run.print_fn(f"{run.folder}: resuming at epoch {state.done + 1} of {run.config.epochs}")
     runs.remove(runs.stale_temp_files(run.folder))  # we hold the lock: nobody else is writing them
@@ -414,7 +415,8 @@ def _read_run_without_checkpoint(run, config_json, allow_other_data):
     if records or (folder / runs.WEIGHTS).exists():
         what = f"{log_path} records {len(records)} epochs" if records else f"{folder / runs.WEIGHTS} exists"
         fail(str(checkpoint_path), "the checkpoint of the run (a resume continues from it)",
-             f"no file, though {what}; restore it, or start the run again with --overwrite (which deletes the run's files)",
+             f"no file, though {what}; restore it, or start the run again with --overwrite (which deletes the "
+             "run's files)",
              FileNotFoundError)
     if config_json is None:
         if not runs.stale_temp_files(folder):
@@ -443,7 +445,8 @@ def _check_same_run(saved, config, source):
     if differences:
         fail("config", f"the configuration of the run in {source} (only epochs may change, to extend it)", "; ".join(differences))
     if config.epochs < saved.epochs:
-        fail("epochs", f"at least {saved.epochs}, the run's epochs (a run can be extended, not shortened)", repr(config.epochs))
+        fail("epochs", f"at least {saved.epochs}, the run's epochs (a run can be extended, not shortened)",
+             repr(config.epochs))
 
 
 def _check_config_agrees(config_json, saved, config_path, checkpoint_path, done):
@@ -452,12 +455,14 @@ def _check_config_agrees(config_json, saved, config_path, checkpoint_path, done)
     config_from_saved(config_json, config_path)  # its own fields first: a bad one is named as such
     mine = {"data": None, "extensions": [], **{k: v for k, v in config_json.items() if k != "format"}}
     last = saved["extensions"][-1] if saved["extensions"] else None
-    before = last and last.get("at_epoch") == done and {**saved, "epochs": last["from_epochs"], "extensions": saved["extensions"][:-1]}
+    before = (last and last.get("at_epoch") == done
+              and {**saved, "epochs": last["from_epochs"], "extensions": saved["extensions"][:-1]})
     if mine in (saved, before):
         return
-    differences = [f"{k} {mine.get(k)!r} (the checkpoint's: {saved.get(k)!r})" for k in {**saved, **mine} if mine.get(k) != saved.get(k)]
-    fail(str(config_path), f"the configuration that {checkpoint_path} holds (the run's record; delete {config_path.name} "
-         "to have it written again from the checkpoint)", "; ".join(sorted(differences)[:3]))
+    differences = [f"{k} {mine.get(k)!r} (the checkpoint's: {saved.get(k)!r})"
+                   for k in {**saved, **mine} if mine.get(k) != saved.get(k)]
+    fail(str(config_path), f"the configuration that {checkpoint_path} holds (the run's record; delete "
+         f"{config_path.name} to have it written again from the checkpoint)", "; ".join(sorted(differences)[:3]))
 
 
 def _check_log(run, checkpoint, checkpoint_path):
@@ -468,8 +473,10 @@ def _check_log(run, checkpoint, checkpoint_path):
     if checkpoint.records is None:  # a first-round checkpoint: the log holds the records
         return _records_until(log, checkpoint.epoch, log_path)
     if log is not None and not (log == checkpoint.records[:len(log)] and len(log) >= checkpoint.epoch - 1):
-        first = next((i for i, (a, b) in enumerate(zip(log, checkpoint.records)) if a != b), min(len(log), checkpoint.epoch))
-        fail(str(log_path), f"the records of epochs 1–{checkpoint.epoch} that {checkpoint_path} holds (the run's record)",
+        differing = (i for i, (a, b) in enumerate(zip(log, checkpoint.records)) if a != b)
+        first = next(differing, min(len(log), checkpoint.epoch))
+        fail(str(log_path), f"the records of epochs 1–{checkpoint.epoch} that {checkpoint_path} holds (the run's "
+             "record)",
              f"{len(log)} records, the first that differs epoch {first + 1}; delete {log_path.name} to have it written "
              "again from the checkpoint")
     return checkpoint.records
@@ -480,9 +487,10 @@ def _check_data(run, recorded, where, allow_other_data):
     if not recorded or recorded.get("sha256") == run.data["sha256"]:
         return bool(recorded) and recorded != run.data  # moved: the new path is recorded
     if not allow_other_data:
-        fail("data", f"the data of the run recorded in {where} ({recorded.get('path')}, SHA-256 {str(recorded.get('sha256'))[:12]}…)",
-             f"{run.data['path']} (SHA-256 {run.data['sha256'][:12]}…); pass allow_other_data=True (--allow-other-data) "
-             "to train on it all the same")
+        sha = str(recorded.get("sha256"))[:12]
+        fail("data", f"the data of the run recorded in {where} ({recorded.get('path')}, SHA-256 {sha}…)",
+             f"{run.data['path']} (SHA-256 {run.data['sha256'][:12]}…); pass allow_other_data=True "
+             "(--allow-other-data) to train on it all the same")
     run.print_fn(f"note: training on {run.data['path']}, not on the run's {recorded.get('path')} (allowed; recorded)")
     return True
 
@@ -559,11 +567,13 @@ def _sgd_step(run, state, xb, yb, lr, where):
     if config.augment:
         xb = augment(xb, state.rng)
     try:
-        grads, (loss, ce, r, logits, bn_state) = run.step_fn(state.params, state.bn_state, normalize(xb, run.mean, run.std), yb, state.rng)
+        x = normalize(xb, run.mean, run.std)
+        grads, (loss, ce, r, logits, bn_state) = run.step_fn(state.params, state.bn_state, x, yb, state.rng)
     except ValueError as error:
         if len(yb) == 1 and "more than 1 value per channel" in str(error):  # BN of a 1×1 map from a batch of one
             fail("batch_size", f"batches of at least 2 images: {config.model}'s last BN sees 1×1 maps at 32 px",
-                 f"a last batch of 1 image at {where} (batch_size {config.batch_size}, train_size {config.train_size}); "
+                 f"a last batch of 1 image at {where} (batch_size {config.batch_size}, train_size "
+                 f"{config.train_size}); "
                  "change batch_size (--batch-size) or train_size (--train-size)")
         raise
     _guard(run, where, {"cross-entropy loss": ce, "orthogonality R": r, "loss (cross-entropy + λ·R)": loss})

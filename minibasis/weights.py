@@ -108,7 +108,8 @@ def save_weights(path, model, params, state):
     non-finite value, a dtype other than float32/float64, or mixed floating dtypes."""
     model.check_trees(params, state)
     arrays = to_state_dict(model, params, state)
-    problems = [problem for key, shape, *_ in state_dict_layout(model) if (problem := _value_problem(key, arrays[key], tuple(shape)))]
+    problems = [_value_problem(key, arrays[key], tuple(shape)) for key, shape, *_ in state_dict_layout(model)]
+    problems = [problem for problem in problems if problem]
     dtypes = sorted({str(a.dtype) for a in arrays.values() if a.dtype.kind == "f"})
     if len(dtypes) > 1:
         problems.append(f"expected one floating dtype for all arrays, got {', '.join(dtypes)}")
@@ -151,14 +152,16 @@ def _check_declared_sizes(path, what, max_bytes):
             with archive.open(info) as member:
                 try:
                     major, _ = np.lib.format.read_magic(member)
-                    read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+                    fmt = np.lib.format
+                    read_header = fmt.read_array_header_1_0 if major == 1 else fmt.read_array_header_2_0
                     shape, _, dtype = read_header(member)
                 except ValueError:  # np.load says what is wrong
                     continue
             size = math.prod(shape) * dtype.itemsize
             total += size
             if size > info.file_size or total > max_bytes:
-                why = "more than the archive holds" if size > info.file_size else f"more than {max_bytes / 2**30:g} GiB in all"
+                too_big = size > info.file_size
+                why = "more than the archive holds" if too_big else f"more than {max_bytes / 2**30:g} GiB in all"
                 raise ValueError(f"an entry {info.filename[:-4]!r} that declares shape {shape} of {dtype} "
                                  f"({size / 2**30:.3g} GiB), {why}")  # read_npz names the file
 

@@ -153,7 +153,8 @@ def _unpickle(blob, where):
     except pickle.UnpicklingError as err:
         refused = str(err).startswith("refusing to load ")
         fail(where, "a pickled CIFAR batch (dicts, lists, bytes, NumPy arrays)",
-             f"a pickle of {str(err)[len('refusing to load '):]}, which is not part of one (refused: loading it could run code)"
+             f"a pickle of {str(err)[len('refusing to load '):]}, which is not part of one "
+             "(refused: loading it could run code)"
              if refused else "a damaged pickle")
     except Exception as err:  # any other failure here means a damaged or foreign file
         fail(where, "a pickled CIFAR batch", f"a damaged or foreign file ({type(err).__name__})")
@@ -256,7 +257,8 @@ def _regular(path, what):
     socket is refused before it is opened: reading one could hang)."""
     mode = path.stat().st_mode
     if not stat.S_ISREG(mode):
-        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file"
+        device = stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a device" if device else "not a regular file"
         fail("path", what, f"{path}, {kind}")
     if path.stat().st_size > MAX_ARCHIVE_BYTES:
         fail("path", f"{what} of at most {MAX_ARCHIVE_BYTES >> 20} MiB", f"{path}, {path.stat().st_size} bytes")
@@ -336,7 +338,8 @@ def load_cifar(path, *, md5=None):
     if spec.meta_file not in files:
         fail(where, f"the label names file {spec.meta_file!r}", "no such file")
     meta_where = f"{where}{spec.meta_file}"
-    label_names = _label_names(_get(_unpickle(files[spec.meta_file], meta_where), spec.names_key, meta_where), spec, meta_where)
+    names = _get(_unpickle(files[spec.meta_file], meta_where), spec.names_key, meta_where)
+    label_names = _label_names(names, spec, meta_where)
     train_names = sorted((n for n in files if re.fullmatch(spec.train_pattern, n)),
                          key=lambda n: _batch_number(n, spec))
     if not train_names:
@@ -360,10 +363,11 @@ def load_cifar(path, *, md5=None):
 
 def _label_names(names, spec, where):
     """The ``spec.classes`` class names of the meta file, as text."""
+    key = f"{where}['{spec.names_key.decode()}']"
     if not (isinstance(names, (list, tuple)) and all(isinstance(n, (bytes, str)) for n in names)):
-        fail(f"{where}['{spec.names_key.decode()}']", f"a list of {spec.classes} class names", f"{type(names).__name__} {_clip(names)}")
+        fail(key, f"a list of {spec.classes} class names", f"{type(names).__name__} {_clip(names)}")
     if len(names) != spec.classes:
-        fail(f"{where}['{spec.names_key.decode()}']", f"the {spec.classes} class names of {spec.name}", f"{len(names)} names")
+        fail(key, f"the {spec.classes} class names of {spec.name}", f"{len(names)} names")
     return [n.decode(errors="replace") if isinstance(n, bytes) else n for n in names]
 
 
@@ -382,6 +386,7 @@ def _identity(path, files):
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 digest.update(chunk)
         return {"path": str(path), "sha256": digest.hexdigest(), "bytes": size}
-    manifest = "".join(f"{name} {len(blob)} {hashlib.sha256(blob).hexdigest()}\n" for name, blob in sorted(files.items()))
+    manifest = "".join(f"{name} {len(blob)} {hashlib.sha256(blob).hexdigest()}\n"
+                       for name, blob in sorted(files.items()))
     return {"path": str(path), "sha256": hashlib.sha256(manifest.encode()).hexdigest(),
             "bytes": sum(map(len, files.values()))}

@@ -201,8 +201,8 @@ class Model:
                 checks.shape(f"params[{name!r}]", leaf, expected, f"(the {self.spec.name} parameter)")
                 dtype = dtype or (np.dtype(leaf.dtype), name)
                 if leaf.dtype != dtype[0] or dtype[0] not in (np.float32, np.float64):
-                    checks.fail(f"params[{name!r}]", f"dtype {dtype[0]} (that of {dtype[1]}; float32 or float64, one for all: "
-                                "no silent casts)", str(leaf.dtype))
+                    checks.fail(f"params[{name!r}]", f"dtype {dtype[0]} (that of {dtype[1]}; float32 or float64, "
+                                "one for all: no silent casts)", str(leaf.dtype))
 
     def check_trees(self, params, state):
         """ValueError naming the first missing or unexpected leaf of ``params`` or ``state``."""

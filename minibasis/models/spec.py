@@ -88,7 +88,9 @@ def parse_spec(spec, num_classes=None):
     if not match:
         _refuse(spec, "a model spec")
     dataset = match["dataset"] or "cifar10"
-    num_classes = DEFAULT_CLASSES[dataset] if num_classes is None else checks.integer("num_classes", num_classes, 1, MAX_CLASSES)
+    if num_classes is not None:
+        num_classes = checks.integer("num_classes", num_classes, 1, MAX_CLASSES)
+    num_classes = DEFAULT_CLASSES[dataset] if num_classes is None else num_classes
     kind, whole = match["kind"], match["whole"]
     if max(len(match["s"] or ""), len(match["u"] or ""), len(match["depth"] or "")) > 5:  # before int(): no digit limit
         _refuse(spec, f"ranks S, U ≤ {MAX_RANK} and a depth ≤ {MAX_DEPTH}")
