@@ -209,6 +209,9 @@ def float64_checkpoint(arrays):
     return {k: v.astype(np.float64) if v.dtype == np.float32 else v for k, v in arrays.items()}
 
 
+EMPTY_BATCH = pickle.dumps({b"data": np.zeros((0, 3072), np.uint8), b"labels": []}, protocol=2)
+
+
 def batch_without_class_9():
     _, _, batch = make_batch(np.random.default_rng(0), 36, labels=[i % 9 for i in range(36)])
     return pickle.dumps(batch, protocol=2)
@@ -332,6 +335,8 @@ CLI = [
         "{here}/a.tar.gz:cifar-10-batches-py/data_batch_1", "expected a regular file member, got a hard link"),
     Row("train --data with an empty batch", lambda w: ["train", *w.tiny, "--data", w.hostile("a.tar.gz", batch=b"")],
         "{here}/a.tar.gz:cifar-10-batches-py/data_batch_1", "got an empty file"),
+    Row("train --data with a batch of 0 images", lambda w: ["train", *w.tiny, "--data", w.hostile("a.tar.gz", batch=EMPTY_BATCH)],
+        "{here}/a.tar.gz:cifar-10-batches-py/data_batch_1", "expected at least one image, got an empty batch"),
     Row("train --data with a protocol-2 pickle of a set", lambda w: ["train", *w.tiny, "--data", w.hostile("a.tar.gz", batch=pickle.dumps({1}, protocol=2))],
         "{here}/a.tar.gz:cifar-10-batches-py/data_batch_1", "a pickle of __builtin__.set, which is not part of one"),
     Row("train --train-size with a class missing from the data", lambda w: ["train", *w.tiny, "--data", w.hostile("a.tar.gz", batch=batch_without_class_9())],

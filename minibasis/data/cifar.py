@@ -137,6 +137,8 @@ class _CifarUnpickler(pickle.Unpickler):
         ("numpy.core.multiarray", "scalar"),
         ("numpy._core.multiarray", "scalar"),
         ("_codecs", "encode"),  # bytes in protocol-2 pickles written by Python 3
+        ("__builtin__", "bytes"),  # empty bytes in them
+        ("builtins", "bytes"),
     }
 
     def find_class(self, module, name):
