@@ -184,7 +184,8 @@ def _batch(files, name, spec, where, num_classes):
         got = (f"{data.dtype} array of shape {data.shape}" if isinstance(data, np.ndarray)
                else type(data).__name__)
         fail(where, f"data as an N x {_ROW} uint8 array", got)
-    labels = np.asarray(labels)
+    empty = isinstance(labels, (list, tuple)) and not labels
+    labels = np.zeros(0, np.int64) if empty else np.asarray(labels)  # (np.asarray([]) is float64)
     if labels.shape != (len(data),) or not np.issubdtype(labels.dtype, np.integer):
         fail(where, f"{len(data)} integer labels (one per image)",
              f"{labels.dtype} array of shape {labels.shape}")
