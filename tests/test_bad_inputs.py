@@ -24,7 +24,7 @@ import pytest
 
 from minibasis import cli, runs
 from minibasis.conv import conv2d, conv2d_input_grad
-from minibasis.layers import dropout, max_pool2d
+from minibasis.layers import batch_norm, batch_norm_state, dropout, max_pool2d
 from minibasis.mode import reference_mode
 from minibasis.parallel import set_threads
 from minibasis.autodiff import gradient_and_aux, tree_vjp
@@ -410,6 +410,10 @@ LIBRARY = [
         "train", "expected True or False, got 'False'"),
     Row("model.apply of a float64 fc.weight among float32", lambda w: w.resnet8()[0].apply(*w.resnet8(fc64=True)[1:], np.zeros((1, 3, 8, 8), np.float32), train=False),
         "params['fc.weight']", "expected dtype float32 (that of conv1.weight; float32 or float64, one for all: no silent casts), got float64"),
+    Row("batch_norm train='False'", lambda w: batch_norm(np.zeros((2, 3, 2, 2)), np.ones(3), np.zeros(3), batch_norm_state(3), train="False"),
+        "train", "expected True or False, got 'False'"),
+    Row("batch_norm relu=1", lambda w: batch_norm(np.zeros((2, 3, 2, 2)), np.ones(3), np.zeros(3), batch_norm_state(3), train=False, relu=1),
+        "relu", "expected True or False, got 1"),
     Row("model.init dtype=float16", lambda w: create_model("resnet8").init(0, dtype=np.float16), "dtype", "expected numpy.float32 or numpy.float64, got float16"),
     Row("save_weights of NaN parameters", lambda w: save_weights(w.folder() / "w.npz", *w.resnet8(nan=True)), "{here}/w.npz",
         "refusing to write weights that would not load: key 'fc.bias': expected finite values"),
