@@ -43,6 +43,7 @@ FORMAT = "minibasis run 2"  # config.json's and checkpoint.npz's "format": the f
 #: config.json of the first round of runs (no "format"): recognised by its exact fields.
 LEGACY_CONFIG_KEYS = {"model", "dataset", "train_size", "test_size", "epochs", "batch_size", "lr", "momentum",
                       "weight_decay", "nesterov", "schedule", "lam", "augment", "seed", "extensions"}
+NOT_OURS = "a file minibasis did not write (or one damaged since)"  # what foreign_file says of one
 STATE_DICT_SUFFIXES = (".weight", ".bias", ".running_mean", ".running_var", ".num_batches_tracked")
 
 
@@ -75,7 +76,7 @@ def foreign_file(folder):
         if path.is_symlink() or (path.exists() and not path.is_file()):
             return path, "a symbolic link" if path.is_symlink() else "not a regular file"
         if path.is_file() and not _ours(path, name):
-            return path, "a file minibasis did not write"
+            return path, NOT_OURS
     return None
 
 

@@ -380,7 +380,7 @@ def _read_run(run, allow_other_data):
     {checkpoint, records, extension, extensions, changed}."""
     folder = run.folder
     foreign = runs.foreign_file(folder)
-    if foreign and foreign[1] != "a file minibasis did not write":  # a link or a FIFO: never read
+    if foreign and foreign[1] != runs.NOT_OURS:  # a link or a FIFO: never read; the rest, read and named
         fail(str(foreign[0]), f"the run's {foreign[0].name}", f"{foreign[1]}; move it away", FileExistsError)
     checkpoint_path, config_path = folder / runs.CHECKPOINT, folder / runs.CONFIG
     config_json = runs.read_config(config_path) if config_path.exists() else None

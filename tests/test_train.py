@@ -260,7 +260,7 @@ def test_a_fresh_run_refuses_a_folder_holding_any_run_file(archive, tmp_path, na
         expected = rf"^{re.escape(str(run))}: expected a folder without a run, got one holding {re.escape(name)};.*resume.*overwrite"
     else:
         expected = (rf"^{re.escape(str(run / name))}: expected a folder without a run, or a run's {re.escape(name)} that minibasis "
-                    r"wrote, got a file minibasis did not write; move it away or choose another folder \(--out\); nothing was changed$")
+                    r"wrote, got a file minibasis did not write \(or one damaged since\); move it away or choose another folder \(--out\); nothing was changed$")
     with pytest.raises(FileExistsError, match=expected):
         quiet_train(TINY, run, archive, overwrite=overwrite)
     assert (run / name).read_bytes() == b"a user's file"
