@@ -291,8 +291,9 @@ def _interrupted_advice(args):
 
 def _memory_advice(args):
     if args.command == "train":
-        return (f" while training {args.model or 'the run' + chr(39) + 's model'} with batch size "
-                f"{args.batch_size or DEFAULTS.batch_size}; try a smaller --batch-size, or fewer --threads")
+        model = args.model or ("the run's model" if args.resume else DEFAULTS.model)
+        batch = args.batch_size or ("the run's" if args.resume else DEFAULTS.batch_size)
+        return f" while training {model} with batch size {batch}; try a smaller --batch-size, or fewer --threads"
     return f"; try a smaller --batch-size (now {args.batch_size})" if args.command == "eval" else ""
 
 
