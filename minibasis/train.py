@@ -306,9 +306,9 @@ class _Run:
         return cls(config, folder, model, lam, *train, *test, *data.stats, data.source, kernels, progress_every,
                    print_fn, step_fn)
 
-    def progress(self, label, total, later_images):
-        """Progress of a phase; its run ETA counts ``later_images`` more at the phase's rate."""
-        return Progress(label, total, every=self.progress_every, run_left=lambda rate: later_images / rate)
+    def progress(self, label, total, run_left):
+        """Progress of a phase; ``run_left(rate)``: the seconds the run takes after it."""
+        return Progress(label, total, every=self.progress_every, run_left=run_left)
 
 
 @dataclass
@@ -534,7 +534,8 @@ def _train_epochs(run, state, stop_after):
         train_loss, train_acc, images = _train_epoch(run, state, epoch, lr)
         seconds = time.perf_counter() - start
         record = {"epoch": epoch + 1, "epochs": config.epochs, "train_loss": train_loss, "train_acc": train_acc,
-                  **_test_metrics(run, state, epoch), "lr": lr, "lam": run.lam, "images_per_second": images / seconds}
+                  **_test_metrics(run, state, epoch, seconds), "lr": lr, "lam": run.lam,
+                  "images_per_second": images / seconds}
         record["seconds"] = time.perf_counter() - start
         _save_epoch(run, state, record)
         run.print_fn(_epoch_line(record))
@@ -545,8 +546,11 @@ def _train_epoch(run, state, epoch, lr):
     """One pass over the training subset, one SGD step per batch: (mean loss, accuracy, images)."""
     config = run.config
     steps = math.ceil(len(run.train_y) / config.batch_size)
-    later = len(run.test_y) + (config.epochs - epoch - 1) * (len(run.train_y) + len(run.test_y))
-    progress = run.progress(f"epoch {epoch + 1}/{config.epochs}", len(run.train_y), later)
+    def run_left(rate):  # this epoch's test, then the epochs after it (as long as the last one, if known)
+        return len(run.test_y) / rate + _epochs_after(run, state, epoch) * (
+            _last_epoch_seconds(state) or (len(run.train_y) + len(run.test_y)) / rate)
+
+    progress = run.progress(f"epoch {epoch + 1}/{config.epochs}", len(run.train_y), run_left)
     loss_sum, correct, seen = 0.0, 0, 0
     try:
         for step, (xb, yb) in enumerate(batches(run.train_x, run.train_y, config.batch_size, rng=state.rng), start=1):
@@ -586,10 +590,22 @@ def _sgd_step(run, state, xb, yb, lr, where):
     return float(ce), logits
 
 
-def _test_metrics(run, state, epoch):
+def _epochs_after(run, state, epoch):
+    """Epochs of the run after ``epoch`` (0-based)."""
+    return run.config.epochs - epoch - 1
+
+
+def _last_epoch_seconds(state):
+    return state.records[-1]["seconds"] if state.records else None
+
+
+def _test_metrics(run, state, epoch, train_seconds):
     """Test loss and accuracy and R after ``epoch``, checked."""
-    later = (run.config.epochs - epoch - 1) * (len(run.train_y) + len(run.test_y))
-    progress = run.progress(f"epoch {epoch + 1}/{run.config.epochs} test", len(run.test_y), later)
+    def run_left(rate):  # the epochs after this one, each as long as the last (or as this one)
+        this_epoch = train_seconds + len(run.test_y) / rate
+        return _epochs_after(run, state, epoch) * (_last_epoch_seconds(state) or this_epoch)
+
+    progress = run.progress(f"epoch {epoch + 1}/{run.config.epochs} test", len(run.test_y), run_left)
     test_loss, test_acc = evaluate(run.model, state.params, state.bn_state, run.test_x, run.test_y,
                                    mean=run.mean, std=run.std, progress=progress)
     r = float(run.model.orthogonality(state.params))
