@@ -679,3 +679,17 @@ def test_resume_on_data_moved_elsewhere_and_on_other_data_when_allowed(tiny_run,
     code, stdout, err = run(capsys, "train", "--resume", "--data", other, "--allow-other-data", "--quiet", "--out", out)
     assert code == 0 and f"note: training on {other}" in stdout, (stdout, err)
     assert json.loads((out / "config.json").read_text())["data"]["path"] == str(other)
+
+
+def test_a_real_out_of_memory_under_ulimit_v_is_one_line(shared_archive, tmp_path):
+    """``ulimit -v``: before, a 61-line traceback."""
+    import resource
+
+    limit = lambda: resource.setrlimit(resource.RLIMIT_AS, (2_500_000_000, 2_500_000_000))  # noqa: E731
+    argv = command("train", "--data", shared_archive, "--model", "resnet20", "--train-size", 2000, "--test-size", 10,
+                   "--batch-size", 2000, "--epochs", 1, "--quiet", "--threads", 1, "--out", tmp_path / "run")
+    proc = subprocess.run(argv, cwd=ROOT, env=process_env(OPENBLAS_NUM_THREADS="1"), capture_output=True, text=True,
+                          preexec_fn=limit, timeout=300)
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith("minibasis train: error: out of memory (Unable to allocate "), proc.stderr
+    assert proc.stderr.endswith("while training resnet20 with batch size 2000; try a smaller --batch-size, or fewer --threads\n")
