@@ -12,6 +12,7 @@ written by two processes at once.
 """
 
 import os
+import re
 import secrets
 import stat
 from contextlib import contextmanager
@@ -80,7 +81,7 @@ LOCK_HEADER = b"minibasis lock"  # the first words of every lock file minibasis 
 
 
 @contextmanager
-def folder_lock(folder):
+def folder_lock(folder, *, adopt=False):
     """Hold an exclusive lock on ``folder`` (created if missing) while the block runs.
 
     POSIX: ``fcntl.flock`` on ``folder/.lock``, a file that reads ``minibasis lock, PID <pid>``.
@@ -92,6 +93,8 @@ def folder_lock(folder):
     holder removes the lock file when the block ends (while still holding the lock; a process
     that then finds its open file gone from the folder tries again), and removes the folder too
     if it made it and the block left it empty: a refused run leaves nothing behind.
+    ``adopt=True``: also take a lock file the first round of minibasis made (a PID alone, or
+    nothing), for a folder the caller knows holds a minibasis run.
     Elsewhere (Windows has no ``fcntl``) no lock is taken: two processes are not kept apart
     there, but a fresh run still refuses a folder that holds another run's files.
     """
@@ -102,7 +105,7 @@ def folder_lock(folder):
         if fcntl is None:  # pragma: no cover - Windows
             yield folder
             return
-        fd = _acquire(folder / LOCK_NAME)
+        fd = _acquire(folder / LOCK_NAME, adopt)
         try:
             yield folder
         finally:
@@ -112,7 +115,7 @@ def folder_lock(folder):
             folder.rmdir()
 
 
-def _acquire(path):
+def _acquire(path, adopt):
     """The open, flock'ed descriptor of the lock file at ``path`` (made if missing)."""
     while True:  # again only when the holder removed the file between our open and our flock
         _make_lock_file(path)
@@ -124,7 +127,7 @@ def _acquire(path):
             fail(str(path), "a lock file minibasis made", "a symbolic link (never followed); move it away",
                  FileExistsError)
         try:
-            if _lock(fd, path):
+            if _lock(fd, path, adopt):
                 return fd
         except BaseException:
             os.close(fd)
@@ -152,7 +155,7 @@ def _lock_text():
     return LOCK_HEADER + f", PID {os.getpid()}\n".encode()
 
 
-def _lock(fd, path):
+def _lock(fd, path, adopt):
     """flock ``fd``; False if it is no longer the file at ``path`` (removed by its holder)."""
     mine = os.fstat(fd)
     if not stat.S_ISREG(mine.st_mode) or mine.st_nlink != 1:
@@ -172,7 +175,7 @@ def _lock(fd, path):
     if (now.st_dev, now.st_ino) != (mine.st_dev, mine.st_ino):
         return False
     content = os.pread(fd, 64, 0)
-    if not content.startswith(LOCK_HEADER):
+    if not (content.startswith(LOCK_HEADER) or (adopt and re.fullmatch(rb"\d*\n?", content))):
         fail(str(path), f"a lock file minibasis made (starting {LOCK_HEADER.decode()!r})",
              f"a file it did not make ({content[:24]!r}); move it away or choose another folder", FileExistsError)
     if content != _lock_text():  # ours, left by a killed holder: now held by this process

@@ -247,7 +247,8 @@ def train(config, out_dir, *, data_path=None, download=False, resume=False, over
     with backend.use(backend.get(device)):
         data = load_run_data(data_path, config.dataset, download=download)  # a bad --data leaves no folder
         run = _Run.of(config, folder, data, None if quiet else progress_every, print_fn)
-        with folder_lock(folder):
+        legacy_lock_ok = bool(runs.run_files(folder)) and runs.foreign_file(folder) is None  # a run of ours there
+        with folder_lock(folder, adopt=legacy_lock_ok):
             state = _resume(run, allow_other_data) if resume else _start(run, overwrite)
             with np.errstate(all="ignore"):  # every value is checked (_guard): no warnings besides
                 return _train_epochs(run, state, stop_after)

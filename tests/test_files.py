@@ -167,3 +167,18 @@ def test_a_failed_write_names_the_file(tmp_path):
         atomic_write(tmp_path / "w.npz", full)
     assert info.value.filename == str(tmp_path / "w.npz") and "nothing was written there" in info.value.strerror
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("content", [b"12809\n", b""])
+def test_a_first_round_lock_is_adopted_only_when_asked(tmp_path, content):
+    """The first round's lock file held a PID alone: a run folder of ours keeps working
+    (``adopt=True``, what train passes for a folder holding a minibasis run); elsewhere it is a
+    user's file, refused and kept."""
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / ".lock").write_bytes(content)
+    _refused(folder)
+    assert (folder / ".lock").read_bytes() == content
+    with folder_lock(folder, adopt=True):
+        assert (folder / ".lock").read_text() == f"minibasis lock, PID {os.getpid()}\n"
+    assert not (folder / ".lock").exists()

@@ -708,6 +708,7 @@ def test_a_first_round_run_resumes_and_equivalent_lambdas_are_equal(archive, fir
     np.savez(run / "checkpoint.npz", **{k: v for k, v in arrays.items() if k not in ("format", "log", "data", "kernels", "config")},
              config=np.array(json.dumps(config)))
     (run / "config.json").write_text(json.dumps({**config, "extensions": []}))
+    (run / ".lock").write_text("4321\n")  # the first round's lock file: a PID alone
     records = quiet_train(replace(SHARED, lam=10), run, archive, resume=True)
     assert without_timing(records) == without_timing(read_log(straight[0]))
     assert_npz_identical(straight[0] / "weights.npz", run / "weights.npz")
