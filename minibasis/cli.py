@@ -193,7 +193,10 @@ def _eval(args):
     integer("batch_size", args.batch_size, 1)
     real("progress_every", args.progress_every, 0)
     config_path = weights.with_name(runs.CONFIG)
-    run = training.config_from_saved(runs.read_config(config_path), config_path) if config_path.exists() else None
+    saved = runs.read_config(config_path) if config_path.exists() else None
+    if saved is not None and args.model and not runs.is_run_config(saved):
+        saved = None  # not a run's: --model says what the weights are
+    run = training.config_from_saved(saved, config_path) if saved is not None else None
     spec = args.model or (run and run.model)
     if spec is None:
         fail("--model", f"a model spec (there is no {runs.CONFIG} beside {weights})", "none")

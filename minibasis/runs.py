@@ -40,7 +40,7 @@ CHECKPOINT, WEIGHTS, LOG, CONFIG = "checkpoint.npz", "weights.npz", "log.jsonl",
 RUN_FILES = (CHECKPOINT, WEIGHTS, LOG, CONFIG)
 CHECKPOINT_FORMAT = "a minibasis checkpoint .npz"  # what errors say a checkpoint should be
 FORMAT = "minibasis run 2"  # config.json's and checkpoint.npz's "format": the folder is minibasis's
-#: config.json of the first round of runs (no "format"): recognised by its exact fields.
+#: config.json of the first round of runs (no "format"): recognised by its exact fields ("extensions" came later).
 LEGACY_CONFIG_KEYS = {"model", "dataset", "train_size", "test_size", "epochs", "batch_size", "lr", "momentum",
                       "weight_decay", "nesterov", "schedule", "lam", "augment", "seed", "extensions"}
 NOT_OURS = "a file minibasis did not write (or one damaged since)"  # what foreign_file says of one
@@ -80,11 +80,15 @@ def foreign_file(folder):
     return None
 
 
+def is_run_config(saved):
+    """True for the JSON object of a config.json that minibasis wrote (this format or the first round's)."""
+    return saved.get("format") == FORMAT or set(saved) | {"extensions"} == LEGACY_CONFIG_KEYS  # (older: no extensions)
+
+
 def _ours(path, name):
     try:
         if name == CONFIG:
-            saved = read_config(path)
-            return saved.get("format") == FORMAT or set(saved) == LEGACY_CONFIG_KEYS
+            return is_run_config(read_config(path))
         if name == LOG:
             return read_log(path) is not None
         with zipfile.ZipFile(path) as archive:  # the names only: nothing is loaded

@@ -693,3 +693,15 @@ def test_a_real_out_of_memory_under_ulimit_v_is_one_line(shared_archive, tmp_pat
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
     assert proc.stderr.startswith("minibasis train: error: out of memory (Unable to allocate "), proc.stderr
     assert proc.stderr.endswith("while training resnet20 with batch size 2000; try a smaller --batch-size, or fewer --threads\n")
+
+
+def test_eval_with_model_ignores_a_config_json_that_is_not_a_runs(tiny_run, tmp_path, capsys):
+    archive, weights, *_ = tiny_run
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    shutil.copy(weights, folder / "weights.npz")
+    (folder / "config.json").write_text('{"name": "my-app"}')
+    code, out, err = run(capsys, "eval", folder / "weights.npz", "--data", archive, "--model", "resnet8", "--quiet")
+    assert code == 0 and json.loads(out)["model"] == "resnet8", err
+    code, out, err = run(capsys, "eval", folder / "weights.npz", "--data", archive, "--quiet")
+    assert code == 1 and err.startswith(f"minibasis eval: error: {folder / 'config.json'}: expected only the fields of a run's"), err
