@@ -179,7 +179,8 @@ def help_entries(text):
                "--schedule": "step", "--out": "runs/MODEL", "--progress-every": "5.0", "--device": "cpu",
                "--dataset": "cifar10", "--lam": "10 for the shared variants, 0 for the original and NonShared"}),
     ("eval", {"--test-size": "0", "--batch-size": "500", "--progress-every": "5.0", "--dataset": "cifar10"}),
-    ("info", {"--num-classes": "10, 100 or 1000 by the spec's dataset", "--image-size": "32 for CIFAR, 224 for ImageNet"}),
+    ("info", {"--num-classes": "10, 100 or 1000 by the spec's dataset",
+              "--image-size": "32 for CIFAR, 224 for ImageNet"}),
 ])
 def test_help_shows_every_default(sub, expected):
     """Issue 16.2: every option's help ends with its default (before, --epochs, --lr and most
@@ -602,7 +603,8 @@ def test_a_closed_or_full_stderr_does_not_stop_training(tiny_run, tmp_path, how)
     out = tmp_path / "run"
     argv = command("train", "--data", archive, *TINY_TRAIN, "--epochs", 2, "--progress-every", 0, "--out", out)
     if how == "closed":
-        proc = subprocess.run(argv, cwd=ROOT, env=process_env(), stdout=subprocess.PIPE, preexec_fn=lambda: os.close(2), timeout=300)
+        proc = subprocess.run(argv, cwd=ROOT, env=process_env(), stdout=subprocess.PIPE,
+                              preexec_fn=lambda: os.close(2), timeout=300)
     else:
         with open("/dev/full", "w") as full:
             proc = subprocess.run(argv, cwd=ROOT, env=process_env(), stdout=subprocess.PIPE, stderr=full, timeout=300)
@@ -617,9 +619,11 @@ def test_a_file_size_limit_names_the_file(tiny_run, tmp_path):
 
     archive, *_ = tiny_run
     out = tmp_path / "run"
-    limit = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))  # noqa: E731 - the checkpoint is larger
-    proc = subprocess.run(command("train", "--data", archive, *TINY_TRAIN, "--epochs", 1, "--quiet", "--out", out), cwd=ROOT,
-                          env=process_env(), capture_output=True, text=True, preexec_fn=limit, timeout=300)
+    def limit():  # 100 kB: the checkpoint is larger
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+
+    proc = subprocess.run(command("train", "--data", archive, *TINY_TRAIN, "--epochs", 1, "--quiet", "--out", out),
+                          cwd=ROOT, env=process_env(), capture_output=True, text=True, preexec_fn=limit, timeout=300)
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
     assert proc.stderr.startswith(f"minibasis train: error: {out / 'checkpoint.npz'}: File too large; nothing was written there"), proc.stderr
     assert not runs.stale_temp_files(out)
@@ -632,7 +636,8 @@ def test_out_of_memory_is_one_line_with_the_model_and_batch_size(tiny_run, tmp_p
         raise MemoryError("Unable to allocate 3.00 GiB for an array with shape (805306368,) and data type float32")
 
     monkeypatch.setattr(T, "_sgd_step", no_memory)
-    code, out, err = run(capsys, "train", "--data", archive, *TINY_TRAIN, "--epochs", 1, "--quiet", "--out", tmp_path / "run")
+    code, out, err = run(capsys, "train", "--data", archive, *TINY_TRAIN, "--epochs", 1, "--quiet", "--out",
+                         tmp_path / "run")
     assert code == 1 and err.count("\n") == 1, err
     assert err == ("minibasis train: error: out of memory (Unable to allocate 3.00 GiB for an array with shape (805306368,) and data "
                    "type float32) while training resnet8 with batch size 10; try a smaller --batch-size, or fewer --threads\n")
@@ -654,7 +659,8 @@ def test_resume_with_nothing_else_continues_or_says_the_run_is_complete(tiny_run
     """Issue 24.4: the run remembers its data; each resume says where it starts."""
     archive, *_ = tiny_run
     out = tmp_path / "run"
-    code, stdout, err = run(capsys, "train", "--data", archive, *TINY_TRAIN, "--epochs", 2, "--stop-after", 1, "--quiet", "--out", out)
+    code, stdout, err = run(capsys, "train", "--data", archive, *TINY_TRAIN, "--epochs", 2, "--stop-after", 1,
+                            "--quiet", "--out", out)
     assert code == 0 and stdout.endswith(f"1 of 2 epochs done; continue it with: minibasis train --resume --out {out}\n"), stdout
     code, stdout, err = run(capsys, "train", "--resume", "--out", out, "--quiet")
     assert code == 0 and stdout.startswith(f"{out}: resuming at epoch 2 of 2\n"), (stdout, err)
@@ -666,7 +672,8 @@ def test_resume_with_nothing_else_continues_or_says_the_run_is_complete(tiny_run
 def test_resume_on_data_moved_elsewhere_and_on_other_data_when_allowed(tiny_run, tmp_path, capsys):
     archive, *_ = tiny_run
     out = tmp_path / "run"
-    assert run(capsys, "train", "--data", archive, *TINY_TRAIN, "--epochs", 3, "--stop-after", 1, "--quiet", "--out", out)[0] == 0
+    assert run(capsys, "train", "--data", archive, *TINY_TRAIN, "--epochs", 3, "--stop-after", 1, "--quiet", "--out",
+               out)[0] == 0
     moved = tmp_path / "moved" / archive.name
     moved.parent.mkdir()
     shutil.copy(archive, moved)

@@ -538,7 +538,8 @@ def test_the_source_is_the_archive_read_whichever_way_it_is_named(tmp_path):
     for file in folder.iterdir():
         file.unlink()
     folder.rmdir()
-    expected = {"path": str(archive), "sha256": hashlib.sha256(archive.read_bytes()).hexdigest(), "bytes": archive.stat().st_size}
+    expected = {"path": str(archive), "sha256": hashlib.sha256(archive.read_bytes()).hexdigest(),
+                "bytes": archive.stat().st_size}
     assert D.load_cifar(archive).source == expected
     assert D.load_cifar(tmp_path / "a").source == expected
 
@@ -561,6 +562,7 @@ def test_a_non_regular_data_path_is_refused_before_it_is_opened(tmp_path, kind):
         os.mkfifo(path)
     else:
         path = "/dev/zero"
-    with pytest.raises(ValueError, match=rf"^path: expected a CIFAR archive \(a regular file\) or its folder, got {path}, "
+    with pytest.raises(ValueError,
+                       match=rf"^path: expected a CIFAR archive \(a regular file\) or its folder, got {path}, "
                                          rf"{'a FIFO' if kind == 'fifo' else 'a device'}$"):
         D.load_cifar(path)

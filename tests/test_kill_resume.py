@@ -239,7 +239,8 @@ def test_overwrite_removes_only_what_minibasis_wrote(finished_run, tmp_path):
     (folder / "notes.txt").write_text("mine")
     (folder / "weights.npz").write_bytes(b"my own weights, not an npz")
     before = snapshot(folder)
-    code, out, err = finished(minibasis("train", "--data", archive, *TINY, "--epochs", 1, "--overwrite", "--out", folder))
+    code, out, err = finished(minibasis("train", "--data", archive, *TINY, "--epochs", 1, "--overwrite", "--out",
+                                        folder))
     assert_refused(code, out, err, folder / "weights.npz")
     assert snapshot(folder) == before
 
@@ -262,7 +263,8 @@ edit = st.one_of(
     st.tuples(st.just("truncate"), st.sampled_from(NAMES), st.floats(0, 1, exclude_max=True)),
     st.tuples(st.just("swap"), st.sampled_from(NAMES), st.sampled_from(NAMES)),
     st.tuples(st.just("flip"), st.sampled_from(NAMES), st.floats(0, 1, exclude_max=True)),
-    st.tuples(st.just("field"), st.sampled_from(["config.json", "log.jsonl"]), st.sampled_from(FIELDS), st.sampled_from(VALUES)),
+    st.tuples(st.just("field"), st.sampled_from(["config.json", "log.jsonl"]), st.sampled_from(FIELDS),
+              st.sampled_from(VALUES)),
     st.tuples(st.just("link"), st.sampled_from(NAMES + [".lock"])),
 )
 
@@ -305,14 +307,16 @@ def stopped_and_straight(tmp_path_factory):
     root = tmp_path_factory.mktemp("edits")
     archive = write_cifar10_archive(root, train_per_class=4, test_per_class=2, seed=0)
     for name, extra in (("stopped", ["--stop-after", 1]), ("straight", [])):
-        code, _, err = finished(minibasis("train", "--data", archive, *TINY, "--epochs", 3, *extra, "--out", root / name))
+        code, _, err = finished(minibasis("train", "--data", archive, *TINY, "--epochs", 3, *extra, "--out",
+                                          root / name))
         assert code == 0, err
     return root / "stopped", root / "straight"
 
 
 @settings(max_examples=EDITS)
 @given(changes=st.lists(edit, min_size=1, max_size=3))
-def test_any_hand_edit_then_resume_continues_bit_identically_or_is_refused_naming_a_file(stopped_and_straight, kills, changes):
+def test_any_hand_edit_then_resume_continues_bit_identically_or_is_refused_naming_a_file(stopped_and_straight, kills,
+                                                                                         changes):
     stopped, straight = stopped_and_straight
     folder = kills()
     shutil.copytree(stopped, folder)

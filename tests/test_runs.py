@@ -27,7 +27,8 @@ def checkpoint(tmp_path):
     rng = np.random.default_rng(11)
     rng.random(3)
     path = tmp_path / "checkpoint.npz"
-    runs.save_checkpoint(path, model, params, state, momentum, 2, rng, CONFIG, [{"at_epoch": 1, "from_epochs": 2, "to_epochs": 3}],
+    extensions = [{"at_epoch": 1, "from_epochs": 2, "to_epochs": 3}]
+    runs.save_checkpoint(path, model, params, state, momentum, 2, rng, CONFIG, extensions,
                          records=RECORDS, data=DATA)
     return path, model, params, state, momentum, rng
 
@@ -93,7 +94,8 @@ def test_a_checkpoint_without_momentum_after_an_epoch(checkpoint):
 def test_config_and_log_round_trip(tmp_path):
     runs.write_config(tmp_path / "config.json", CONFIG, [{"at_epoch": 3, "from_epochs": 3, "to_epochs": 5}], DATA)
     assert runs.read_config(tmp_path / "config.json") == {"format": "minibasis run 2", **CONFIG.__dict__, "data": DATA,
-                                                          "extensions": [{"at_epoch": 3, "from_epochs": 3, "to_epochs": 5}]}
+                                                          "extensions": [{"at_epoch": 3, "from_epochs": 3,
+                                                                          "to_epochs": 5}]}
     records = [{"epoch": 1, "lr": 0.1}, {"epoch": 2, "lr": 0.01}]
     runs.write_log(tmp_path / "log.jsonl", records)
     assert (tmp_path / "log.jsonl").read_text() == '{"epoch": 1, "lr": 0.1}\n{"epoch": 2, "lr": 0.01}\n'

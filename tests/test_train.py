@@ -34,8 +34,8 @@ from run_files import (DAMAGES, assert_npz_identical, damage, files_of, logits_b
                        read_log, without_timing)
 
 ROOT = Path(__file__).resolve().parents[1]
-LOG_KEYS = {"epoch", "epochs", "train_loss", "train_acc", "test_loss", "test_acc", "orthogonality", "lr", "lam", "seconds",
-            "images_per_second"}
+LOG_KEYS = {"epoch", "epochs", "train_loss", "train_acc", "test_loss", "test_acc", "orthogonality", "lr", "lam",
+            "seconds", "images_per_second"}
 
 
 def saved_config(config, archive, **changes):
@@ -165,7 +165,8 @@ def test_resume_with_other_config_is_refused(archive, first_epoch, tmp_path, cha
     with pytest.raises(ValueError, match=r"^config: expected the configuration of the run") as info:
         quiet_train(replace(SHARED, **change), run, archive, resume=True)
     got = str(info.value).split(", got ", 1)[1]
-    run_value = 10.0 if field == "lam" else getattr(SHARED, field)  # the run records the λ it used (SHARED: the default)
+    # the run records the λ it used (SHARED: the default)
+    run_value = 10.0 if field == "lam" else getattr(SHARED, field)
     assert got.startswith(f"{field} {getattr(replace(SHARED, **change), field)!r} (the run's: {run_value!r})"), got
     assert got.count("(the run's") == 1, got  # only the differing field
     assert files_of(run) == before  # nothing touched
@@ -205,7 +206,8 @@ def test_extending_a_finished_run(archive, straight, tmp_path):
     assert [r["lr"] for r in records] == pytest.approx([0.1, 0.01, 0.01, 0.001], rel=1e-12)
     assert "from 2 to 4 epochs" in said[0] and "epochs 3–4" in said[0] and "lr 0.01, 0.001" in said[0], said[0]
     extension = {"at_epoch": 2, "from_epochs": 2, "to_epochs": 4}
-    assert json.loads((run / "config.json").read_text()) == saved_config(SHARED, archive, epochs=4, extensions=[extension])
+    assert json.loads((run / "config.json").read_text()) == saved_config(SHARED, archive, epochs=4,
+                                                                         extensions=[extension])
     checkpoint = runs.load_checkpoint(run / "checkpoint.npz", create_model(SHARED.model))
     assert checkpoint.epoch == 4 and checkpoint.config["epochs"] == 4 and checkpoint.extensions == [extension]
     assert read_log(run) == records
@@ -286,7 +288,8 @@ def test_overwrite_replaces_a_run(archive, straight, tmp_path):
     assert without_timing(records) == without_timing(quiet_train(TINY, fresh, archive))
     for name in ("weights.npz", "checkpoint.npz"):
         assert_npz_identical(run / name, fresh / name)
-    assert sorted(p.name for p in run.iterdir()) == ["checkpoint.npz", "config.json", "log.jsonl", "notes.txt", "weights.npz"]
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint.npz", "config.json", "log.jsonl", "notes.txt",
+                                                     "weights.npz"]
     with pytest.raises(ValueError, match=r"^overwrite: expected False with resume=True"):
         quiet_train(TINY, run, archive, overwrite=True, resume=True)
 
@@ -705,7 +708,8 @@ def test_a_first_round_run_resumes_and_equivalent_lambdas_are_equal(archive, fir
     run = copy_run(first_epoch, tmp_path)
     arrays = npz_arrays(run / "checkpoint.npz")
     config = {**json.loads(str(arrays["config"])), "lam": None}
-    np.savez(run / "checkpoint.npz", **{k: v for k, v in arrays.items() if k not in ("format", "log", "data", "kernels", "config")},
+    np.savez(run / "checkpoint.npz", **{k: v for k, v in arrays.items() if k not in ("format", "log", "data",
+                                                                                     "kernels", "config")},
              config=np.array(json.dumps(config)))
     (run / "config.json").write_text(json.dumps({**config, "extensions": []}))
     (run / ".lock").write_text("4321\n")  # the first round's lock file: a PID alone
