@@ -6,14 +6,21 @@ folder in use, a non-finite value, no GPU) is one line on stderr and exit status
     minibasis train: error: runs/x/checkpoint.npz: expected a readable .npz archive, got …
 
 A usage error is one line too (status 2), and Ctrl-C is one line saying where the last
-checkpoint is (status 130). Anything else (a TypeError, a KeyError, …) is a bug in minibasis and
-keeps its traceback.
+checkpoint is and the command that continues the run (status 130; a second Ctrl-C while it is
+said is ignored). Running out of memory is one line naming the model and the batch size.
+Anything else (a TypeError, a KeyError, …) is a bug in minibasis and keeps its traceback.
+
+A closed or broken stdout or stderr never stops training: what cannot be printed is dropped.
 """
 
 import argparse
 import json
+import os
+import shlex
+import signal
 import sys
 import textwrap
+import threading
 from dataclasses import fields, replace
 from pathlib import Path
 
@@ -22,6 +29,7 @@ from . import train as training
 from .checks import fail, integer, real
 from .data import DATASETS, default_cache_dir
 from .files import FolderBusy
+from .mode import is_reference
 from .models import SPEC_HELP, create_model, info_table
 from .optim import SCHEDULES
 from .backend import available_cores, set_threads
@@ -71,7 +79,6 @@ def build_parser():
     i.add_argument("--image-size", type=int, help=_help("image side the MACs are counted for", "32 for CIFAR, 224 for ImageNet"))
     i.add_argument("--layers", action="store_true", help=_help(
         "every layer, with kind, kernel, stride, padding, groups, channels, output shape, activation, sharing", "per stage"))
-    _threads_option(i)
     return parser
 
 
@@ -128,8 +135,13 @@ def _train_parser(sub):
     t.add_argument("--no-augment", dest="augment", action="store_const", const=False, help=_help("no random crop and flip", "augment"))
     t.add_argument("--seed", type=int, help=_help("seed of the initial weights, the subsets and the batches", DEFAULTS.seed))
     t.add_argument("--out", help=_help("run folder", "runs/MODEL"))
-    t.add_argument("--resume", action="store_true", help=_help("continue the run in --out; options not given are the run's", "a fresh run"))
-    t.add_argument("--overwrite", action="store_true", help=_help("replace the run in --out (its files are deleted first)", "refuse a folder that holds a run"))
+    t.add_argument("--resume", action="store_true", help=_help(
+        "continue the run in --out; options not given (--data included) are the run's", "a fresh run"))
+    t.add_argument("--allow-other-data", action="store_true", help=_help(
+        "with --resume, train on --data other than the run's (recorded)", "refuse data whose SHA-256 is not the run's"))
+    t.add_argument("--overwrite", action="store_true", help=_help(
+        "replace the run in --out (the run files minibasis wrote are deleted first)",
+        "refuse a folder that holds a run"))
     t.add_argument("--stop-after", type=int, metavar="K", help=_help("leave after K epochs of this call (continue later with --resume)", "train to the last epoch"))
     _progress_options(t)
     t.add_argument("--device", default="cpu", choices=backend.NAMES, help=_help("where convolutions run (gpu: needs cupy and a CUDA GPU)", "cpu"))
@@ -171,15 +183,33 @@ def _train(args):
     config = replace(base, **given)
     records = training.train(config, out, data_path=args.data, download=args.download, resume=args.resume,
                              overwrite=args.overwrite, stop_after=args.stop_after, quiet=args.quiet,
-                             progress_every=args.progress_every, device=args.device, print_fn=_print_now)
+                             progress_every=args.progress_every, device=args.device, print_fn=_print_now,
+                             allow_other_data=args.allow_other_data)
     done = len(records)
     files = [name for name in reversed(runs.RUN_FILES) if (out / name).exists()]
-    more = "" if done == config.epochs else "; continue it with --resume"
-    print(f"run folder: {out} ({', '.join(files) or 'no files yet'}); {done} of {config.epochs} epochs done{more}")
+    more = "" if done == config.epochs else f"; continue it with: {_resume_command(out)}"
+    _print_now(f"run folder: {out} ({', '.join(files) or 'no files yet'}); {done} of {config.epochs} epochs done{more}")
+
+
+def _resume_command(out):
+    return f"minibasis train --resume --out {shlex.quote(str(out))}"
 
 
 def _print_now(line):
-    print(line, flush=True)  # a redirected run's log shows each epoch as it ends
+    """Print and flush (a redirected run's log shows each epoch as it ends); a closed or broken
+    stdout (``| head``) is silenced, never allowed to stop the training."""
+    try:
+        print(line, flush=True)
+    except (OSError, ValueError, AttributeError):  # AttributeError: sys.stdout is None when fd 1 is closed
+        _to_devnull(sys.stdout)
+
+
+def _to_devnull(stream):
+    """Point ``stream``'s file descriptor at /dev/null (what is left in its buffer is dropped)."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 def _given_config(args):
@@ -203,12 +233,15 @@ def _eval(args):
     integer("batch_size", args.batch_size, 1)
     real("progress_every", args.progress_every, 0)
     config_path = weights.with_name(runs.CONFIG)
-    saved = runs.read_config(config_path) if config_path.exists() else {}
-    spec = args.model or saved.get("model")
+    saved = runs.read_config(config_path) if config_path.exists() else None
+    if saved is not None and args.model and not runs.is_run_config(saved):
+        saved = None  # not a run's: --model says what the weights are
+    run = training.config_from_saved(saved, config_path) if saved is not None else None
+    spec = args.model or (run and run.model)
     if spec is None:
         fail("--model", f"a model spec (there is no {runs.CONFIG} beside {weights})", "none")
     seed = integer("seed", args.seed, 0) if args.seed is not None else None
-    run_seed = integer(f"{config_path}['seed']", saved.get("seed", 0), 0)
+    run_seed = run.seed if run else 0
     data = training.load_run_data(args.data, args.dataset, download=args.download)
     model = create_model(spec, num_classes=data.num_classes)
     params, state = load_weights(weights, model)
@@ -235,20 +268,76 @@ COMMANDS = {"train": _train, "eval": _eval, "info": _info, "golden": _golden}
 
 
 def main(argv=None):
+    _guard_standard_streams()
     args = build_parser().parse_args(argv)
+    previous = signal.signal(signal.SIGINT, _interrupt_once) if _main_thread() else None
     try:
-        set_threads(args.threads)
+        is_reference()  # a bad MINIBASIS_REFERENCE is one line for every command
+        threads = getattr(args, "threads", None)  # info has no kernels to thread
+        set_threads(available_cores() if threads is None else threads)
         COMMANDS[args.command](args)
     except BrokenPipeError:  # e.g. `minibasis info … | head`
+        _to_devnull(sys.stdout)
         return 0
     except KeyboardInterrupt:
-        where = f" {runs.describe_last_checkpoint(_out_folder(args))} Continue with --resume." if args.command == "train" else ""
-        print(f"minibasis {args.command}: interrupted.{where}", file=sys.stderr)
+        _say(f"minibasis {args.command}: interrupted.{_interrupted_advice(args)}")
         return 130
-    except ERRORS as error:
-        print(f"minibasis {args.command}: error: {_one_line(error)}", file=sys.stderr)
+    except MemoryError as error:
+        what = _one_line(error) or "MemoryError"
+        _say(f"minibasis {args.command}: error: out of memory ({what}){_memory_advice(args)}")
         return 1
+    except ERRORS as error:
+        _say(f"minibasis {args.command}: error: {_one_line(error)}")
+        return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
     return 0
+
+
+def _main_thread():
+    return threading.current_thread() is threading.main_thread()
+
+
+def _interrupt_once(signum, frame):
+    """The first Ctrl-C stops the command; later ones are ignored while it says where things are."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
+def _guard_standard_streams():
+    """Open /dev/null on a closed file descriptor 0, 1 or 2 (``2>&-``): else the first file
+    minibasis opens would take that number, and what is printed would be written into it."""
+    for fd, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            os.open(os.devnull, os.O_RDWR)  # the lowest free number: fd
+            setattr(sys, name, open(fd, "r" if fd == 0 else "w", closefd=False))
+
+
+def _say(line):
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except (OSError, ValueError, AttributeError):  # stderr closed, full or broken: nothing can be said
+        pass
+
+
+def _interrupted_advice(args):
+    if args.command != "train":
+        return ""
+    out = _out_folder(args)
+    if not (out.is_dir() and runs.run_files(out)):
+        return " No run file was written: run the same command again to start the run."
+    return f" {runs.describe_last_checkpoint(out)} Continue with: {_resume_command(out)}"
+
+
+def _memory_advice(args):
+    if args.command == "train":
+        model = args.model or ("the run's model" if args.resume else DEFAULTS.model)
+        batch = args.batch_size or ("the run's" if args.resume else DEFAULTS.batch_size)
+        return f" while training {model} with batch size {batch}; try a smaller --batch-size, or fewer --threads"
+    return f"; try a smaller --batch-size (now {args.batch_size})" if args.command == "eval" else ""
 
 
 def _one_line(error):

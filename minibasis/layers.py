@@ -36,6 +36,7 @@ def batch_norm(x, weight, bias, state, /, *, train, relu=False, momentum=BN_MOME
     eval:   y = weight·(x − running_mean)/√(running_var + ε) + bias;  state unchanged.
     relu=True returns max(y, 0) (fused with the BN in the fast form: one primitive, one VJP).
     """
+    checks.boolean("train", train), checks.boolean("relu", relu)  # "False" is not False
     checks.array("x", x, ndim=4)
     C = x.shape[1]
     checks.shape("weight", weight, (C,), "(the channels of x)")

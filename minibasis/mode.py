@@ -30,12 +30,15 @@ def _from_environment():
     return value == "1"
 
 
-_reference = contextvars.ContextVar("minibasis_reference_mode", default=_from_environment())
+_reference = contextvars.ContextVar("minibasis_reference_mode", default=None)  # None: as the environment says
 
 
 def is_reference():
-    """True inside ``reference_mode()`` (or with ``MINIBASIS_REFERENCE=1``)."""
-    return _reference.get()
+    """True inside ``reference_mode()`` (or with ``MINIBASIS_REFERENCE=1``). The variable is
+    read here, not at import, so that a bad value is one error line from the command, not an
+    import traceback."""
+    value = _reference.get()
+    return _from_environment() if value is None else value
 
 
 @contextlib.contextmanager

@@ -2,12 +2,16 @@
 
 On a terminal, a bar redrawn in place::
 
-    epoch 2/5 [###########...................] 768/2000 images, 121 img/s, ETA 0:10, loss 1.9832
+    epoch 2/5 [###########...................] 768/2000 images, 121 img/s, ETA 0:10, run ETA 1:05, loss 1.9832
 
 Anywhere else (a pipe, a log file, a CI job) the same facts as a plain line every ``every``
 seconds, so that a redirected run still says it is alive and when it will be done::
 
-    epoch 2/5: 768/2000 images, 121 img/s, ETA 0:10, loss 1.9832
+    epoch 2/5: 768/2000 images, 121 img/s, ETA 0:10, run ETA 1:05, loss 1.9832
+
+``ETA`` is this phase's end, ``run ETA`` the whole run's (the phases after this one estimated at
+this phase's rate). Progress never stops the work it reports on: a stderr that is closed, full
+or a broken pipe silences it.
 """
 
 import sys
@@ -25,14 +29,18 @@ class Progress:
     ``update(done, **extra)`` after each batch (``extra``: named values shown after the ETA, e.g.
     ``loss=1.98``), ``close()`` at the end (it ends the bar's line). ``stream`` (default
     stderr) decides the form: a bar when it is a terminal, else a line at most every ``every``
-    seconds (0: after every batch). ``clock``: seconds, for tests.
+    seconds (0: after every batch). ``run_left``: None, or a function of the rate (images per
+    second) giving the seconds the run takes after this phase, shown as the run's ETA.
+    ``clock``: seconds, for tests.
     """
 
-    def __init__(self, label, total, *, every=DEFAULT_EVERY, stream=None, clock=time.monotonic):
+    def __init__(self, label, total, *, every=DEFAULT_EVERY, stream=None, clock=time.monotonic, run_left=None):
         self.label, self.total = label, integer("total", total, 0)
         self.every = None if every is None else real("every", every, 0)
         self.stream = sys.stderr if stream is None else stream
-        self.clock = clock
+        if self.stream is None:  # Python's stderr when file descriptor 2 is closed
+            self.every = None
+        self.clock, self.run_left = clock, run_left
         self.bar = self.every is not None and self.stream.isatty()
         self.start = self.last = clock()
         self.drawn = False
@@ -61,15 +69,20 @@ class Progress:
         elapsed = now - self.start
         if elapsed > 0 and done > 0:
             rate = done / elapsed
-            speed, eta = f"{rate:.0f} img/s", f"ETA {_clock((self.total - done) / rate)}"
+            left = (self.total - done) / rate
+            speed, eta = f"{rate:.0f} img/s", f"ETA {_clock(left)}"
+            run_eta = f"run ETA {_clock(left + self.run_left(rate))}" if self.run_left else None
         else:  # nothing measured yet
-            speed, eta = "? img/s", "ETA ?"
-        words = [f"{done}/{self.total} images", speed, eta]
+            speed, eta, run_eta = "? img/s", "ETA ?", "run ETA ?" if self.run_left else None
+        words = [f"{done}/{self.total} images", speed, eta] + ([run_eta] if run_eta else [])
         return ", ".join(words + [f"{name} {value:.4f}" for name, value in extra.items()])
 
     def _write(self, text):
-        self.stream.write(text)
-        self.stream.flush()
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except (OSError, ValueError):  # a broken pipe, a full disk, a closed file: go quiet, keep working
+            self.every, self.drawn = None, False
 
 
 def _clock(seconds):

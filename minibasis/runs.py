@@ -2,15 +2,20 @@
 
 ::
 
-    RUN/config.json      the configuration and its extensions (written when the run starts)
+    RUN/config.json      "format": "minibasis run 2", the configuration (λ resolved), the data's
+                         identity, the extensions (written when the run starts)
     RUN/log.jsonl        one JSON record per finished epoch
     RUN/weights.npz      the state_dict of the last finished epoch (PyTorch's keys)
-    RUN/checkpoint.npz   weights, BN state, SGD momentum, epoch, RNG state, configuration
-    RUN/.lock            locked by the process training into the folder (files.folder_lock)
+    RUN/checkpoint.npz   weights, BN state, SGD momentum, epoch, RNG state, configuration, log
+                         records, data identity, kernel form: the run's source of truth
+    RUN/.lock            while a process trains into the folder (files.folder_lock)
 
-Each file is written atomically (:mod:`minibasis.files`). After every epoch the weights come
-first, then the log, then the checkpoint: an epoch counts as done once its checkpoint is
-written, and a resume drops log records newer than the checkpoint.
+Each file is written atomically (:mod:`minibasis.files`). After every epoch the checkpoint
+comes first, then the weights, then the log: an epoch counts as done once its checkpoint is
+written, and the weights and the log are views of it that a resume rewrites. So a folder with
+weights or log records but no checkpoint has lost its checkpoint, and is refused, never
+restarted over. A folder is a run folder only if minibasis wrote it: :func:`foreign_file`
+tells a file minibasis wrote from one with the same name that it did not.
 
 Reading checks everything, so that a resume can read the whole folder before it changes any
 file: a damaged or inconsistent file is a ``ValueError`` that names it, ``"<file>: expected …,
@@ -18,7 +23,8 @@ got …"``.
 """
 
 import json
-from dataclasses import asdict, dataclass
+import zipfile
+from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +39,12 @@ CHECKPOINT, WEIGHTS, LOG, CONFIG = "checkpoint.npz", "weights.npz", "log.jsonl",
 #: kill midway never leaves an old checkpoint beside a new configuration.
 RUN_FILES = (CHECKPOINT, WEIGHTS, LOG, CONFIG)
 CHECKPOINT_FORMAT = "a minibasis checkpoint .npz"  # what errors say a checkpoint should be
+FORMAT = "minibasis run 2"  # config.json's and checkpoint.npz's "format": the folder is minibasis's
+#: config.json of the first round of runs (no "format"): recognised by its exact fields ("extensions" came later).
+LEGACY_CONFIG_KEYS = {"model", "dataset", "train_size", "test_size", "epochs", "batch_size", "lr", "momentum",
+                      "weight_decay", "nesterov", "schedule", "lam", "augment", "seed", "extensions"}
+NOT_OURS = "a file minibasis did not write (or one damaged since)"  # what foreign_file says of one
+STATE_DICT_SUFFIXES = (".weight", ".bias", ".running_mean", ".running_var", ".num_batches_tracked")
 
 
 def run_files(folder):
@@ -54,6 +66,40 @@ def remove(paths):
         Path(path).unlink(missing_ok=True)
 
 
+def foreign_file(folder):
+    """``(path, what it is)`` of the first run-file name in ``folder`` that minibasis did not
+    write, or None. Ours: a config.json with our "format" (or the first round's exact fields), a
+    checkpoint.npz with our entries, a weights.npz of state_dict keys, a log.jsonl of epoch
+    records, a temp file of one of them (by its name); never a link or anything but a file."""
+    for name in RUN_FILES:
+        path = Path(folder) / name
+        if path.is_symlink() or (path.exists() and not path.is_file()):
+            return path, "a symbolic link" if path.is_symlink() else "not a regular file"
+        if path.is_file() and not _ours(path, name):
+            return path, NOT_OURS
+    return None
+
+
+def is_run_config(saved):
+    """True for the JSON object of a config.json that minibasis wrote (this format or the first round's)."""
+    return saved.get("format") == FORMAT or set(saved) | {"extensions"} == LEGACY_CONFIG_KEYS  # (older: no extensions)
+
+
+def _ours(path, name):
+    try:
+        if name == CONFIG:
+            return is_run_config(read_config(path))
+        if name == LOG:
+            return read_log(path) is not None
+        with zipfile.ZipFile(path) as archive:  # the names only: nothing is loaded
+            names = archive.namelist()
+    except (ValueError, OSError, zipfile.BadZipFile):
+        return False
+    if name == CHECKPOINT:
+        return {"config.npy", "epoch.npy", "rng_state.npy"} <= set(names)
+    return bool(names) and all(n.endswith(".npy") and n[:-4].endswith(STATE_DICT_SUFFIXES) for n in names)
+
+
 # ------------------------------------------------------------------------------ checkpoint
 
 
@@ -69,18 +115,28 @@ class Checkpoint:
     rng: np.random.Generator
     config: dict
     extensions: list
+    records: list  # the log records of the epochs done (None: a first-round checkpoint)
+    data: dict  # the identity of the data trained on (None: a first-round checkpoint)
+    kernels: str  # 'fast' or 'reference' (None: a first-round checkpoint)
 
 
-def save_checkpoint(path, model, params, state, momentum, epoch, rng, config, extensions=()):
+def save_checkpoint(path, model, params, state, momentum, epoch, rng, config, extensions=(), *, records, data=None,
+                    kernels="fast"):
     """Atomic .npz: 'model/<state_dict key>', 'momentum/<param name>', 'epoch', 'rng_state',
-    'config' and 'extensions' (JSON text). ``config``: a TrainConfig."""
+    'format', 'kernels' (text), 'config', 'extensions', 'log' and 'data' (JSON text).
+    ``config``: a TrainConfig (or its dict); ``records``: the log records of the ``epoch``
+    epochs; ``data``: the identity of the data (``CifarData.source``)."""
     arrays = {f"model/{k}": v for k, v in to_state_dict(model, params, state).items()}
     if momentum is not None:
         arrays.update({f"momentum/{k}": v for k, v in flatten(momentum).items()})
     arrays["epoch"] = np.int64(epoch)
     arrays["rng_state"] = np.array(rng_to_json(rng))
-    arrays["config"] = np.array(json.dumps(asdict(config)))
+    arrays["format"] = np.array(FORMAT)
+    arrays["kernels"] = np.array(kernels)
+    arrays["config"] = np.array(json.dumps(asdict(config) if is_dataclass(config) else dict(config)))
     arrays["extensions"] = np.array(json.dumps(list(extensions)))
+    arrays["log"] = np.array(json.dumps(list(records)))
+    arrays["data"] = np.array(json.dumps(data))
     atomic_savez(path, arrays)
 
 
@@ -97,6 +153,12 @@ def load_checkpoint(path, model):
     epoch = _epoch(_entry(arrays, "epoch", path), config, f"{where}['epoch']")
     rng = rng_from_json(_text(_entry(arrays, "rng_state", path), f"{where}['rng_state']"), f"{where}['rng_state']")
     extensions = _json_entry(arrays, "extensions", path, list) if "extensions" in arrays else []  # none before extensions existed
+    records = _json_entry(arrays, "log", path, list) if "log" in arrays else None  # a first-round checkpoint
+    epochs_recorded = [r.get("epoch") if isinstance(r, dict) else None for r in records or []]
+    if records is not None and epochs_recorded != list(range(1, epoch + 1)):
+        fail(f"{where}['log']", f"the records of epochs 1–{epoch}", repr(_clip(json.dumps(records))))
+    data = _json_entry(arrays, "data", path, dict) if "data" in arrays else None
+    kernels = _text(arrays["kernels"], f"{where}['kernels']") if "kernels" in arrays else None
     _check_finite(arrays, where)
     try:
         params, state = from_state_dict(model, {k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")})
@@ -104,12 +166,22 @@ def load_checkpoint(path, model):
         fail(where, f"the weights of a {model.spec.name}", str(error))
     momentum = {k[len("momentum/"):]: v for k, v in arrays.items() if k.startswith("momentum/")}
     _check_momentum(momentum, params, epoch, config, where)
-    return Checkpoint(params, state, unflatten(momentum) if momentum else None, epoch, rng, config, extensions)
+    momentum = unflatten(momentum) if momentum else None
+    return Checkpoint(params, state, momentum, epoch, rng, config, extensions, records, data, kernels)
 
 
 def read_checkpoint_config(path):
     """The configuration dict a checkpoint holds (without building its model)."""
     return _json_entry(read_npz(path, CHECKPOINT_FORMAT), "config", path, dict)
+
+
+def read_checkpoint_run(path):
+    """What config.json must agree with: ``{**config, "data": …, "extensions": […]}`` of the
+    checkpoint at ``path`` (without building its model)."""
+    arrays = read_npz(path, CHECKPOINT_FORMAT)
+    data = _json_entry(arrays, "data", path, (dict, type(None))) if "data" in arrays else None
+    extensions = _json_entry(arrays, "extensions", path, list) if "extensions" in arrays else []
+    return {**_json_entry(arrays, "config", path, dict), "data": data, "extensions": extensions}
 
 
 def checkpoint_epoch(path):
@@ -147,7 +219,7 @@ def _json(text, where, kind):
     except json.JSONDecodeError as error:
         fail(where, f"JSON text ({error.msg} at line {error.lineno}, column {error.colno})", repr(_clip(text)))
     if not isinstance(value, kind):
-        fail(where, f"a JSON {'object' if kind is dict else 'list'}", repr(_clip(text)))
+        fail(where, f"a JSON {'list' if kind is list else 'object'}", repr(_clip(text)))
     return value
 
 
@@ -199,11 +271,13 @@ def _check_momentum(momentum, params, epoch, config, where):
 # ------------------------------------------------------------------------- config and log
 
 
-def write_config(path, config, extensions=()):
-    """``config.json``: the TrainConfig's fields and ``"extensions"``, one ``{"at_epoch": k,
-    "from_epochs": n, "to_epochs": m}`` per resume that changed the run's epochs from n to m
-    after k epochs were done."""
-    _write_text(path, json.dumps({**asdict(config), "extensions": list(extensions)}, indent=1) + "\n")
+def write_config(path, config, extensions=(), data=None):
+    """``config.json``: ``"format"``, the TrainConfig's fields, ``"data"`` (the identity of the
+    data, see ``CifarData.source``) and ``"extensions"``, one ``{"at_epoch": k, "from_epochs": n,
+    "to_epochs": m}`` per resume that changed the run's epochs from n to m after k epochs were
+    done."""
+    saved = {"format": FORMAT, **asdict(config), "data": data, "extensions": list(extensions)}
+    _write_text(path, json.dumps(saved, indent=1) + "\n")
 
 
 def read_config(path):

@@ -8,6 +8,7 @@ np.load(f).items()}, strict=True)`` accepts a minibasis file, and minibasis load
 checkpoints. No pickle.
 """
 
+import math
 import zipfile
 from pathlib import Path
 
@@ -102,13 +103,29 @@ def _value_problem(key, value, shape):
 
 
 def save_weights(path, model, params, state):
-    """Write the state_dict to ``path`` (.npz) atomically: a temp file, then rename."""
-    return atomic_savez(path, to_state_dict(model, params, state))
+    """Write the state_dict to ``path`` (.npz) atomically: a temp file, then rename. Refused
+    (ValueError, nothing written) when the file would not load: another model's trees, a
+    non-finite value, a dtype other than float32/float64, or mixed floating dtypes."""
+    model.check_trees(params, state)
+    arrays = to_state_dict(model, params, state)
+    problems = [_value_problem(key, arrays[key], tuple(shape)) for key, shape, *_ in state_dict_layout(model)]
+    problems = [problem for problem in problems if problem]
+    dtypes = sorted({str(a.dtype) for a in arrays.values() if a.dtype.kind == "f"})
+    if len(dtypes) > 1:
+        problems.append(f"expected one floating dtype for all arrays, got {', '.join(dtypes)}")
+    if problems:
+        raise ValueError(f"{path}: refusing to write weights that would not load: {'; '.join(problems[:3])}")
+    return atomic_savez(path, arrays)
 
 
-def read_npz(path, what="an .npz file"):
+MAX_NPZ_BYTES = 1 << 32  # 4 GiB: far above any model of the zoo (ImageNet ResNet101: 180 MB)
+
+
+def read_npz(path, what="an .npz file", max_bytes=MAX_NPZ_BYTES):
     """{key: array} of an ``.npz`` file, every problem a ValueError naming the file: not there,
-    not an .npz archive (a .npy, a text file, truncated or damaged), or holding pickled objects."""
+    not an .npz archive (a .npy, a text file, truncated or damaged), holding pickled objects, or
+    declaring arrays larger than the bytes it holds or than ``max_bytes`` in all (checked in the
+    headers, before anything is allocated)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: expected {what}, found {'a folder' if path.is_dir() else 'no file'}")
@@ -118,12 +135,35 @@ def read_npz(path, what="an .npz file"):
         kind = "a single .npy array" if magic == b"\x93NUMPY" else "an empty file" if not magic else "a file that is not a zip archive"
         raise ValueError(f"{path}: expected {what}, got {kind}")
     try:
+        _check_declared_sizes(path, what, max_bytes)
         with np.load(path, allow_pickle=False) as f:
             return {key: f[key] for key in f.files}
     except ValueError as error:  # pickled objects refused
         raise ValueError(f"{path}: expected {what}, got {_first_line(error)}") from None
     except (OSError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile, KeyError) as error:  # truncated, damaged
         raise ValueError(f"{path}: expected {what}, got an unreadable archive ({type(error).__name__}: {_first_line(error)})") from None
+
+
+def _check_declared_sizes(path, what, max_bytes):
+    """Each entry's declared shape against what the archive holds, before any array is made."""
+    total = 0
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            with archive.open(info) as member:
+                try:
+                    major, _ = np.lib.format.read_magic(member)
+                    fmt = np.lib.format
+                    read_header = fmt.read_array_header_1_0 if major == 1 else fmt.read_array_header_2_0
+                    shape, _, dtype = read_header(member)
+                except ValueError:  # np.load says what is wrong
+                    continue
+            size = math.prod(shape) * dtype.itemsize
+            total += size
+            if size > info.file_size or total > max_bytes:
+                too_big = size > info.file_size
+                why = "more than the archive holds" if too_big else f"more than {max_bytes / 2**30:g} GiB in all"
+                raise ValueError(f"an entry {info.filename[:-4]!r} that declares shape {shape} of {dtype} "
+                                 f"({size / 2**30:.3g} GiB), {why}")  # read_npz names the file
 
 
 def _first_line(error):

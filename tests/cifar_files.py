@@ -120,3 +120,34 @@ def write_cifar100_archive(root, *, train_per_class, test_per_class, seed=0):
     archive = make_tar(folder, Path(root) / "cifar-100-python.tar.gz")
     shutil.rmtree(folder)
     return archive
+
+
+def write_hostile_archive(root, name, *, meta=None, batch=None, member=None, labels="cyclic"):
+    """``root/name``: the tiny official layout (40 training, 20 test images) changed in one way:
+    ``meta``: the ``label_names`` of ``batches.meta``; ``batch``: the bytes of ``data_batch_1``;
+    ``member``: ``"symlink"`` / ``"hardlink"`` (``data_batch_1`` as a link to ``test_batch``) or
+    ``"huge"`` (a ``data_batch_1`` header declaring 512 MiB, with no data); ``labels``: see
+    :func:`make_batch`."""
+    work = Path(root) / f"{name}.d"
+    folder, _ = write_cifar10(work, labels=labels)
+    if meta is not None:
+        dump({b"num_cases_per_batch": 10000, b"label_names": meta, b"num_vis": 3072}, folder / "batches.meta")
+    if batch is not None:
+        (folder / "data_batch_1").write_bytes(batch)
+    path = Path(root) / name
+    with tarfile.open(path, "w:gz") as tar:
+        for file in ("batches.meta", "test_batch", "data_batch_1"):
+            arcname = f"{FOLDER}/{file}"
+            if file == "data_batch_1" and member in ("symlink", "hardlink"):
+                info = tarfile.TarInfo(arcname)
+                info.type = tarfile.SYMTYPE if member == "symlink" else tarfile.LNKTYPE
+                info.linkname = "test_batch" if member == "symlink" else f"{FOLDER}/test_batch"
+                tar.addfile(info)
+            elif file == "data_batch_1" and member == "huge":
+                info = tarfile.TarInfo(arcname)
+                info.size = 512 << 20
+                tar.fileobj.write(info.tobuf(tar.format, tar.encoding, tar.errors))  # the header alone
+            else:
+                tar.add(folder / file, arcname=arcname)
+    shutil.rmtree(work)
+    return path

@@ -179,8 +179,8 @@ def help_entries(text):
                "--schedule": "step", "--out": "runs/MODEL", "--progress-every": "5.0", "--device": "cpu",
                "--dataset": "cifar10", "--lam": "10 for the shared variants, 0 for the original and NonShared"}),
     ("eval", {"--test-size": "0", "--batch-size": "500", "--progress-every": "5.0", "--dataset": "cifar10"}),
-    ("info", {"--num-classes": "10, 100 or 1000 by the spec's dataset", "--image-size": "32 for CIFAR, 224 for ImageNet",
-              "--threads": "the cores this process may use"}),
+    ("info", {"--num-classes": "10, 100 or 1000 by the spec's dataset",
+              "--image-size": "32 for CIFAR, 224 for ImageNet"}),
 ])
 def test_help_shows_every_default(sub, expected):
     """Issue 16.2: every option's help ends with its default (before, --epochs, --lr and most
@@ -225,14 +225,15 @@ def test_train_then_eval_end_to_end(shared_archive, tmp_path, capsys):
     assert err == ""  # --quiet: no progress bar
     assert f"run folder: {out} (config.json, log.jsonl, weights.npz, checkpoint.npz); 2 of 2 epochs done\n" in stdout
     assert len(re.findall(r"^epoch +\d/2 ", stdout, re.M)) == 2
-    assert sorted(p.name for p in out.iterdir()) == [".lock", "checkpoint.npz", "config.json", "log.jsonl", "weights.npz"]
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.npz", "config.json", "log.jsonl", "weights.npz"]
 
     records = [json.loads(l) for l in (out / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2]
     assert all(np.isfinite(r["train_loss"]) and np.isfinite(r["test_loss"]) for r in records)
     config = json.loads((out / "config.json").read_text())
     assert config["model"] == "resnet8" and config["train_size"] == 1000 and config["test_size"] == 100
-    assert config["lam"] is None
+    assert config["lam"] == 0.0 and all(r["lam"] == 0.0 for r in records)  # the λ used: resnet8 has no bases (issue 24.6)
+    assert config["data"]["path"] == str(shared_archive.absolute()) and config["data"]["bytes"] == shared_archive.stat().st_size
     model = create_model("resnet8")
     assert runs.load_checkpoint(out / "checkpoint.npz", model).epoch == 2
     load_weights(out / "weights.npz", model)
@@ -424,8 +425,9 @@ def test_progress_lines_when_stderr_is_not_a_terminal(tiny_run, tmp_path):
     assert proc.returncode == 0, proc.stderr
     lines = proc.stderr.splitlines()
     assert "\r" not in proc.stderr  # no bar: stderr is a pipe
-    assert [line for line in lines if re.fullmatch(r"epoch 1/1: (10|20)/20 images, \d+ img/s, ETA \d+:\d\d, loss \d+\.\d{4}", line)], lines
-    assert [line for line in lines if re.fullmatch(r"epoch 1/1 test: 10/10 images, \d+ img/s, ETA \d+:\d\d", line)], lines
+    assert [line for line in lines if re.fullmatch(r"epoch 1/1: (10|20)/20 images, \d+ img/s, ETA \d+:\d\d, run ETA \d+:\d\d, "
+                                                   r"loss \d+\.\d{4}", line)], lines
+    assert [line for line in lines if re.fullmatch(r"epoch 1/1 test: 10/10 images, \d+ img/s, ETA \d+:\d\d, run ETA \d+:\d\d", line)], lines
     assert len(lines) == 3, lines  # one per batch with --progress-every 0: 2 training batches, 1 test batch
 
     proc = run_process("eval", out / "weights.npz", "--data", archive, "--batch-size", 10, "--progress-every", 0)
@@ -504,7 +506,7 @@ def test_two_processes_cannot_train_into_one_folder_and_ctrl_c_is_one_line(tiny_
     assert a.returncode == 130, stderr
     epoch = runs.load_checkpoint(out / "checkpoint.npz", create_model("resnet8")).epoch
     assert stderr == (f"minibasis train: interrupted. The last checkpoint, {out / 'checkpoint.npz'}, holds epoch {epoch}. "
-                      "Continue with --resume.\n")
+                      f"Continue with: minibasis train --resume --out {out}\n")
     assert "Traceback" not in stderr
     assert len(re.findall(r"^epoch ", stdout, re.M)) in (epoch - 1, epoch)  # the signal may come between a checkpoint and its line
     assert not runs.stale_temp_files(out)
@@ -591,3 +593,153 @@ def test_a_mobilenet_run_with_dropout_resumes_bit_identically(tiny_run, tmp_path
     assert run(capsys, "train", *options, "--stop-after", 1, "--out", tmp_path / "resumed")[0] == 0
     assert run(capsys, "train", *options, "--resume", "--out", tmp_path / "resumed")[0] == 0
     assert_npz_identical(tmp_path / "straight" / "checkpoint.npz", tmp_path / "resumed" / "checkpoint.npz")
+
+
+# ------------------------------------------- issue 21: streams, signals, limits (real processes)
+
+
+def complete_run(out, epochs):
+    """The run in ``out`` finished ``epochs`` epochs, and its files are what minibasis writes."""
+    assert [r["epoch"] for r in read_log(out)] == list(range(1, epochs + 1))
+    assert json.loads((out / "config.json").read_text())["format"] == "minibasis run 2"
+    assert runs.load_checkpoint(out / "checkpoint.npz", create_model("resnet8")).epoch == epochs
+
+
+@pytest.mark.parametrize("value", ["yes", "true", "2", "01", "\uff11"])
+def test_a_bad_minibasis_reference_is_one_line(value):
+    proc = subprocess.run(command("info", "resnet20"), cwd=ROOT, env=process_env(MINIBASIS_REFERENCE=value),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr == f"minibasis info: error: MINIBASIS_REFERENCE: expected '1' (reference mode), '0' or unset, got {value!r}\n"
+
+
+def test_a_broken_stdout_pipe_does_not_stop_training(tiny_run, tmp_path):
+    """``train … | head -1``: before, the run stopped after 2 of 3 epochs with exit 0."""
+    archive, *_ = tiny_run
+    out = tmp_path / "run"
+    proc = subprocess.Popen(command("train", "--data", archive, *TINY_TRAIN, "--epochs", 3, "--out", out), cwd=ROOT,
+                            env=process_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().startswith("epoch   1/3")
+    proc.stdout.close()  # what head does after its line
+    err = proc.stderr.read()
+    assert proc.wait(timeout=300) == 0 and "Traceback" not in err and "Exception ignored" not in err, err
+    complete_run(out, 3)
+
+
+@pytest.mark.parametrize("how", ["closed", "full"])
+def test_a_closed_or_full_stderr_does_not_stop_training(tiny_run, tmp_path, how):
+    """``2>&-`` (before: exit 1, nothing said) and ``2>/dev/full``: the run completes, and no
+    progress line lands in a run file (a closed fd 2 would be the number of the next file opened)."""
+    archive, *_ = tiny_run
+    out = tmp_path / "run"
+    argv = command("train", "--data", archive, *TINY_TRAIN, "--epochs", 2, "--progress-every", 0, "--out", out)
+    if how == "closed":
+        proc = subprocess.run(argv, cwd=ROOT, env=process_env(), stdout=subprocess.PIPE,
+                              preexec_fn=lambda: os.close(2), timeout=300)
+    else:
+        with open("/dev/full", "w") as full:
+            proc = subprocess.run(argv, cwd=ROOT, env=process_env(), stdout=subprocess.PIPE, stderr=full, timeout=300)
+    assert proc.returncode == 0
+    complete_run(out, 2)
+    assert all(b"images, " not in p.read_bytes() for p in out.iterdir())
+
+
+def test_a_file_size_limit_names_the_file(tiny_run, tmp_path):
+    """``ulimit -f``: before, ``[Errno 27] File too large`` named no file."""
+    import resource
+
+    archive, *_ = tiny_run
+    out = tmp_path / "run"
+    def limit():  # 100 kB: the checkpoint is larger
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+
+    proc = subprocess.run(command("train", "--data", archive, *TINY_TRAIN, "--epochs", 1, "--quiet", "--out", out),
+                          cwd=ROOT, env=process_env(), capture_output=True, text=True, preexec_fn=limit, timeout=300)
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith(f"minibasis train: error: {out / 'checkpoint.npz'}: File too large; nothing was written there"), proc.stderr
+    assert not runs.stale_temp_files(out)
+
+
+def test_out_of_memory_is_one_line_with_the_model_and_batch_size(tiny_run, tmp_path, capsys, monkeypatch):
+    archive, *_ = tiny_run
+
+    def no_memory(*args, **kwargs):
+        raise MemoryError("Unable to allocate 3.00 GiB for an array with shape (805306368,) and data type float32")
+
+    monkeypatch.setattr(T, "_sgd_step", no_memory)
+    code, out, err = run(capsys, "train", "--data", archive, *TINY_TRAIN, "--epochs", 1, "--quiet", "--out",
+                         tmp_path / "run")
+    assert code == 1 and err.count("\n") == 1, err
+    assert err == ("minibasis train: error: out of memory (Unable to allocate 3.00 GiB for an array with shape (805306368,) and data "
+                   "type float32) while training resnet8 with batch size 10; try a smaller --batch-size, or fewer --threads\n")
+
+
+def test_ctrl_c_before_any_run_file_says_to_run_the_command_again(tiny_run, tmp_path, capsys, monkeypatch):
+    archive, *_ = tiny_run
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(T, "load_run_data", interrupted)
+    code, out, err = run(capsys, "train", "--data", archive, *TINY_TRAIN, "--out", tmp_path / "run")
+    assert code == 130
+    assert err == "minibasis train: interrupted. No run file was written: run the same command again to start the run.\n"
+
+
+def test_resume_with_nothing_else_continues_or_says_the_run_is_complete(tiny_run, tmp_path, capsys):
+    """Issue 24.4: the run remembers its data; each resume says where it starts."""
+    archive, *_ = tiny_run
+    out = tmp_path / "run"
+    code, stdout, err = run(capsys, "train", "--data", archive, *TINY_TRAIN, "--epochs", 2, "--stop-after", 1,
+                            "--quiet", "--out", out)
+    assert code == 0 and stdout.endswith(f"1 of 2 epochs done; continue it with: minibasis train --resume --out {out}\n"), stdout
+    code, stdout, err = run(capsys, "train", "--resume", "--out", out, "--quiet")
+    assert code == 0 and stdout.startswith(f"{out}: resuming at epoch 2 of 2\n"), (stdout, err)
+    code, stdout, err = run(capsys, "train", "--resume", "--out", out, "--quiet")
+    assert code == 0 and stdout.startswith(f"{out}: the run is already complete (2 of 2 epochs)"), (stdout, err)
+    complete_run(out, 2)
+
+
+def test_resume_on_data_moved_elsewhere_and_on_other_data_when_allowed(tiny_run, tmp_path, capsys):
+    archive, *_ = tiny_run
+    out = tmp_path / "run"
+    assert run(capsys, "train", "--data", archive, *TINY_TRAIN, "--epochs", 3, "--stop-after", 1, "--quiet", "--out",
+               out)[0] == 0
+    moved = tmp_path / "moved" / archive.name
+    moved.parent.mkdir()
+    shutil.copy(archive, moved)
+    code, stdout, err = run(capsys, "train", "--resume", "--data", moved, "--stop-after", 1, "--quiet", "--out", out)
+    assert code == 0, err  # the same bytes elsewhere: accepted, the new path recorded
+    assert json.loads((out / "config.json").read_text())["data"]["path"] == str(moved)
+    other = write_cifar10_archive(tmp_path / "other", train_per_class=4, test_per_class=2, seed=9)
+    code, stdout, err = run(capsys, "train", "--resume", "--data", other, "--quiet", "--out", out)
+    assert code == 1 and err.startswith("minibasis train: error: data: expected the data of the run"), err
+    code, stdout, err = run(capsys, "train", "--resume", "--data", other, "--allow-other-data", "--quiet", "--out", out)
+    assert code == 0 and f"note: training on {other}" in stdout, (stdout, err)
+    assert json.loads((out / "config.json").read_text())["data"]["path"] == str(other)
+
+
+def test_a_real_out_of_memory_under_ulimit_v_is_one_line(shared_archive, tmp_path):
+    """``ulimit -v``: before, a 61-line traceback."""
+    import resource
+
+    limit = lambda: resource.setrlimit(resource.RLIMIT_AS, (2_500_000_000, 2_500_000_000))  # noqa: E731
+    argv = command("train", "--data", shared_archive, "--model", "resnet20", "--train-size", 2000, "--test-size", 10,
+                   "--batch-size", 2000, "--epochs", 1, "--quiet", "--threads", 1, "--out", tmp_path / "run")
+    proc = subprocess.run(argv, cwd=ROOT, env=process_env(OPENBLAS_NUM_THREADS="1"), capture_output=True, text=True,
+                          preexec_fn=limit, timeout=300)
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith("minibasis train: error: out of memory (Unable to allocate "), proc.stderr
+    assert proc.stderr.endswith("while training resnet20 with batch size 2000; try a smaller --batch-size, or fewer --threads\n")
+
+
+def test_eval_with_model_ignores_a_config_json_that_is_not_a_runs(tiny_run, tmp_path, capsys):
+    archive, weights, *_ = tiny_run
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    shutil.copy(weights, folder / "weights.npz")
+    (folder / "config.json").write_text('{"name": "my-app"}')
+    code, out, err = run(capsys, "eval", folder / "weights.npz", "--data", archive, "--model", "resnet8", "--quiet")
+    assert code == 0 and json.loads(out)["model"] == "resnet8", err
+    code, out, err = run(capsys, "eval", folder / "weights.npz", "--data", archive, "--quiet")
+    assert code == 1 and err.startswith(f"minibasis eval: error: {folder / 'config.json'}: expected only the fields of a run's"), err

@@ -528,3 +528,41 @@ def test_errors_name_the_argument_the_expected_and_the_received(call, name):
     message = str(err.value)
     assert "\n" not in message
     assert re.fullmatch(rf"{name}: expected .+, got .+", message), message
+
+
+def test_the_source_is_the_archive_read_whichever_way_it_is_named(tmp_path):
+    """What a run records of its data (issue 24.4): the archive's path, size and SHA-256 (computed
+    here with hashlib), the same when the folder holding it is given."""
+    folder, _ = write_cifar10(tmp_path / "a")
+    archive = make_tar(folder, tmp_path / "a" / "cifar-10-python.tar.gz")
+    for file in folder.iterdir():
+        file.unlink()
+    folder.rmdir()
+    expected = {"path": str(archive), "sha256": hashlib.sha256(archive.read_bytes()).hexdigest(),
+                "bytes": archive.stat().st_size}
+    assert D.load_cifar(archive).source == expected
+    assert D.load_cifar(tmp_path / "a").source == expected
+
+
+def test_a_folder_source_is_a_manifest_of_its_files(tmp_path):
+    folder, _ = write_cifar10(tmp_path / "a")
+    manifest = "".join(f"{p.name} {p.stat().st_size} {hashlib.sha256(p.read_bytes()).hexdigest()}\n" for p in sorted(folder.iterdir()))
+    source = D.load_cifar(folder).source
+    assert source["sha256"] == hashlib.sha256(manifest.encode()).hexdigest() and source["path"] == str(folder)
+    other, _ = write_cifar10(tmp_path / "b", seed=1)
+    (folder / "test_batch").write_bytes((other / "test_batch").read_bytes())  # other pixels: another identity
+    assert D.load_cifar(folder).source["sha256"] != source["sha256"]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_a_non_regular_data_path_is_refused_before_it_is_opened(tmp_path, kind):
+    """Issue 21 (hangs): ``--data /dev/zero`` printed nothing until killed; a FIFO blocks on open."""
+    path = tmp_path / "cifar-10-python.tar.gz"
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path = "/dev/zero"
+    with pytest.raises(ValueError,
+                       match=rf"^path: expected a CIFAR archive \(a regular file\) or its folder, got {path}, "
+                                         rf"{'a FIFO' if kind == 'fifo' else 'a device'}$"):
+        D.load_cifar(path)

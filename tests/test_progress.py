@@ -79,3 +79,36 @@ def test_bad_arguments(kwargs, message):
     with pytest.raises(ValueError) as info:
         Progress(**{"label": "x", "total": 3, **kwargs})
     assert str(info.value) == message
+
+
+def test_the_run_eta_adds_the_rest_of_the_run_at_the_current_rate():
+    """Issue 24.5: the ETA covered one epoch, never the whole run."""
+    stream, clock = Stream(tty=False), Clock()
+    progress = Progress("epoch 1/3", 100, every=0, stream=stream, clock=clock, run_left=lambda rate: 400 / rate)
+    clock.now += 5
+    progress.update(50)  # 10 img/s: 5 s left of this phase, 40 s of the rest of the run
+    assert stream.getvalue() == "epoch 1/3: 50/100 images, 10 img/s, ETA 0:05, run ETA 0:45\n"
+
+
+class Broken(Stream):
+    def write(self, text):
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+@pytest.mark.parametrize("tty", [False, True])
+def test_a_broken_stream_silences_the_progress_and_never_raises(tty):
+    progress = Progress("epoch 1/1", 10, every=0, stream=Broken(tty=tty), clock=Clock())
+    progress.update(5)
+    progress.update(10)  # silent now
+    progress.close()
+    assert progress.every is None
+
+
+def test_a_closed_stderr_is_quiet(monkeypatch):
+    import sys
+
+    monkeypatch.setattr(sys, "stderr", None)  # Python's stderr when file descriptor 2 is closed
+    progress = Progress("epoch 1/1", 10)
+    progress.update(5)
+    progress.close()
+    assert progress.every is None

@@ -14,6 +14,8 @@ from minibasis.tree import tree_map
 from run_files import assert_trees_equal, npz_arrays
 
 CONFIG = TrainConfig(model="resnet14-s2u1", train_size=20, test_size=10, epochs=3, batch_size=10)
+RECORDS = [{"epoch": 1, "train_loss": 2.5}, {"epoch": 2, "train_loss": 2.25}]
+DATA = {"path": "/data/cifar-10-python.tar.gz", "sha256": "ab" * 32, "bytes": 123}
 
 
 @pytest.fixture
@@ -25,7 +27,9 @@ def checkpoint(tmp_path):
     rng = np.random.default_rng(11)
     rng.random(3)
     path = tmp_path / "checkpoint.npz"
-    runs.save_checkpoint(path, model, params, state, momentum, 2, rng, CONFIG, [{"at_epoch": 1, "from_epochs": 2, "to_epochs": 3}])
+    extensions = [{"at_epoch": 1, "from_epochs": 2, "to_epochs": 3}]
+    runs.save_checkpoint(path, model, params, state, momentum, 2, rng, CONFIG, extensions,
+                         records=RECORDS, data=DATA)
     return path, model, params, state, momentum, rng
 
 
@@ -34,6 +38,7 @@ def test_checkpoint_round_trip(checkpoint, tmp_path):
     loaded = runs.load_checkpoint(path, model)
     assert loaded.epoch == 2 and loaded.config == json.loads(json.dumps(CONFIG.__dict__))
     assert loaded.extensions == [{"at_epoch": 1, "from_epochs": 2, "to_epochs": 3}]
+    assert loaded.records == RECORDS and loaded.data == DATA and loaded.kernels == "fast"
     assert loaded.rng.bit_generator.state == rng.bit_generator.state
     assert np.array_equal(loaded.rng.random(5), rng.random(5))
     for a, b in ((params, loaded.params), (state, loaded.state), (momentum, loaded.momentum)):
@@ -51,7 +56,7 @@ def resave(path, **changes):
 
 
 @pytest.mark.parametrize("changes, where, expected", [
-    ({"epoch": None}, "", "expected a minibasis checkpoint (with 'epoch'), got an .npz without it (entries: config, extensions, model/bn1.bias"),
+    ({"epoch": None}, "", "expected a minibasis checkpoint (with 'epoch'), got an .npz without it (entries: config, data, extensions, format, kernels"),
     ({"epoch": np.int64(4)}, "['epoch']", "expected an integer in [0, 3] (the run's epochs), got 4"),
     ({"epoch": np.float64(1.0)}, "['epoch']", "expected an integer in [0, 3] (the run's epochs), got 1.0"),
     ({"epoch": np.int64(-1)}, "['epoch']", "expected an integer in [0, 3] (the run's epochs), got -1"),
@@ -62,6 +67,7 @@ def resave(path, **changes):
     ({"rng_state": np.array('{"bit_generator": "MT19937"}')}, "['rng_state']", "expected the JSON state of numpy's PCG64 bit generator"),
     ({"rng_state": np.array("12")}, "['rng_state']", "expected the JSON state of numpy's PCG64 bit generator, got '12'"),
     ({"extensions": np.array("{}")}, "['extensions']", "expected a JSON list, got '{}'"),
+    ({"log": np.array('[{"epoch": 1}]')}, "['log']", "expected the records of epochs 1–2, got '[{\"epoch\": 1}]'"),
     ({"model/fc.weight": np.full((10, 64), np.inf, np.float32)}, "['model/fc.weight']", "expected finite values, got NaN or infinity"),
     ({"momentum/fc.weight": np.zeros((3, 3), np.float32)}, "['momentum/fc.weight']", "expected a buffer of shape (10, 64), got (3, 3)"),
     ({"momentum/fc.weight": None}, "['momentum/fc.weight']", "expected a buffer of shape (10, 64), got no entry"),
@@ -86,8 +92,10 @@ def test_a_checkpoint_without_momentum_after_an_epoch(checkpoint):
 
 
 def test_config_and_log_round_trip(tmp_path):
-    runs.write_config(tmp_path / "config.json", CONFIG, [{"at_epoch": 3, "from_epochs": 3, "to_epochs": 5}])
-    assert runs.read_config(tmp_path / "config.json") == {**CONFIG.__dict__, "extensions": [{"at_epoch": 3, "from_epochs": 3, "to_epochs": 5}]}
+    runs.write_config(tmp_path / "config.json", CONFIG, [{"at_epoch": 3, "from_epochs": 3, "to_epochs": 5}], DATA)
+    assert runs.read_config(tmp_path / "config.json") == {"format": "minibasis run 2", **CONFIG.__dict__, "data": DATA,
+                                                          "extensions": [{"at_epoch": 3, "from_epochs": 3,
+                                                                          "to_epochs": 5}]}
     records = [{"epoch": 1, "lr": 0.1}, {"epoch": 2, "lr": 0.01}]
     runs.write_log(tmp_path / "log.jsonl", records)
     assert (tmp_path / "log.jsonl").read_text() == '{"epoch": 1, "lr": 0.1}\n{"epoch": 2, "lr": 0.01}\n'

@@ -8,6 +8,7 @@ shared bases, their orthogonality loss and their momentum must take part), with 
 10–20 images and batches of 10.
 """
 
+import hashlib
 import json
 import math
 import os
@@ -33,8 +34,17 @@ from run_files import (DAMAGES, assert_npz_identical, damage, files_of, logits_b
                        read_log, without_timing)
 
 ROOT = Path(__file__).resolve().parents[1]
-LOG_KEYS = {"epoch", "epochs", "train_loss", "train_acc", "test_loss", "test_acc", "orthogonality", "lr", "seconds",
-            "images_per_second"}
+LOG_KEYS = {"epoch", "epochs", "train_loss", "train_acc", "test_loss", "test_acc", "orthogonality", "lr", "lam",
+            "seconds", "images_per_second"}
+
+
+def saved_config(config, archive, **changes):
+    """What config.json must hold for a run of ``config`` on ``archive``: the format, the
+    fields with λ resolved, the data's identity (computed here from the file) and extensions."""
+    data = {"path": str(Path(archive).absolute()), "sha256": hashlib.sha256(Path(archive).read_bytes()).hexdigest(),
+            "bytes": Path(archive).stat().st_size}
+    fields = {**asdict(config), "lam": 10.0 if config.lam is None and "-s" in config.model else config.lam or 0.0}
+    return {"format": "minibasis run 2", **fields, "data": data, "extensions": [], **changes}
 
 
 # ------------------------------------------------------------------ a tiny CIFAR-10 archive
@@ -122,7 +132,7 @@ def test_resume_in_new_process_is_bit_identical(archive, straight, first_epoch, 
     assert [r["epoch"] for r in resumed] == [1, 2]
     assert without_timing(resumed) == without_timing(read_log(straight_run))
     assert without_timing(resumed) == without_timing(straight_records)
-    assert json.loads((run / "config.json").read_text()) == {**asdict(SHARED), "extensions": []}
+    assert json.loads((run / "config.json").read_text()) == saved_config(SHARED, archive)
 
 
 def test_resume_in_process_and_finished_run(archive, straight, first_epoch, tmp_path):
@@ -138,7 +148,7 @@ def test_resume_in_process_and_finished_run(archive, straight, first_epoch, tmp_
     said = []
     again = T.train(SHARED, run, data_path=archive, quiet=True, resume=True, print_fn=said.append)
     assert again == records  # the log read back, nothing retrained
-    assert files_of(run) == before
+    assert files_of(run) == before  # (its views written again, byte for byte)
     assert len(said) == 1 and "already complete (2 of 2 epochs)" in said[0] and "--epochs" in said[0], said
 
 
@@ -155,7 +165,9 @@ def test_resume_with_other_config_is_refused(archive, first_epoch, tmp_path, cha
     with pytest.raises(ValueError, match=r"^config: expected the configuration of the run") as info:
         quiet_train(replace(SHARED, **change), run, archive, resume=True)
     got = str(info.value).split(", got ", 1)[1]
-    assert got.startswith(f"{field} {getattr(replace(SHARED, **change), field)!r} (the run's: {getattr(SHARED, field)!r})"), got
+    # the run records the λ it used (SHARED: the default)
+    run_value = 10.0 if field == "lam" else getattr(SHARED, field)
+    assert got.startswith(f"{field} {getattr(replace(SHARED, **change), field)!r} (the run's: {run_value!r})"), got
     assert got.count("(the run's") == 1, got  # only the differing field
     assert files_of(run) == before  # nothing touched
 
@@ -194,7 +206,8 @@ def test_extending_a_finished_run(archive, straight, tmp_path):
     assert [r["lr"] for r in records] == pytest.approx([0.1, 0.01, 0.01, 0.001], rel=1e-12)
     assert "from 2 to 4 epochs" in said[0] and "epochs 3–4" in said[0] and "lr 0.01, 0.001" in said[0], said[0]
     extension = {"at_epoch": 2, "from_epochs": 2, "to_epochs": 4}
-    assert json.loads((run / "config.json").read_text()) == {**asdict(SHARED), "epochs": 4, "extensions": [extension]}
+    assert json.loads((run / "config.json").read_text()) == saved_config(SHARED, archive, epochs=4,
+                                                                         extensions=[extension])
     checkpoint = runs.load_checkpoint(run / "checkpoint.npz", create_model(SHARED.model))
     assert checkpoint.epoch == 4 and checkpoint.config["epochs"] == 4 and checkpoint.extensions == [extension]
     assert read_log(run) == records
@@ -232,18 +245,28 @@ def test_an_extension_interrupted_before_its_first_checkpoint_resumes_identicall
 
 
 @pytest.mark.parametrize("name", ["checkpoint.npz", "weights.npz", "log.jsonl", "config.json", ".checkpoint.npz.1a2b3c4d.tmp"])
-def test_a_fresh_run_refuses_a_folder_holding_any_run_file(archive, tmp_path, name):
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_a_fresh_run_refuses_a_folder_holding_any_run_file(archive, tmp_path, name, overwrite):
     """Issue 12.1: before, only checkpoint.npz was looked for, and a fresh run replaced the
-    weights, log and config of a run whose checkpoint had been deleted."""
+    weights, log and config of a run whose checkpoint had been deleted. Issue 21.5: a file of a
+    run's name that minibasis did not write is refused even with overwrite, and kept."""
     run = tmp_path / "keep"
     run.mkdir()
     (run / name).write_bytes(b"a user's file")
     (run / "notes.txt").write_text("mine")
-    with pytest.raises(FileExistsError, match=rf"^{re.escape(str(run))}: expected a folder without a run, got one holding {re.escape(name)};"
-                                              r".*resume.*overwrite"):
-        quiet_train(TINY, run, archive)
+    if name.endswith(".tmp"):  # a temp file is known by its name: minibasis's
+        if overwrite:
+            quiet_train(TINY, run, archive, overwrite=True)
+            assert not (run / name).exists() and (run / "notes.txt").read_text() == "mine"
+            return
+        expected = rf"^{re.escape(str(run))}: expected a folder without a run, got one holding {re.escape(name)};.*resume.*overwrite"
+    else:
+        expected = (rf"^{re.escape(str(run / name))}: expected a folder without a run, or a run's {re.escape(name)} that minibasis "
+                    r"wrote, got a file minibasis did not write \(or one damaged since\); move it away or choose another folder \(--out\); nothing was changed$")
+    with pytest.raises(FileExistsError, match=expected):
+        quiet_train(TINY, run, archive, overwrite=overwrite)
     assert (run / name).read_bytes() == b"a user's file"
-    assert sorted(p.name for p in run.iterdir()) == sorted([".lock", name, "notes.txt"])
+    assert sorted(p.name for p in run.iterdir()) == sorted([name, "notes.txt"])
 
 
 def test_a_run_whose_checkpoint_was_deleted_is_not_replaced(archive, straight, tmp_path):
@@ -265,7 +288,8 @@ def test_overwrite_replaces_a_run(archive, straight, tmp_path):
     assert without_timing(records) == without_timing(quiet_train(TINY, fresh, archive))
     for name in ("weights.npz", "checkpoint.npz"):
         assert_npz_identical(run / name, fresh / name)
-    assert sorted(p.name for p in run.iterdir()) == [".lock", "checkpoint.npz", "config.json", "log.jsonl", "notes.txt", "weights.npz"]
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint.npz", "config.json", "log.jsonl", "notes.txt",
+                                                     "weights.npz"]
     with pytest.raises(ValueError, match=r"^overwrite: expected False with resume=True"):
         quiet_train(TINY, run, archive, overwrite=True, resume=True)
 
@@ -503,7 +527,7 @@ def test_checkpoint_write_is_atomic(archive, first_epoch, tmp_path, monkeypatch)
 
     def failing_savez(file, *args, **kwargs):
         calls.append(None)
-        if len(calls) == 4:  # per epoch: weights.npz, then checkpoint.npz; 4th = epoch 2's checkpoint
+        if len(calls) == 3:  # per epoch: checkpoint.npz, then weights.npz; 3rd = epoch 2's checkpoint
             snapshot.update(files_of(run))
             file.write(b"PK\x03\x04 half a zip file")
             raise OSError("disk full (simulated)")
@@ -513,19 +537,19 @@ def test_checkpoint_write_is_atomic(archive, first_epoch, tmp_path, monkeypatch)
     with pytest.raises(OSError, match="disk full"):
         quiet_train(SHARED, run, archive)
     monkeypatch.undo()
-    assert len(calls) == 4
+    assert len(calls) == 3
 
-    assert sorted(p.name for p in run.iterdir()) == [".lock", "checkpoint.npz", "config.json", "log.jsonl", "weights.npz"]
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint.npz", "config.json", "log.jsonl", "weights.npz"]
     assert (run / "checkpoint.npz").read_bytes() == snapshot["checkpoint.npz"]  # epoch 1's, unchanged
     assert runs.load_checkpoint(run / "checkpoint.npz", create_model(SHARED.model)).epoch == 1
     assert_npz_identical(run / "checkpoint.npz", first_epoch / "checkpoint.npz")
-    assert [r["epoch"] for r in read_log(run)] == [1, 2]  # the log is ahead; a resume drops epoch 2's line
+    assert [r["epoch"] for r in read_log(run)] == [1]  # the views follow the checkpoint
 
 
-def test_interrupted_between_weights_and_checkpoint_then_resumed(archive, straight, tmp_path, monkeypatch):
-    """An interruption while epoch 2's files are being saved (here: its checkpoint, the 4th
-    np.savez, after its weights and log line): the resumed run must still end as the
-    uninterrupted one, its log record and weights included."""
+def test_interrupted_between_checkpoint_and_weights_then_resumed(archive, straight, tmp_path, monkeypatch):
+    """An interruption while epoch 2's files are being saved (here: its weights, the 4th
+    np.savez, after its checkpoint, before its log line): the resumed run must still end as the
+    uninterrupted one, its log record and weights included (written from the checkpoint)."""
     straight_run, _ = straight
     original, calls = np.savez, []
 
@@ -653,11 +677,49 @@ def test_short_runs_train_at_the_given_lr(archive, tmp_path, epochs, lrs):
     assert [r["lr"] for r in records] == lrs
 
 
-def test_log_of_shared_model(straight):
+def test_log_of_shared_model(straight, archive):
     run, records = straight
     logged = read_log(run)
     assert logged == records and [r["epoch"] for r in logged] == [1, 2]
     assert all(r["orthogonality"] > 0 for r in logged)  # the basis regulariser is reported
     # epochs=2: milestones ⌈1.0⌉ = 1 and ⌈1.5⌉ = 2, so the 2nd epoch runs at lr/10.
     assert [r["lr"] for r in logged] == [0.1, 0.1 * 0.1 ** 1]
-    assert json.loads((run / "config.json").read_text()) == {**asdict(SHARED), "extensions": []}
+    assert json.loads((run / "config.json").read_text()) == saved_config(SHARED, archive)
+
+
+# ------------------------------------------------------------------ issue 21 / 24: what a run records
+
+
+def test_a_resume_says_so_when_the_kernel_form_changes(archive, first_epoch, tmp_path):
+    """Issue 21: under MINIBASIS_REFERENCE=1 a resume drifted from the uninterrupted run unsaid."""
+    from minibasis.mode import reference_mode
+
+    run = copy_run(first_epoch, tmp_path)
+    said = []
+    with reference_mode():
+        T.train(SHARED, run, data_path=archive, resume=True, quiet=True, print_fn=said.append)
+    assert any("written with the fast kernels and this run uses the reference ones" in line for line in said), said
+    assert str(npz_arrays(run / "checkpoint.npz")["kernels"]) == "reference"
+
+
+def test_a_first_round_run_resumes_and_equivalent_lambdas_are_equal(archive, first_epoch, straight, tmp_path):
+    """A run written before λ was recorded (``"lam": null``, no format, data or log in the
+    checkpoint) resumes, with --lam 0 / 10 taken as the default it stood for (issue 21)."""
+    run = copy_run(first_epoch, tmp_path)
+    arrays = npz_arrays(run / "checkpoint.npz")
+    config = {**json.loads(str(arrays["config"])), "lam": None}
+    np.savez(run / "checkpoint.npz", **{k: v for k, v in arrays.items() if k not in ("format", "log", "data",
+                                                                                     "kernels", "config")},
+             config=np.array(json.dumps(config)))
+    (run / "config.json").write_text(json.dumps({**config, "extensions": []}))
+    (run / ".lock").write_text("4321\n")  # the first round's lock file: a PID alone
+    records = quiet_train(replace(SHARED, lam=10), run, archive, resume=True)
+    assert without_timing(records) == without_timing(read_log(straight[0]))
+    assert_npz_identical(straight[0] / "weights.npz", run / "weights.npz")
+
+
+def test_a_fresh_run_records_lambda_and_data(archive, tmp_path):
+    records = quiet_train(TINY, tmp_path / "run", archive)
+    assert records[0]["lam"] == 0.0  # resnet8: no bases
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved == saved_config(TINY, archive)

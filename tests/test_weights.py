@@ -281,3 +281,20 @@ def test_official_checkpoint_accuracy_is_82_68_percent(official):
     assert logits.shape == (10_000, 10)
     correct = int(np.sum(logits.argmax(1) == labels))
     assert correct == 8268, f"{correct} of 10,000 correct ({time.perf_counter() - start:.0f} s)"
+
+
+@pytest.mark.parametrize("change", ["nan", "float16", "other model"])
+def test_save_weights_refuses_what_load_weights_would_refuse_and_writes_nothing(tmp_path, change):
+    """Issue 21: NaN parameters, and init(dtype=float16)'s, were written and then refused on load."""
+    model = create_model("resnet8")
+    params, state = model.init(0)
+    if change == "nan":
+        params["fc"]["bias"] = np.full(10, np.nan, np.float32)
+    elif change == "float16":
+        params = {k: v for k, v in params.items()}
+        params["fc"] = {k: v.astype(np.float16) for k, v in params["fc"].items()}
+    else:
+        params, state = create_model("resnet14-s2u1").init(0)
+    with pytest.raises(ValueError):
+        save_weights(tmp_path / "w.npz", model, params, state)
+    assert list(tmp_path.iterdir()) == []

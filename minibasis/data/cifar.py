@@ -11,6 +11,7 @@ import io
 import pickle
 import posixpath
 import re
+import stat
 import tarfile
 import zlib
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ class CifarSpec:
     train_pattern: str  # regex of the training batch file names (one group: the number)
     train_hint: str  # the same, for people
     test_file: str
+    classes: int
     mean: tuple  # per-channel normalisation used by the authors (R, G, B)
     std: tuple
 
@@ -52,6 +54,7 @@ CIFAR10 = CifarSpec(
     train_pattern=r"data_batch_(\d+)",
     train_hint="data_batch_1 .. data_batch_5",
     test_file="test_batch",
+    classes=10,
     mean=(0.485, 0.456, 0.406),  # ImageNet statistics, as in the authors' CIFAR-10 script
     std=(0.229, 0.224, 0.225),
 )
@@ -67,12 +70,18 @@ CIFAR100 = CifarSpec(
     train_pattern=r"(train)",
     train_hint="train",
     test_file="test",
+    classes=100,
     mean=(0.507, 0.487, 0.441),
     std=(0.267, 0.256, 0.276),
 )
 DATASETS = {spec.name: spec for spec in (CIFAR10, CIFAR100)}
 
 IMAGE_SHAPE = (3, 32, 32)
+# Bounds on what is read, so that a hostile or mistaken file cannot hang or exhaust the machine:
+# the official archives are 163 and 161 MB, their largest member (CIFAR-100's train) 155 MB.
+MAX_ARCHIVE_BYTES = 1 << 30
+MAX_MEMBER_BYTES = 1 << 28
+MAX_UNPACKED_BYTES = 1 << 30
 _ROW = 3 * 32 * 32  # one image as stored: R plane, G plane, B plane, each 32x32 row-major
 
 
@@ -86,6 +95,7 @@ class CifarData:
     test_labels: np.ndarray
     label_names: list
     name: str
+    source: dict = None  # {"path", "sha256", "bytes"}: what was read (see load_cifar)
 
     @property
     def num_classes(self):
@@ -127,6 +137,8 @@ class _CifarUnpickler(pickle.Unpickler):
         ("numpy.core.multiarray", "scalar"),
         ("numpy._core.multiarray", "scalar"),
         ("_codecs", "encode"),  # bytes in protocol-2 pickles written by Python 3
+        ("__builtin__", "bytes"),  # empty bytes in them
+        ("builtins", "bytes"),
     }
 
     def find_class(self, module, name):
@@ -136,10 +148,18 @@ class _CifarUnpickler(pickle.Unpickler):
 
 
 def _unpickle(blob, where):
+    if not blob:
+        fail(where, "a pickled CIFAR batch", "an empty file")
     try:
         obj = _CifarUnpickler(io.BytesIO(blob), encoding="bytes").load()
-    except Exception as err:  # any failure here means a damaged or foreign file
-        fail(where, "a readable CIFAR pickle", f"an unreadable one ({err!r})")
+    except pickle.UnpicklingError as err:
+        refused = str(err).startswith("refusing to load ")
+        fail(where, "a pickled CIFAR batch (dicts, lists, bytes, NumPy arrays)",
+             f"a pickle of {str(err)[len('refusing to load '):]}, which is not part of one "
+             "(refused: loading it could run code)"
+             if refused else "a damaged pickle")
+    except Exception as err:  # any other failure here means a damaged or foreign file
+        fail(where, "a pickled CIFAR batch", f"a damaged or foreign file ({type(err).__name__})")
     if not isinstance(obj, dict):
         fail(where, "a pickled dict", type(obj).__name__)
     return obj
@@ -164,7 +184,8 @@ def _batch(files, name, spec, where, num_classes):
         got = (f"{data.dtype} array of shape {data.shape}" if isinstance(data, np.ndarray)
                else type(data).__name__)
         fail(where, f"data as an N x {_ROW} uint8 array", got)
-    labels = np.asarray(labels)
+    empty = isinstance(labels, (list, tuple)) and not labels
+    labels = np.zeros(0, np.int64) if empty else np.asarray(labels)  # (np.asarray([]) is float64)
     if labels.shape != (len(data),) or not np.issubdtype(labels.dtype, np.integer):
         fail(where, f"{len(data)} integer labels (one per image)",
              f"{labels.dtype} array of shape {labels.shape}")
@@ -202,19 +223,49 @@ def _read_tar(path):
             gzipped = raw.read(2) == b"\x1f\x8b"
             raw.seek(0)
             # One streaming pass in memory, nothing written to disk. A .tar.gz is read to its
-            # very end, so that gzip checks its CRC and notices truncation.
+            # very end (bounded), so that gzip checks its CRC and notices truncation.
             stream = gzip.GzipFile(fileobj=raw) if gzipped else raw
             with tarfile.open(fileobj=stream, mode="r|" if gzipped else "r|*") as tar:
-                for member in tar:
+                for member in tar:  # stops at the end marker
                     folder, name = posixpath.split(member.name)
-                    if member.isfile() and _is_cifar_file(name):
+                    if _is_cifar_file(name) and _member_ok(path, member):
                         groups.setdefault(folder, {})[name] = tar.extractfile(member).read()
-            while stream.read(1 << 20):
-                pass
+            unpacked = 0
+            while chunk := stream.read(1 << 20):
+                unpacked += len(chunk)
+                if unpacked > MAX_UNPACKED_BYTES:
+                    fail(path, f"an official {CIFAR10.filename} or {CIFAR100.filename}",
+                         f"an archive that unpacks to more than {MAX_UNPACKED_BYTES >> 20} MiB")
     except (tarfile.TarError, EOFError, zlib.error, OSError) as err:
         fail(path, f"an official {CIFAR10.filename} or {CIFAR100.filename}",
              f"not a readable tar archive, corrupt or truncated? ({err!r})")
     return groups
+
+
+def _member_ok(path, member):
+    """True for a regular member of a bounded size; a link or a device named like a CIFAR file
+    is refused, named (it would otherwise read as a missing file)."""
+    where = f"{path}:{member.name}"
+    if not member.isfile():
+        kind = "a symbolic link" if member.issym() else "a hard link" if member.islnk() else "not a regular file"
+        fail(where, "a regular file member", f"{kind}{' to ' + member.linkname if member.linkname else ''}")
+    if member.size > MAX_MEMBER_BYTES:
+        fail(where, f"a member of at most {MAX_MEMBER_BYTES >> 20} MiB (an official batch is 31 to 155 MB)",
+             f"one that declares {member.size} bytes")
+    return True
+
+
+def _regular(path, what):
+    """``path`` if it is a regular file of at most MAX_ARCHIVE_BYTES (a FIFO, a device or a
+    socket is refused before it is opened: reading one could hang)."""
+    mode = path.stat().st_mode
+    if not stat.S_ISREG(mode):
+        device = stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a device" if device else "not a regular file"
+        fail("path", what, f"{path}, {kind}")
+    if path.stat().st_size > MAX_ARCHIVE_BYTES:
+        fail("path", f"{what} of at most {MAX_ARCHIVE_BYTES >> 20} MiB", f"{path}, {path.stat().st_size} bytes")
+    return path
 
 
 def _pick(folder):
@@ -235,22 +286,22 @@ def _pick(folder):
 
 
 def _locate(path):
-    """(where, {file name: bytes}) of the CIFAR files that ``path`` points at; ``where``
-    prefixes a file name to say where it came from in error messages."""
+    """(where, {file name: bytes}, the archive or folder read) of the CIFAR files that ``path``
+    points at; ``where`` prefixes a file name to say where it came from in error messages."""
     path = Path(path).expanduser()
     if not path.exists():
         fail("path", "an existing file or folder", f"{path} (no such file or folder)", FileNotFoundError)
     if path.is_dir():
-        names = [p.name for p in path.iterdir() if p.is_file() and _is_cifar_file(p.name)]
+        names = [p.name for p in path.iterdir() if _is_cifar_file(p.name) and p.exists()]
         if not names:
             return _locate(_pick(path))
-        return f"{path}/", {n: (path / n).read_bytes() for n in names}
-    groups = _read_tar(path)
+        return f"{path}/", {n: _regular(path / n, "a regular file of CIFAR batches").read_bytes() for n in names}, path
+    groups = _read_tar(_regular(path, "a CIFAR archive (a regular file) or its folder"))
     if len(groups) != 1:
         fail("path", f"one folder of CIFAR batches in the archive {path}",
              f"{len(groups)}: {sorted(groups)}")
     folder, files = groups.popitem()
-    return f"{path}:{folder}/" if folder else f"{path}:", files
+    return (f"{path}:{folder}/" if folder else f"{path}:"), files, path
 
 
 # ------------------------------------------------------------------------ loading
@@ -281,7 +332,8 @@ def load_cifar(path, *, md5=None):
     """
     if md5 is not None:
         _check_md5(path, md5)
-    where, files = _locate(path)
+    where, files, read = _locate(path)
+    source = _identity(read, files)
     specs = {_dataset_of(n).name: _dataset_of(n) for n in files}
     if len(specs) != 1:
         fail(where, "the files of one dataset", sorted(files))
@@ -289,8 +341,8 @@ def load_cifar(path, *, md5=None):
     if spec.meta_file not in files:
         fail(where, f"the label names file {spec.meta_file!r}", "no such file")
     meta_where = f"{where}{spec.meta_file}"
-    label_names = _get(_unpickle(files[spec.meta_file], meta_where), spec.names_key, meta_where)
-    label_names = [n.decode() if isinstance(n, bytes) else str(n) for n in label_names]
+    names = _get(_unpickle(files[spec.meta_file], meta_where), spec.names_key, meta_where)
+    label_names = _label_names(names, spec, meta_where)
     train_names = sorted((n for n in files if re.fullmatch(spec.train_pattern, n)),
                          key=lambda n: _batch_number(n, spec))
     if not train_names:
@@ -299,6 +351,8 @@ def load_cifar(path, *, md5=None):
         fail(where, f"the test batch {spec.test_file!r}", "no such file")
     train = [_batch(files, n, spec, where, len(label_names)) for n in train_names]
     test_images, test_labels = _batch(files, spec.test_file, spec, where, len(label_names))
+    if not sum(len(y) for _, y in train) or not len(test_labels):
+        fail(f"{where}{train_names[0] if len(test_labels) else spec.test_file}", "at least one image", "an empty batch")
     return CifarData(
         train_images=np.concatenate([x for x, _ in train]),
         train_labels=np.concatenate([y for _, y in train]),
@@ -306,4 +360,36 @@ def load_cifar(path, *, md5=None):
         test_labels=test_labels,
         label_names=label_names,
         name=spec.name,
+        source=source,
     )
+
+
+def _label_names(names, spec, where):
+    """The ``spec.classes`` class names of the meta file, as text."""
+    key = f"{where}['{spec.names_key.decode()}']"
+    if not (isinstance(names, (list, tuple)) and all(isinstance(n, (bytes, str)) for n in names)):
+        fail(key, f"a list of {spec.classes} class names", f"{type(names).__name__} {_clip(names)}")
+    if len(names) != spec.classes:
+        fail(key, f"the {spec.classes} class names of {spec.name}", f"{len(names)} names")
+    return [n.decode(errors="replace") if isinstance(n, bytes) else n for n in names]
+
+
+def _clip(value, width=40):
+    text = repr(value)
+    return text if len(text) <= width else text[:width] + "…"
+
+
+def _identity(path, files):
+    """What a run records of its data: the absolute path, and the SHA-256 and size of the
+    archive, or of a manifest of the CIFAR files (name, size, SHA-256) of a folder."""
+    path = Path(path).expanduser().absolute()
+    if path.is_file():
+        digest, size = hashlib.sha256(), path.stat().st_size
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        return {"path": str(path), "sha256": digest.hexdigest(), "bytes": size}
+    manifest = "".join(f"{name} {len(blob)} {hashlib.sha256(blob).hexdigest()}\n"
+                       for name, blob in sorted(files.items()))
+    return {"path": str(path), "sha256": hashlib.sha256(manifest.encode()).hexdigest(),
+            "bytes": sum(map(len, files.values()))}

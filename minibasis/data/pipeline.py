@@ -29,19 +29,19 @@ def _generator(name, rng, *, optional=False):
     return rng
 
 
-def stratified_subset(labels, size, *, seed, num_classes=None):
+def stratified_subset(labels, size, *, seed, num_classes=None, name="size"):
     """Sorted int64 indices of ``size`` images, ``size / num_classes`` from each class.
 
     labels: integer array (N,) with values in [0, num_classes); ``num_classes`` defaults to
         ``labels.max() + 1``. size: None or N selects everything (``arange(N)``).
     The draw is ``numpy.random.default_rng(seed)``, class by class: the same seed always
-    gives the same subset.
+    gives the same subset. ``name``: what errors call ``size`` (e.g. ``train_size``).
     """
     labels = array("labels", np.asarray(labels), ndim=1, kind="iu")
     n = len(labels)
     if size is None:
         return np.arange(n, dtype=np.int64)
-    size = integer("size", size, minimum=1, maximum=n)
+    size = integer(name, size, minimum=1, maximum=n)
     if size == n:
         return np.arange(n, dtype=np.int64)
     if num_classes is None:
@@ -50,17 +50,17 @@ def stratified_subset(labels, size, *, seed, num_classes=None):
     if labels.min() < 0 or labels.max() >= num_classes:
         fail("labels", f"values in [0, {num_classes})", f"values in [{labels.min()}, {labels.max()}]")
     if size % num_classes:
-        fail("size", f"None or a multiple of num_classes={num_classes}", repr(size))
-    return _draw_per_class(labels, size // num_classes, num_classes, seed)
+        fail(name, f"None or a multiple of num_classes={num_classes}", repr(size))
+    return _draw_per_class(labels, size // num_classes, num_classes, seed, name)
 
 
-def _draw_per_class(labels, per_class, num_classes, seed):
+def _draw_per_class(labels, per_class, num_classes, seed, name):
     rng = np.random.default_rng(seed)
     chosen = []
     for c in range(num_classes):
         members = np.flatnonzero(labels == c)
         if len(members) < per_class:
-            fail("size", f"at most {num_classes} × {len(members)} (labels hold only "
+            fail(name, f"at most {num_classes} × {len(members)} (labels hold only "
                  f"{len(members)} images of class {c})", f"{per_class * num_classes} ({per_class} per class)")
         chosen.append(rng.choice(members, per_class, replace=False))
     return np.sort(np.concatenate(chosen)).astype(np.int64)

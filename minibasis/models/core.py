@@ -149,9 +149,10 @@ class Model:
         linear PyTorch's default (uniform ±1/√fan_in); then the shared convs the authors
         re-initialise orthogonally (``nn.init.orthogonal_``), jointly where they do so.
         """
+        checks.integer("seed", seed, 0)
         dtype = np.dtype(dtype)
-        if dtype.kind != "f":
-            checks.fail("dtype", "a floating dtype (numpy.float32 or numpy.float64)", str(dtype))
+        if dtype not in (np.float32, np.float64):  # what weight files hold (minibasis.weights)
+            checks.fail("dtype", "numpy.float32 or numpy.float64", str(dtype))
         rng = np.random.default_rng(seed)
         params, state = {}, {}
         for mod in self.modules:
@@ -197,10 +198,12 @@ class Model:
         MobileNetV2s have a dropout); ``rng=None`` runs training mode with dropout off (how
         the golden outputs of ``../shared/data/golden`` were made).
         """
+        checks.boolean("train", train)
         checks.array("x", x, ndim=4)
         if x.shape[1] != 3:
             checks.fail("x", "shape (N, 3, H, W)", f"shape {tuple(x.shape)}")
         self.check_trees(params, state)
+        self._check_parameters(params)
         first = self.parameter_names[0]
         weight = at(params, first.rsplit(".", 1)[0])["weight"]
         if weight.dtype != x.dtype:
@@ -211,6 +214,21 @@ class Model:
                 str(x.dtype),
             )
         return self.forward(params, state, x, train=train, rng=rng)
+
+    def _check_parameters(self, params):
+        """Every parameter: the shape of this model's, and one floating dtype, float32 or float64,
+        for all (no silent casts): named by its key."""
+        dtype = None
+        for mod in self.modules:
+            for name in mod.parameter_names():
+                leaf = _at(params, name)
+                checks.array(f"params[{name!r}]", leaf, kind="f")
+                expected = mod.shape if name.endswith(".weight") else tuple(mod.shape[:1])
+                checks.shape(f"params[{name!r}]", leaf, expected, f"(the {self.spec.name} parameter)")
+                dtype = dtype or (np.dtype(leaf.dtype), name)
+                if leaf.dtype != dtype[0] or dtype[0] not in (np.float32, np.float64):
+                    checks.fail(f"params[{name!r}]", f"dtype {dtype[0]} (that of {dtype[1]}; float32 or float64, "
+                                "one for all: no silent casts)", str(leaf.dtype))
 
     def check_trees(self, params, state):
         """ValueError naming the first missing or unexpected leaf of ``params`` or ``state``."""

@@ -26,6 +26,7 @@ from .. import checks
 
 MAX_DEPTH = 1202  # He et al.'s deepest CIFAR ResNet: deeper specs are refused before anything is built
 MAX_RANK = 256  # basis filters per 16 channels (×1, 2, 4, 8 by stage)
+MAX_CLASSES = 100_000  # a classifier's outputs: 100 times ImageNet's, far below a memory error
 CIFAR100_DEPTHS = (18, 34)
 IMAGENET_DEPTHS = (18, 34, 50, 101)
 VARIANTS = ("original", "double", "single", "shared_only", "non_shared", "shared", "shared++")
@@ -98,10 +99,14 @@ def parse_spec(spec, num_classes=None):
     if not match:
         _refuse(spec, "a model spec")
     dataset = match["dataset"] or "cifar10"
-    num_classes = DEFAULT_CLASSES[dataset] if num_classes is None else checks.integer("num_classes", num_classes, 1)
+    if num_classes is not None:
+        num_classes = checks.integer("num_classes", num_classes, 1, MAX_CLASSES)
+    num_classes = DEFAULT_CLASSES[dataset] if num_classes is None else num_classes
     kind, whole = match["kind"], match["whole"]
+    if max(len(match["s"] or ""), len(match["u"] or ""), len(match["depth"] or "")) > 5:  # before int(): no digit limit
+        _refuse(spec, f"ranks S, U ≤ {MAX_RANK} and a depth ≤ {MAX_DEPTH}")
     s, u = int(match["s"] or 0), int(match["u"] or 0)
-    if max(len(match["s"] or ""), len(match["u"] or ""), len(match["depth"] or "")) > 5 or max(s, u) > MAX_RANK:
+    if max(s, u) > MAX_RANK:
         _refuse(spec, f"ranks S, U ≤ {MAX_RANK} and a depth ≤ {MAX_DEPTH}")
     variant = "original" if match["s"] is None and not whole else whole or _basis_variant(spec, kind, s, u)
     if match["mobilenet"]:
