@@ -221,7 +221,7 @@ class Model:
         dtype = None
         for mod in self.modules:
             for name in mod.parameter_names():
-                leaf = _at(params, name)
+                leaf = at(params, name)
                 checks.array(f"params[{name!r}]", leaf, kind="f")
                 expected = mod.shape if name.endswith(".weight") else tuple(mod.shape[:1])
                 checks.shape(f"params[{name!r}]", leaf, expected, f"(the {self.spec.name} parameter)")
