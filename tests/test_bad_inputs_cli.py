@@ -11,9 +11,9 @@ import pytest
 
 from minibasis import cli
 
-from bad_inputs import (EMPTY_BATCH, ROOT, Row, batch_without_class_9, edit_checkpoint, edit_json, expected_start,
+from support.bad_inputs import (EMPTY_BATCH, ROOT, Row, batch_without_class_9, edit_checkpoint, edit_json, expected_start,
                         float64_checkpoint, forged, make_world, params, placed, truncated)
-from run_files import DAMAGES
+from support.run_files import DAMAGES
 
 
 @pytest.fixture(scope="module")

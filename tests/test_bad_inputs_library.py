@@ -20,7 +20,7 @@ from minibasis.progress import Progress
 from minibasis.train import TrainConfig, evaluate, train
 from minibasis.weights import load_weights, read_npz, save_weights
 
-from bad_inputs import QUIET, Row, expected_start, forged, make_world, params, placed
+from support.bad_inputs import QUIET, Row, expected_start, forged, make_world, params, placed
 from test_bad_inputs_cli import CLI
 
 

@@ -26,8 +26,8 @@ from minibasis.data import DATASETS, load_cifar, stratified_subset
 from minibasis.models import create_model
 from minibasis.weights import load_weights, save_weights
 
-from cifar_files import write_cifar10_archive, write_cifar100_archive
-from run_files import assert_npz_identical, evaluate_by_hand, files_of, logits_by_hand, read_log, without_timing
+from support.cifar_files import write_cifar10_archive, write_cifar100_archive
+from support.run_files import assert_npz_identical, evaluate_by_hand, files_of, logits_by_hand, read_log, without_timing
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from minibasis import data as D
 
-from cifar_files import CIFAR10_NAMES, dump, make_tar, to_rows, write_cifar10
+from support.cifar_files import CIFAR10_NAMES, dump, make_tar, to_rows, write_cifar10
 
 # The CIFAR-10 folders here: data_batch_1, _2 and _10 (5, 4 and 3 images: listed in numeric,
 # not lexical, order) and 6 test images, random labels; written by cifar_files.

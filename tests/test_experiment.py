@@ -25,7 +25,7 @@ import minibasis.train as T
 from minibasis.weights import load_weights
 from minibasis.models import create_model
 
-from cifar_files import write_cifar10_archive
+from support.cifar_files import write_cifar10_archive
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # experiments/ is not installed: this checkout's, also under plain `pytest`

@@ -28,8 +28,8 @@ from hypothesis import strategies as st
 import minibasis.train as T
 from minibasis import cli, runs
 
-from cifar_files import write_cifar10_archive
-from run_files import assert_npz_identical, read_log, without_timing
+from support.cifar_files import write_cifar10_archive
+from support.run_files import assert_npz_identical, read_log, without_timing
 
 ROOT = Path(__file__).resolve().parents[1]
 KILLS = 60 if os.environ.get("MINIBASIS_HYPOTHESIS_PROFILE") == "thorough" else 8

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from minibasis.optim import SCHEDULES, cosine_lr, learning_rate, sgd_step, step_lr
 from minibasis.tree import flatten, unflatten
 
-from run_files import assert_trees_equal
+from support.run_files import assert_trees_equal
 
 # ------------------------------------------------------------------------------ helpers
 

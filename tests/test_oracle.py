@@ -5,7 +5,7 @@ classes; see its README.md) or minibasis itself."""
 import autograd
 import numpy as np
 import pytest
-from golden import SPECS, golden_file, golden_state_dict
+from support.golden import SPECS, golden_file, golden_state_dict
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp

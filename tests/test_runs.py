@@ -11,7 +11,7 @@ from minibasis.models import create_model
 from minibasis.train import TrainConfig
 from minibasis.tree import tree_map
 
-from run_files import assert_trees_equal, npz_arrays
+from support.run_files import assert_trees_equal, npz_arrays
 
 CONFIG = TrainConfig(model="resnet14-s2u1", train_size=20, test_size=10, epochs=3, batch_size=10)
 RECORDS = [{"epoch": 1, "train_loss": 2.5}, {"epoch": 2, "train_loss": 2.25}]

@@ -29,8 +29,8 @@ from minibasis.files import FolderBusy, folder_lock
 from minibasis.models import create_model
 from minibasis.tree import flatten, unflatten
 
-from cifar_files import write_cifar10_archive
-from run_files import (DAMAGES, assert_npz_identical, damage, files_of, logits_by_hand, loss_and_accuracy, npz_arrays,
+from support.cifar_files import write_cifar10_archive
+from support.run_files import (DAMAGES, assert_npz_identical, damage, files_of, logits_by_hand, loss_and_accuracy, npz_arrays,
                        read_log, without_timing)
 
 ROOT = Path(__file__).resolve().parents[1]

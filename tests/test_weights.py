@@ -21,8 +21,8 @@ VARIANT_SPECS = ["resnet20", "resnet20-s16u1", "resnet20-single-s8u1", "resnet20
                  "resnet20-s16u0", "resnet20-s0u1", "resnet32-s4u2"]
 
 
-from authors_layout import authors_state_dict_keys  # noqa: E402
-from run_files import assert_trees_equal  # noqa: E402
+from support.authors_layout import authors_state_dict_keys  # noqa: E402
+from support.run_files import assert_trees_equal  # noqa: E402
 
 
 def random_trees(model, seed, dtype=np.float32):

@@ -18,7 +18,7 @@ layer its stacked ``[U; S]`` inputs, and answers which arrays a layer uses. As e
             return block
         return {**block, **{local: at(params, owner) for local, owner, _ in self.arrays}}
 
-A 10-line use (``resnet20-s16u1``'s first stage; ``tests/test_sharing.py`` runs it)::
+A 10-line use (``resnet20-s16u1``'s first stage; ``tests/models/test_sharing.py`` runs it)::
 
     >>> model = create_model("resnet20-s16u1"); params, state = model.init(seed=0)
     >>> stage = model.stages["layer1"]

@@ -26,10 +26,10 @@ from minibasis.models import create_model
 from minibasis.train import TrainConfig, train
 from minibasis.tree import flatten, unflatten
 
-from cifar_files import make_batch, write_cifar10_archive, write_hostile_archive
-from run_files import damage, npz_arrays
+from support.cifar_files import make_batch, write_cifar10_archive, write_hostile_archive
+from support.run_files import damage, npz_arrays
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 QUIET = dict(quiet=True, print_fn=lambda *a: None)
 
 

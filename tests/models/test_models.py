@@ -29,7 +29,7 @@ from minibasis.tree import flatten, tree_map, unflatten
 
 pytestmark = pytest.mark.reference  # also run with MINIBASIS_REFERENCE=1 (see README)
 
-from authors_layout import (  # noqa: E402
+from support.authors_layout import (  # noqa: E402
     MULTIPLIERS,
     WIDTHS,
     authors_buffers,
@@ -52,7 +52,7 @@ def random_images(seed, n, size, dtype=np.float64):
 
 # Where these digits come from: they were not transcribed from the paper (nor checked digit
 # for digit against it). They are the exact parameter and MAC counts of the authors'
-# architectures as re-derived in tests/authors_layout.py (authors_parameters / authors_macs,
+# architectures as re-derived in tests/support/authors_layout.py (authors_parameters / authors_macs,
 # read off their models/cifar10/resnet.py), written out as literals so that a change in either
 # the re-derivation or minibasis.models shows up; README.md's table quotes the same integers.
 # The test below holds both the re-derivation and the model to them.

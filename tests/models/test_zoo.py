@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from golden import SPECS, golden_file, golden_state_dict
+from support.golden import SPECS, golden_file, golden_state_dict
 from minibasis.layers import cross_entropy
 from minibasis.models import create_model, info_table, parse_spec
 from minibasis.tree import flatten, unflatten

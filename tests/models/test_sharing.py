@@ -4,7 +4,7 @@ answers which arrays a layer uses; its counts agree with the basis layer's formu
 import numpy as np
 import pytest
 
-from golden import SPECS, golden_file
+from support.golden import SPECS, golden_file
 from minibasis.basis import basis_layer_params
 from minibasis.models import StageBases, create_model
 from minibasis.models.info import ZOO
