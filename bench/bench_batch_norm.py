@@ -9,8 +9,8 @@ minibasis times are printed.
 import numpy as np
 from timing import arguments, best_time, machine
 
-from minibasis.layers import batch_norm, batch_norm_state
 from minibasis.autodiff import tree_vjp
+from minibasis.layers import batch_norm, batch_norm_state
 
 SHAPES = [(16, 32), (17, 32), (32, 16), (34, 16), (64, 8), (68, 8)]  # (channels, pixels per side)
 
@@ -28,7 +28,10 @@ def main():
         state = batch_norm_state(C, np.dtype(args.dtype))
 
         def forward_backward():  # what torch's .backward(g) does: the VJP applied to g, no loss
-            _, vjp = tree_vjp(lambda p: batch_norm(p["x"], p["weight"], p["bias"], state, train=True, relu=True)[0], {"x": x, "weight": gamma, "bias": beta})
+            _, vjp = tree_vjp(
+                lambda p: batch_norm(p["x"], p["weight"], p["bias"], state, train=True, relu=True)[0],
+                {"x": x, "weight": gamma, "bias": beta},
+            )
             return vjp(g)
 
         ours = best_time(forward_backward, args.repeat)
@@ -46,7 +49,9 @@ def main():
             xt = torch.tensor(x, requires_grad=True)
             gt = torch.tensor(g)
             theirs = best_time(lambda: torch.relu(bn(xt)).backward(gt), args.repeat)
-            line += f" {theirs * 1e3:9.2f} {ours / theirs:6.2f}× {'≤' if ours <= 2 * theirs else '>'}2×"  # issue 8's target
+            line += (
+                f" {theirs * 1e3:9.2f} {ours / theirs:6.2f}× {'≤' if ours <= 2 * theirs else '>'}2×"  # issue 8's target
+            )
         print(line)
 
 

@@ -15,8 +15,8 @@ the conv reaches (the rest is im2col data movement). Target for the 3×3 shapes 
 import numpy as np
 from timing import arguments, best_time, machine
 
-from minibasis.conv import conv2d
 from minibasis.autodiff import tree_vjp
+from minibasis.conv import conv2d
 
 # (name, C_in, C_out, size, kernel, stride, padding)
 SHAPES = [
@@ -53,7 +53,11 @@ def main():
 
         total = best_time(both, args.repeat)
         K, P = C * k * k, y.shape[0] * y.shape[2] * y.shape[3]
-        wm, cols, dy = rng.standard_normal((O, K)).astype(dtype), rng.standard_normal((K, P)).astype(dtype), rng.standard_normal((O, P)).astype(dtype)
+        wm, cols, dy = (
+            rng.standard_normal((O, K)).astype(dtype),
+            rng.standard_normal((K, P)).astype(dtype),
+            rng.standard_normal((O, P)).astype(dtype),
+        )
 
         def gemms():
             wm @ cols
@@ -62,7 +66,18 @@ def main():
 
         gemm = best_time(gemms, args.repeat)
         flops = 3 * 2 * O * K * P
-        rows.append((name, x, w, g, hp, total, f"{name:<18} {forward * 1e3:8.1f} {total * 1e3:11.1f} {gemm * 1e3:9.1f} {gemm / total:10.0%} {flops / total / 1e9:8.0f}"))
+        rows.append(
+            (
+                name,
+                x,
+                w,
+                g,
+                hp,
+                total,
+                f"{name:<18} {forward * 1e3:8.1f} {total * 1e3:11.1f} {gemm * 1e3:9.1f} {gemm / total:10.0%} "
+                f"{flops / total / 1e9:8.0f}",
+            )
+        )
     # PyTorch only after every NumPy timing: its OpenMP threads keep spinning after each call
     # and would slow NumPy's BLAS threads down if interleaved.
     try:

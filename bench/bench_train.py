@@ -30,7 +30,8 @@ CHILD = r"""
 import json, resource, sys, time
 import numpy as np
 args = json.loads(sys.argv[1])
-spec, batch, steps, dtype, which, lam, threads = (args[k] for k in ("spec", "batch", "steps", "dtype", "which", "lam", "threads"))
+names = ("spec", "batch", "steps", "dtype", "which", "lam", "threads")
+spec, batch, steps, dtype, which, lam, threads = (args[k] for k in names)
 rng = np.random.default_rng(0)
 x = rng.standard_normal((batch, 3, 32, 32)).astype(dtype)
 y = rng.integers(0, 10, batch)
@@ -73,7 +74,8 @@ else:
             grads, (loss, ce, r, logits, state) = step(params, state, x, y)
             params, momentum = sgd_step(params, grads, momentum, lr=0.1, momentum=0.9, weight_decay=5e-4)
             times.append(time.perf_counter() - t)
-print(json.dumps({"seconds": min(times[2:] if which == "torch" else times[1:]), "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+seconds = min(times[2:] if which == "torch" else times[1:])
+print(json.dumps({"seconds": seconds, "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
 TIME_TARGETS = {"resnet56": 2.0, "resnet56-s16u1": 1.25}  # minibasis / PyTorch CPU at 2 threads, float32
@@ -81,19 +83,31 @@ TIME_TARGETS = {"resnet56": 2.0, "resnet56-s16u1": 1.25}  # minibasis / PyTorch 
 
 def payload(spec, which, threads, args, steps=None):
     return json.dumps(
-        {"spec": spec, "batch": args.batch, "steps": args.steps if steps is None else steps, "dtype": args.dtype, "which": which,
-         "threads": threads, "lam": TrainConfig(model=spec).resolved_lambda()}  # λ = 10 for the shared variants, else 0
+        {
+            "spec": spec,
+            "batch": args.batch,
+            "steps": args.steps if steps is None else steps,
+            "dtype": args.dtype,
+            "which": which,
+            "threads": threads,
+            "lam": TrainConfig(model=spec).resolved_lambda(),
+        }  # λ = 10 for the shared variants, else 0
     )
 
 
 def measure(spec, which, threads, args, contended):
     neighbour = None
     if contended:  # the same step, forever, in another process
-        neighbour = subprocess.Popen([sys.executable, "-c", CHILD, payload(spec, which, threads, args, steps=0)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        neighbour = subprocess.Popen(
+            [sys.executable, "-c", CHILD, payload(spec, which, threads, args, steps=0)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         time.sleep(3)  # let it start its steps
     try:
-        out = subprocess.run([sys.executable, "-c", CHILD, payload(spec, which, threads, args)], capture_output=True, text=True)
+        out = subprocess.run(
+            [sys.executable, "-c", CHILD, payload(spec, which, threads, args)], capture_output=True, text=True
+        )
     finally:
         if neighbour is not None:
             neighbour.kill()
@@ -119,7 +133,10 @@ def main():
         have_torch = False
     print(machine(args.dtype))
     print(f"batch {args.batch}, {args.dtype}, best of {args.steps} steps, each measurement in its own process")
-    print(f"{'model':<16} {'runner':<13} {'threads':>7} {'load':<9} {'s/step':>7} {'peak MiB':>9} {'vs pytorch':>11} {'vs idle':>8}")
+    print(
+        f"{'model':<16} {'runner':<13} {'threads':>7} {'load':<9} {'s/step':>7} {'peak MiB':>9} "
+        f"{'vs pytorch':>11} {'vs idle':>8}"
+    )
     runners = ["cpu"] + (["gpu"] if args.device == "gpu" else []) + (["torch"] if have_torch else [])
     for spec in args.models:
         results = {}
@@ -136,14 +153,22 @@ def main():
             ratio = f"{r['seconds'] / torch_r['seconds']:.2f}×" if torch_r and which != "torch" else ""
             slowdown = f"{r['seconds'] / idle_r['seconds']:.2f}×" if load == "contended" and idle_r else ""
             name = {"cpu": "minibasis", "gpu": "minibasis-gpu", "torch": "pytorch"}[which]
-            print(f"{spec:<16} {name:<13} {threads:>7} {load:<9} {r['seconds']:7.3f} {r['peak_mib']:9.0f} {ratio:>11} {slowdown:>8}")
+            print(
+                f"{spec:<16} {name:<13} {threads:>7} {load:<9} {r['seconds']:7.3f} {r['peak_mib']:9.0f} "
+                f"{ratio:>11} {slowdown:>8}"
+            )
         one, two = results.get(("cpu", 1, "idle")), results.get(("cpu", 2, "idle"))
         if one and two:
-            print(f"{'':<16} minibasis 2 threads against 1: {one['seconds'] / two['seconds']:.2f}× faster (target ≥ 1.6×)")
+            print(
+                f"{'':<16} minibasis 2 threads against 1: {one['seconds'] / two['seconds']:.2f}× faster (target ≥ 1.6×)"
+            )
         torch_two = results.get(("torch", 2, "idle"))
         if two and torch_two and spec in TIME_TARGETS:
             ratio = two["seconds"] / torch_two["seconds"]
-            print(f"{'':<16} at 2 threads {ratio:.2f}× PyTorch's time ({'≤' if ratio <= TIME_TARGETS[spec] else '>'} the target {TIME_TARGETS[spec]}×)")
+            print(
+                f"{'':<16} at 2 threads {ratio:.2f}× PyTorch's time "
+                f"({'≤' if ratio <= TIME_TARGETS[spec] else '>'} the target {TIME_TARGETS[spec]}×)"
+            )
 
 
 if __name__ == "__main__":

@@ -72,8 +72,17 @@ CIFAR_SIZE = 32
 def measure(spec, which, dtype, args):
     """{"seconds", "peak_bytes"} of one runner, or {"error": its last line of stderr}."""
     size = CIFAR_SIZE if spec.startswith("cifar") else args.size
-    payload = json.dumps({"spec": spec, "batch": args.batch, "size": size, "dtype": dtype, "which": which,
-                          "repeat": args.repeat, "threads": args.threads})
+    payload = json.dumps(
+        {
+            "spec": spec,
+            "batch": args.batch,
+            "size": size,
+            "dtype": dtype,
+            "which": which,
+            "repeat": args.repeat,
+            "threads": args.threads,
+        }
+    )
     out = subprocess.run([sys.executable, "-c", CHILD, payload], capture_output=True, text=True)
     if out.returncode:
         return {"error": out.stderr.strip().splitlines()[-1]}
@@ -88,19 +97,29 @@ def report(spec, dtype, mine, theirs):
     ratio, memory = mine["seconds"] / theirs["seconds"], mine["peak_bytes"] / max(theirs["peak_bytes"], 1)
     verdict = f"{'≤' if ratio <= TARGETS[dtype] else '>'} {TARGETS[dtype]}×"
     memory_verdict = f"{'≤' if memory <= MEMORY_TARGET else '>'} {MEMORY_TARGET}×"
-    return (f"{line} {theirs['seconds']:10.3f} {theirs['peak_bytes'] / 2**20:9.0f} {ratio:6.2f}× {verdict:<6} "
-            f"{memory:6.2f}× {memory_verdict}")
+    return (
+        f"{line} {theirs['seconds']:10.3f} {theirs['peak_bytes'] / 2**20:9.0f} {ratio:6.2f}× {verdict:<6} "
+        f"{memory:6.2f}× {memory_verdict}"
+    )
 
 
 def main():
     parser = arguments(__doc__)
     parser.set_defaults(batch=8, repeat=3)
-    models = ["imagenet-resnet50-shared", "imagenet-mobilenetv2-shared", "cifar100-densenet121-single-s16u1",
-              "cifar100-resnext50-single-s64u4"]
+    models = [
+        "imagenet-resnet50-shared",
+        "imagenet-mobilenetv2-shared",
+        "cifar100-densenet121-single-s16u1",
+        "cifar100-resnext50-single-s64u4",
+    ]
     parser.add_argument("--models", nargs="+", default=models)
     parser.add_argument("--size", type=int, default=64, help="image side in pixels of the ImageNet models (default 64)")
-    parser.add_argument("--threads", type=int, default=available_cores(),
-                        help="threads of each side, minibasis' workers and torch's (default: the cores here)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=available_cores(),
+        help="threads of each side, minibasis' workers and torch's (default: the cores here)",
+    )
     args = parser.parse_args()
     try:
         import torch  # noqa: F401
@@ -109,10 +128,14 @@ def main():
     except ImportError:
         runners = ["minibasis"]
     print(machine("float32"))
-    print(f"batch {args.batch}, {args.size}×{args.size} (CIFAR-100 models {CIFAR_SIZE}×{CIFAR_SIZE}), forward + "
-          f"every gradient, best of {args.repeat}, each in its own process, {args.threads} thread(s) each")
-    print(f"{'model':<34} {'dtype':<8} {'minibasis s':>12} {'MiB':>9} {'pytorch s':>10} {'MiB':>9} {'time':>7} "
-          f"{'target':<6} {'memory':>7} target")
+    print(
+        f"batch {args.batch}, {args.size}×{args.size} (CIFAR-100 models {CIFAR_SIZE}×{CIFAR_SIZE}), forward + "
+        f"every gradient, best of {args.repeat}, each in its own process, {args.threads} thread(s) each"
+    )
+    print(
+        f"{'model':<34} {'dtype':<8} {'minibasis s':>12} {'MiB':>9} {'pytorch s':>10} {'MiB':>9} {'time':>7} "
+        f"{'target':<6} {'memory':>7} target"
+    )
     for spec in args.models:
         for dtype in ("float32", "float64"):
             results = {which: measure(spec, which, dtype, args) for which in runners}
@@ -122,6 +145,7 @@ def main():
             mine, theirs = (results.get(which) for which in ("minibasis", "torch"))
             if mine and "error" not in mine:
                 print(report(spec, dtype, mine, theirs if theirs and "error" not in theirs else None))
+
 
 if __name__ == "__main__":
     main()

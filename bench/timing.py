@@ -14,7 +14,9 @@ def arguments(doc, repeat=True):
     parser.add_argument("--batch", type=int, default=128, help="images per batch (default 128)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"], help="default float32")
     if repeat:
-        parser.add_argument("--repeat", type=int, default=5, help="timed calls per measurement, the best one counts (default 5)")
+        parser.add_argument(
+            "--repeat", type=int, default=5, help="timed calls per measurement, the best one counts (default 5)"
+        )
     return parser
 
 
@@ -42,7 +44,8 @@ def machine(dtype, repeat=5):
     except ImportError:
         from minibasis.parallel import pin_blas
 
-        blas = f"{', '.join(pin_blas()) or 'unknown'} (set to 1 thread by minibasis; pip install threadpoolctl for its version)"
+        blas = f"{', '.join(pin_blas()) or 'unknown'} "
+        blas += "(set to 1 thread by minibasis; pip install threadpoolctl for its version)"
     n = 1024
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((n, n)).astype(dtype), rng.standard_normal((n, n)).astype(dtype)

@@ -43,14 +43,30 @@ DATA = ROOT.parent / "shared" / "data" / "cifar-10-subset-python.tar.gz"
 #: The paper's model, its ablation without the regulariser, the plain ResNet (pairs read first − second).
 GRID = ("resnet20-s16u1:10", "resnet20-s16u1:0", "resnet20:0")
 #: Tutorial 06's training; the grid varies the model, λ and the seed.
-SETTINGS = training.TrainConfig(train_size=5000, test_size=2000, epochs=6, batch_size=128, lr=0.1,
-                                momentum=0.9, weight_decay=5e-4, schedule="cosine")
+SETTINGS = training.TrainConfig(
+    train_size=5000,
+    test_size=2000,
+    epochs=6,
+    batch_size=128,
+    lr=0.1,
+    momentum=0.9,
+    weight_decay=5e-4,
+    schedule="cosine",
+)
 #: The CSV: what identifies a row, the settings that must match for a resume, the measurements.
 KEY = ("model", "lam", "seed")
 SETTING_COLUMNS = ("train_size", "test_size", "epochs", "batch_size", "lr", "schedule")
 COLUMNS = KEY + SETTING_COLUMNS + ("test_acc", "test_loss", "R", "seconds", "minibasis_version")
-TYPES = {"model": str, "schedule": str, "minibasis_version": str, "seed": int, "train_size": int,
-         "test_size": int, "epochs": int, "batch_size": int}  # the others are floats
+TYPES = {
+    "model": str,
+    "schedule": str,
+    "minibasis_version": str,
+    "seed": int,
+    "train_size": int,
+    "test_size": int,
+    "epochs": int,
+    "batch_size": int,
+}  # the others are floats
 
 
 @dataclass(frozen=True)
@@ -109,8 +125,11 @@ def read_rows(path):
         except ValueError as error:
             fail(f"{path}, line {line}", "a number in every numeric column", str(error))
         if tuple(row[k] for k in KEY) in seen:
-            fail(f"{path}, line {line}", "one row per (model, lam, seed)", f"a second row of {row['model']}, "
-                 f"λ = {row['lam']:g}, seed {row['seed']}")
+            fail(
+                f"{path}, line {line}",
+                "one row per (model, lam, seed)",
+                f"a second row of {row['model']}, λ = {row['lam']:g}, seed {row['seed']}",
+            )
         seen.add(tuple(row[k] for k in KEY))
         rows.append(row)
     return rows
@@ -131,12 +150,18 @@ def check_settings(rows, entries, settings, path):
     for row in rows:
         if (row["model"], row["lam"]) not in models:
             continue
-        differences = [f"{c} {row[c]!r} (this grid: {getattr(settings, c)!r})" for c in SETTING_COLUMNS
-                       if row[c] != getattr(settings, c)]
+        differences = [
+            f"{c} {row[c]!r} (this grid: {getattr(settings, c)!r})"
+            for c in SETTING_COLUMNS
+            if row[c] != getattr(settings, c)
+        ]
         if differences:
-            fail(str(path), "rows trained with this grid's settings, to resume the grid",
-                 f"{row['model']}, λ = {row['lam']:g}, seed {row['seed']} with {'; '.join(differences)}; "
-                 "give another --out (and --runs) for these settings")
+            fail(
+                str(path),
+                "rows trained with this grid's settings, to resume the grid",
+                f"{row['model']}, λ = {row['lam']:g}, seed {row['seed']} with {'; '.join(differences)}; "
+                "give another --out (and --runs) for these settings",
+            )
 
 
 # ------------------------------------------------------------------------------------ the grid
@@ -151,16 +176,25 @@ def train_one(entry, seed, settings, runs_dir, data, quiet, print_fn):
     config, folder = entry.config(settings, seed), run_folder(runs_dir, entry, seed)
     saved = training.saved_config(folder) if folder.is_dir() else None
     if saved is not None and saved != config:  # a resume would extend or refuse it, not redo it
-        fail(str(folder), f"no run, or a run of {entry.name}, seed {seed} with this grid's settings",
-             f"a run of {asdict(saved)}; give another --runs for these settings")
+        fail(
+            str(folder),
+            f"no run, or a run of {entry.name}, seed {seed} with this grid's settings",
+            f"a run of {asdict(saved)}; give another --runs for these settings",
+        )
     resume = folder.is_dir() and bool(runs.run_files(folder))
     records = training.train(config, folder, data_path=data, resume=resume, quiet=quiet, print_fn=print_fn)
     last = records[-1]
-    return {"model": entry.spec, "lam": entry.lam, "seed": seed,
-            **{c: getattr(settings, c) for c in SETTING_COLUMNS},
-            "test_acc": last["test_acc"], "test_loss": last["test_loss"], "R": last["orthogonality"],
-            "seconds": sum(r["seconds"] for r in records),  # every epoch's, across interruptions
-            "minibasis_version": minibasis.__version__}
+    return {
+        "model": entry.spec,
+        "lam": entry.lam,
+        "seed": seed,
+        **{c: getattr(settings, c) for c in SETTING_COLUMNS},
+        "test_acc": last["test_acc"],
+        "test_loss": last["test_loss"],
+        "R": last["orthogonality"],
+        "seconds": sum(r["seconds"] for r in records),  # every epoch's, across interruptions
+        "minibasis_version": minibasis.__version__,
+    }
 
 
 def run_grid(entries, seeds, settings, out, runs_dir, *, data=DATA, quiet=False, print_fn=print):
@@ -172,8 +206,10 @@ def run_grid(entries, seeds, settings, out, runs_dir, *, data=DATA, quiet=False,
         check_settings(rows, entries, settings, out)
         done = {tuple(row[k] for k in KEY) for row in rows}
         todo = [(e, s) for s in seeds for e in entries if (e.spec, e.lam, s) not in done]
-        print_fn(f"{out}: {len(entries) * len(seeds) - len(todo)} of {len(entries) * len(seeds)} runs done; "
-                 f"{len(todo)} to train")
+        print_fn(
+            f"{out}: {len(entries) * len(seeds) - len(todo)} of {len(entries) * len(seeds)} runs done; "
+            f"{len(todo)} to train"
+        )
         for number, (entry, seed) in enumerate(todo, start=1):
             print_fn(f"--- run {number}/{len(todo)}: {entry.name}, seed {seed} -> {run_folder(runs_dir, entry, seed)}")
             rows.append(train_one(entry, seed, settings, runs_dir, data, quiet, print_fn))
@@ -194,13 +230,18 @@ def parse_args(argv=None):
     p.add_argument("--epochs", type=int, default=d.epochs, help=f"epochs (default: {d.epochs})")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"images per step (default: {d.batch_size})")
     p.add_argument("--data", default=str(DATA), help=f"CIFAR-10 archive or folder (default: {DATA})")
-    p.add_argument("--out", default=str(ROOT / "experiments" / "results" / "miniature.csv"),
-                   help="the CSV, one row per (model, seed); resumed when it exists (default: experiments/results/)")
-    p.add_argument("--runs", default=str(ROOT / "runs" / "miniature"),
-                   help="folder of the run folders (default: runs/miniature)")
+    p.add_argument(
+        "--out",
+        default=str(ROOT / "experiments" / "results" / "miniature.csv"),
+        help="the CSV, one row per (model, seed); resumed when it exists (default: experiments/results/)",
+    )
+    p.add_argument(
+        "--runs", default=str(ROOT / "runs" / "miniature"), help="folder of the run folders (default: runs/miniature)"
+    )
     p.add_argument("--figure", help="the figure (default: the CSV's path with .png)")
-    p.add_argument("--resolution", type=float, default=1.0,
-                   help="the difference to size a larger run for, in points (default: 1)")
+    p.add_argument(
+        "--resolution", type=float, default=1.0, help="the difference to size a larger run for, in points (default: 1)"
+    )
     p.add_argument("--threads", type=int, default=available_cores(), help="worker threads (default: all cores)")
     p.add_argument("--quiet", action="store_true", help="no progress lines while a run trains")
     return p.parse_args(argv)
@@ -215,13 +256,26 @@ def main(argv=None):
             fail("--grid", "each SPEC:λ once", " ".join(args.grid))
         if args.seeds < 1:
             fail("--seeds", "an int ≥ 1", repr(args.seeds))
-        settings = replace(SETTINGS, train_size=args.train_size, test_size=args.test_size, epochs=args.epochs,
-                           batch_size=args.batch_size)
+        settings = replace(
+            SETTINGS,
+            train_size=args.train_size,
+            test_size=args.test_size,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+        )
         settings.check()
         real("--resolution", args.resolution, 0.001, 100)
         start = time.perf_counter()
-        rows = run_grid(entries, range(args.seeds), settings, Path(args.out), Path(args.runs), data=args.data,
-                        quiet=args.quiet, print_fn=lambda line: print(line, flush=True))
+        rows = run_grid(
+            entries,
+            range(args.seeds),
+            settings,
+            Path(args.out),
+            Path(args.runs),
+            data=args.data,
+            quiet=args.quiet,
+            print_fn=lambda line: print(line, flush=True),
+        )
         print(f"grid done in {time.perf_counter() - start:.0f} s\n")
         print(report.table(rows, entries, args.resolution / 100))
         report.figure(rows, entries, Path(args.figure or Path(args.out).with_suffix(".png")))
@@ -229,8 +283,11 @@ def main(argv=None):
         print(f"experiments.miniature: error: {' '.join(str(error).split())}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"experiments.miniature: interrupted; {args.out} holds the finished runs, and the same command "
-              "resumes the grid", file=sys.stderr)
+        print(
+            f"experiments.miniature: interrupted; {args.out} holds the finished runs, and the same command "
+            "resumes the grid",
+            file=sys.stderr,
+        )
         return 130
     return 0
 

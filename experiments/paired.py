@@ -102,8 +102,9 @@ def paired_difference(a, b, level=LEVEL):
     d = [x - y for x, y in zip(a, b)]
     mean, sd = statistics.fmean(d), statistics.stdev(d)
     half = t_quantile(len(d) - 1, level) * sd / math.sqrt(len(d))
-    return PairedDifference(len(d), mean, sd, mean - half, mean + half, sum(x > 0 for x in d),
-                            sum(x < 0 for x in d), sum(x == 0 for x in d))
+    return PairedDifference(
+        len(d), mean, sd, mean - half, mean + half, sum(x > 0 for x in d), sum(x < 0 for x in d), sum(x == 0 for x in d)
+    )
 
 
 def seeds_needed(sd, resolution, level=LEVEL):
@@ -129,4 +130,4 @@ def test_images_needed(p_a, p_b, resolution, level=LEVEL):
     variance = real("p_a", p_a, 0, 1) * (1 - p_a) + real("p_b", p_b, 0, 1) * (1 - p_b)
     if real("resolution", resolution) <= 0:
         fail("resolution", "a difference > 0", repr(resolution))
-    return max(1, math.ceil(normal_quantile(level) ** 2 * variance / resolution ** 2))
+    return max(1, math.ceil(normal_quantile(level) ** 2 * variance / resolution**2))

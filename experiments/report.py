@@ -57,9 +57,18 @@ def compare(rows, first, second, resolution):
     n = a[seeds[0]]["test_size"]  # the same for every row of the grid (miniature.check_settings)
     difference = paired_difference(acc_a, acc_b)
     p_a, p_b = fmean(acc_a), fmean(acc_b)
-    return Comparison(first, second, tuple(seeds), tuple(acc_a), tuple(acc_b), difference,
-                      math.hypot(binomial_se(p_a, n), binomial_se(p_b, n)), resolution,
-                      seeds_needed(difference.sd, resolution), test_images_needed(p_a, p_b, resolution))
+    return Comparison(
+        first,
+        second,
+        tuple(seeds),
+        tuple(acc_a),
+        tuple(acc_b),
+        difference,
+        math.hypot(binomial_se(p_a, n), binomial_se(p_b, n)),
+        resolution,
+        seeds_needed(difference.sd, resolution),
+        test_images_needed(p_a, p_b, resolution),
+    )
 
 
 def comparisons(rows, entries, resolution):
@@ -86,9 +95,14 @@ def table(rows, entries, resolution):
     first = mine[0]
     seeds = sorted({row["seed"] for row in mine})
     versions = ", ".join(sorted({row["minibasis_version"] for row in mine}))
-    lines = [(f"{first['train_size']:,} training / {first['test_size']:,} test images, {_epochs(first)}, "
-              f"batch {first['batch_size']}, {first['schedule']} lr {first['lr']:g}; "
-              f"seeds {', '.join(map(str, seeds))}; minibasis {versions}"), ""]
+    lines = [
+        (
+            f"{first['train_size']:,} training / {first['test_size']:,} test images, {_epochs(first)}, "
+            f"batch {first['batch_size']}, {first['schedule']} lr {first['lr']:g}; "
+            f"seeds {', '.join(map(str, seeds))}; minibasis {versions}"
+        ),
+        "",
+    ]
     lines += _accuracy_lines(rows, entries, seeds, first["test_size"])
     lines += ["", _pair_lines_intro(resolution)]
     lines += _pair_lines(comparisons(rows, entries, resolution), entries)
@@ -100,42 +114,58 @@ def _epochs(row):
 
 
 def _accuracy_lines(rows, entries, seeds, n):
-    lines = [f"Test accuracy, % (± binomial SE of {n:,} images); mean with its 95 % t-interval over the seeds",
-             "| model | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | sd | s per run |",
-             "|---|" + "---:|" * (len(seeds) + 3)]
+    lines = [
+        f"Test accuracy, % (± binomial SE of {n:,} images); mean with its 95 % t-interval over the seeds",
+        "| model | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | sd | s per run |",
+        "|---|" + "---:|" * (len(seeds) + 3),
+    ]
     for entry in entries:
         runs = by_seed(rows, entry)
-        cells = [f"{100 * runs[s]['test_acc']:.1f} ± {100 * binomial_se(runs[s]['test_acc'], n):.1f}"
-                 if s in runs else "—" for s in seeds]
+        cells = [
+            f"{100 * runs[s]['test_acc']:.1f} ± {100 * binomial_se(runs[s]['test_acc'], n):.1f}" if s in runs else "—"
+            for s in seeds
+        ]
         accs = [runs[s]["test_acc"] for s in seeds if s in runs]
         if not accs:
             lines.append(f"| {entry.name} | " + " | ".join(cells) + " | — | — | — |")
             continue
         mean, half = mean_interval(accs)
-        spread = (f"{100 * mean:.1f} ± {100 * half:.1f}", f"{100 * stdev(accs):.1f}") if half is not None else (
-            f"{100 * mean:.1f}", "—")
+        spread = (
+            (f"{100 * mean:.1f} ± {100 * half:.1f}", f"{100 * stdev(accs):.1f}")
+            if half is not None
+            else (f"{100 * mean:.1f}", "—")
+        )
         seconds = fmean(runs[s]["seconds"] for s in seeds if s in runs)
         lines.append(f"| {entry.name} | " + " | ".join(cells) + f" | {spread[0]} | {spread[1]} | {seconds:.0f} |")
     return lines
 
 
 def _pair_lines_intro(resolution):
-    return (f"Paired differences of test accuracy, points (first − second, seed by seed); 95 % t-interval over the "
-            f"seeds; to resolve {100 * resolution:g} point(s): the seeds for an interval of ± {100 * resolution:g} at "
-            f"the measured sd, and the test images for ± {100 * resolution:g} from binomial noise alone")
+    return (
+        f"Paired differences of test accuracy, points (first − second, seed by seed); 95 % t-interval over the "
+        f"seeds; to resolve {100 * resolution:g} point(s): the seeds for an interval of ± {100 * resolution:g} at "
+        f"the measured sd, and the test images for ± {100 * resolution:g} from binomial noise alone"
+    )
 
 
 def _pair_lines(found, entries):
-    lines = [("| first − second | seeds | mean | 95 % interval | wins/losses/ties | sd | binomial SE | reading "
-             "| seeds needed | test images needed |"), "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
+    lines = [
+        (
+            "| first − second | seeds | mean | 95 % interval | wins/losses/ties | sd | binomial SE | reading "
+            "| seeds needed | test images needed |"
+        ),
+        "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|",
+    ]
     for (a, b), c in zip(combinations(entries, 2), found):
         if c is None:
             lines.append(f"| {a.name} − {b.name} | < 2 |" + " — |" * 5 + " needs 2 seeds of both | — | — |")
             continue
         d = c.difference
-        lines.append(f"| {a.name} − {b.name} | {d.seeds} | {100 * d.mean:+.1f} | [{100 * d.low:+.1f}, "
-                     f"{100 * d.high:+.1f}] | {d.wins}/{d.losses}/{d.ties} | {100 * d.sd:.1f} "
-                     f"| {100 * c.binomial_se:.1f} | {c.reading} | {c.seeds_needed:,} | {c.test_images_needed:,} |")
+        lines.append(
+            f"| {a.name} − {b.name} | {d.seeds} | {100 * d.mean:+.1f} | [{100 * d.low:+.1f}, "
+            f"{100 * d.high:+.1f}] | {d.wins}/{d.losses}/{d.ties} | {100 * d.sd:.1f} "
+            f"| {100 * c.binomial_se:.1f} | {c.reading} | {c.seeds_needed:,} | {c.test_images_needed:,} |"
+        )
     return lines
 
 
@@ -164,9 +194,11 @@ def figure(rows, entries, path, print_fn=print):
     _draw_accuracies(left, rows, entries, seeds)
     _draw_differences(right, found, entries, seeds)
     first = next(iter(by_seed(rows, entries[0]).values()), None) or rows[0]
-    fig.suptitle(f"{first['train_size']:,} training / {first['test_size']:,} test images, {_epochs(first)}, "
-                 f"{len(seeds)} seeds (one colour each); black: mean and its 95 % t-interval over the seeds",
-                 fontsize=9)
+    fig.suptitle(
+        f"{first['train_size']:,} training / {first['test_size']:,} test images, {_epochs(first)}, "
+        f"{len(seeds)} seeds (one colour each); black: mean and its 95 % t-interval over the seeds",
+        fontsize=9,
+    )
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
@@ -191,15 +223,24 @@ def _draw_accuracies(ax, rows, entries, seeds):
         for k, s in enumerate(seeds):
             if s in runs:
                 p, n = runs[s]["test_acc"], runs[s]["test_size"]
-                ax.errorbar(i + offset[s], 100 * p, yerr=100 * binomial_se(p, n), fmt="o", color=f"C{k % 10}", ms=4,
-                            capsize=2, label=f"seed {s}" if i == 0 else None)
+                ax.errorbar(
+                    i + offset[s],
+                    100 * p,
+                    yerr=100 * binomial_se(p, n),
+                    fmt="o",
+                    color=f"C{k % 10}",
+                    ms=4,
+                    capsize=2,
+                    label=f"seed {s}" if i == 0 else None,
+                )
         mean, half = mean_interval([r["test_acc"] for r in runs.values()]) if runs else (None, None)
         if half is not None:
             ax.errorbar(i + 0.35, 100 * mean, yerr=100 * half, fmt="D", color="black", ms=5, capsize=4)
     names = [f"{_letter(i)}: {entry.name.replace(', ', chr(10))}" for i, entry in enumerate(entries)]
     ax.set_xticks(range(len(entries)), names, fontsize=8)
-    ax.set(title="test accuracy per seed (bars: ± binomial SE)", ylabel="test accuracy, %",
-           xlim=(-0.5, len(entries) - 0.3))
+    ax.set(
+        title="test accuracy per seed (bars: ± binomial SE)", ylabel="test accuracy, %", xlim=(-0.5, len(entries) - 0.3)
+    )
     ax.legend(fontsize=7, loc="best")
     ax.grid(alpha=0.3, axis="y")
 
@@ -214,10 +255,18 @@ def _draw_differences(ax, found, entries, seeds):
         for s, a, b in zip(c.seeds, c.first_accuracies, c.second_accuracies):
             ax.plot(x + offset[s], 100 * (a - b), "o", color=colour[s], ms=4)
         d = c.difference
-        ax.errorbar(x + 0.35, 100 * d.mean, yerr=[[100 * (d.mean - d.low)], [100 * (d.high - d.mean)]], fmt="D",
-                    color="black", ms=5, capsize=4)
+        ax.errorbar(
+            x + 0.35,
+            100 * d.mean,
+            yerr=[[100 * (d.mean - d.low)], [100 * (d.high - d.mean)]],
+            fmt="D",
+            color="black",
+            ms=5,
+            capsize=4,
+        )
     ax.axhline(0, color="gray", lw=0.8)
     ax.set_xticks(range(len(pairs)), [f"{_letter(i)} − {_letter(j)}" for i, j in pairs])
-    ax.set(title="paired difference per seed", ylabel="difference of test accuracy, points",
-           xlim=(-0.5, len(pairs) - 0.3))
+    ax.set(
+        title="paired difference per seed", ylabel="difference of test accuracy, points", xlim=(-0.5, len(pairs) - 0.3)
+    )
     ax.grid(alpha=0.3, axis="y")

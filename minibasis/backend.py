@@ -63,7 +63,8 @@ def get(name):
         import cupy
     except ImportError as error:
         raise BackendUnavailable(
-            f"device: 'gpu' needs cupy (pip install 'minibasis[gpu]' or a cupy-cudaXXx wheel), but importing it failed: {error}"
+            "device: 'gpu' needs cupy (pip install 'minibasis[gpu]' or a cupy-cudaXXx wheel), "
+            f"but importing it failed: {error}"
         ) from None
     try:
         count = cupy.cuda.runtime.getDeviceCount()
@@ -80,7 +81,9 @@ def stand_in(xp=np, chunk_bytes=64 * 2**20):
     The transfers copy, as a real device's would; the tests use it to run the whole GPU code
     path (transfers, chunking) without a GPU.
     """
-    return Backend(f"stand-in({xp.__name__})", xp, lambda a: xp.array(a, copy=True), lambda a: np.array(a, copy=True), chunk_bytes)
+    return Backend(
+        f"stand-in({xp.__name__})", xp, lambda a: xp.array(a, copy=True), lambda a: np.array(a, copy=True), chunk_bytes
+    )
 
 
 def current():
@@ -92,7 +95,9 @@ def current():
 def use(backend):
     """Run the convolution primitives on ``backend`` inside the ``with`` block."""
     if not isinstance(backend, Backend):
-        raise TypeError(f"backend: expected a minibasis.backend.Backend (see backend.get), got {type(backend).__name__}")
+        raise TypeError(
+            f"backend: expected a minibasis.backend.Backend (see backend.get), got {type(backend).__name__}"
+        )
     token = _current.set(backend)
     try:
         yield backend

@@ -40,7 +40,8 @@ def basis_conv(x, unique_basis, shared_basis, /, *, stride=1, padding=0, unique_
     U/4 groups beside S with S/4) cannot be: stacking would regroup their filters; two convs."""
     parts = [(b, g) for b, g in ((unique_basis, unique_groups), (shared_basis, shared_groups)) if b is not None]
     if all(groups == 1 for _, groups in parts):
-        out = conv2d(x, stack_basis(unique_basis, shared_basis), stride=stride, padding=padding)
+        basis = stack_basis(unique_basis, shared_basis)  # [U; S]: one conv, one GEMM
+        out = conv2d(x, basis, stride=stride, padding=padding)
         outs = anp.split(out, [len(parts[0][0])], axis=1) if recording.active() and len(parts) == 2 else [out]
     else:
         outs = [conv2d(x, b, stride=stride, padding=padding, groups=groups) for b, groups in parts]
@@ -63,7 +64,9 @@ def basis_layer(x, params, state, /, *, train, stride=1, relu=False):
     """
     kernel = next(b for b in (params["unique_basis"], params["shared_basis"]) if b is not None).shape[-1]
     out = basis_conv(x, params["unique_basis"], params["shared_basis"], stride=stride, padding=kernel // 2)
-    out, basis_bn_state = batch_norm(out, params["basis_bn"]["weight"], params["basis_bn"]["bias"], state["basis_bn"], train=train)
+    out, basis_bn_state = batch_norm(
+        out, params["basis_bn"]["weight"], params["basis_bn"]["bias"], state["basis_bn"], train=train
+    )
     recording.output(params["basis_bn"]["weight"], out)
     out = conv2d(out, params["coefficients"])
     recording.output(params["coefficients"], out)
@@ -222,13 +225,20 @@ def shared_decompose(filters, shared_rank, unique_rank):
             checks.fail(f"filters[{i}]", f"shape (O, {', '.join(map(str, tail))})", f"shape {W.shape}")
     dim = int(np.prod(tail))
     if min(shared_rank, unique_rank) < 0 or not 0 < shared_rank + unique_rank <= dim:
-        checks.fail("shared_rank, unique_rank", f"ranks ≥ 0 with 0 < sum ≤ C·kh·kw = {dim}", f"{shared_rank}, {unique_rank}")
+        checks.fail(
+            "shared_rank, unique_rank", f"ranks ≥ 0 with 0 < sum ≤ C·kh·kw = {dim}", f"{shared_rank}, {unique_rank}"
+        )
     for i, W in enumerate(filters):
         _check_finite(f"filters[{i}]", W)
     mats = [W.reshape(W.shape[0], -1) for W in filters]
     _, _, Vt = np.linalg.svd(np.concatenate(mats), full_matrices=True)
     S, complement = Vt[:shared_rank], Vt[shared_rank:]  # orthonormal bases of span(S) and S⊥
-    result = {"shared_basis": S.reshape((shared_rank,) + tail), "unique_bases": [], "coefficients": [], "relative_errors": []}
+    result = {
+        "shared_basis": S.reshape((shared_rank,) + tail),
+        "unique_bases": [],
+        "coefficients": [],
+        "relative_errors": [],
+    }
     for M in mats:
         # The residual W_l (I − SᵀS) in coordinates of S⊥: its top right singular vectors,
         # mapped back, are orthogonal to S even when the residual has rank < unique_rank.

@@ -106,5 +106,9 @@ def shape(name, a, expected, why=""):
 def same_dtype(name, a, reference, reference_name, hint=""):
     """``a`` if its dtype is that of ``reference`` (minibasis never casts silently)."""
     if a.dtype != reference.dtype:
-        fail(name, f"dtype {reference.dtype} (that of {reference_name}; no silent casts{'; ' + hint if hint else ''})", str(a.dtype))
+        fail(
+            name,
+            f"dtype {reference.dtype} (that of {reference_name}; no silent casts{'; ' + hint if hint else ''})",
+            str(a.dtype),
+        )
     return a

@@ -86,7 +86,11 @@ class Geometry:
             r0, c0 = (ri - self.ph) % self.sh, (rj - self.pw) % self.sw  # first x row/column in phase p
             rows, cols = range(r0, self.H, self.sh), range(c0, self.W, self.sw)
             y0, x0 = (r0 + self.ph) // self.sh, (c0 + self.pw) // self.sw
-            yield p, (slice(r0, None, self.sh), slice(c0, None, self.sw)), (slice(y0, y0 + len(rows)), slice(x0, x0 + len(cols)))
+            yield (
+                p,
+                (slice(r0, None, self.sh), slice(c0, None, self.sw)),
+                (slice(y0, y0 + len(rows)), slice(x0, x0 + len(cols))),
+            )
 
     def pad_flat(self, x):
         """x: (n, C, H, W) -> zero-padded phases, flattened: (C, n, sh·sw, Hq·Wq)."""
@@ -226,7 +230,9 @@ def _dense_weight_grad(x, dy, w_shape, stride, padding, device):
         def partial(part):
             if geo.H * geo.W >= BATCHED_PIXELS:
                 pixels = geo.H * geo.W
-                return geo.xp.matmul(dy[part].reshape(-1, geo.O, pixels), x[part].reshape(-1, geo.C, pixels).transpose(0, 2, 1)).sum(axis=0)
+                return geo.xp.matmul(
+                    dy[part].reshape(-1, geo.O, pixels), x[part].reshape(-1, geo.C, pixels).transpose(0, 2, 1)
+                ).sum(axis=0)
             return _as_channel_major(dy[part]) @ _as_channel_major(x[part]).T  # (O, n·H·W) @ (n·H·W, C)
 
         partials = _for_each_piece(device, partial, parallel.slices(geo.N, x.size + dy.size))
@@ -285,7 +291,11 @@ def _channels_last_padded(x, padding, multiplier, xp):
 def _offsets(w_shape, stride, out_size):
     """(k, the rows and columns of the padded input that kernel offset k = (i, j) reads)."""
     (sh, sw), (Ho, Wo) = stride, out_size
-    return [(i * w_shape[3] + j, slice(i, i + sh * Ho, sh), slice(j, j + sw * Wo, sw)) for i in range(w_shape[2]) for j in range(w_shape[3])]
+    return [
+        (i * w_shape[3] + j, slice(i, i + sh * Ho, sh), slice(j, j + sw * Wo, sw))
+        for i in range(w_shape[2])
+        for j in range(w_shape[3])
+    ]
 
 
 def _taps(w):
@@ -335,7 +345,13 @@ def _depthwise_weight_grad(x, dy, w_shape, stride, padding, device):
     def partial(images):  # the images' part of dw, (O, kh·kw)
         xpad = _channels_last_padded(x[images], padding, O // C, xp)
         g = xp.ascontiguousarray(dy[images].transpose(0, 2, 3, 1))
-        return xp.stack([(g * xpad[:, rows, cols]).sum(axis=(0, 1, 2)) for _, rows, cols in _offsets(w_shape, stride, dy.shape[2:])], axis=1)
+        return xp.stack(
+            [
+                (g * xpad[:, rows, cols]).sum(axis=(0, 1, 2))
+                for _, rows, cols in _offsets(w_shape, stride, dy.shape[2:])
+            ],
+            axis=1,
+        )
 
     partials = _for_each_piece(device, partial, parallel.slices(x.shape[0], x.size + dy.size))
     return _sum_in_order(partials, xp.zeros((O, w_shape[2] * w_shape[3]), dtype=x.dtype)).reshape(w_shape)
@@ -371,7 +387,9 @@ def _conv2d_input_grad(dy, w, x_shape, stride, padding, groups, device):
         return _depthwise_input_grad(dy, w, x_shape, stride, padding, device)
     N, C, H, W = x_shape
     parts = zip(_group_slices(C, groups), _group_slices(w.shape[0], groups))
-    return device.xp.concatenate([_dense_input_grad(dy[:, o], w[o], (N, C // groups, H, W), stride, padding, device) for _, o in parts], axis=1)
+    return device.xp.concatenate(
+        [_dense_input_grad(dy[:, o], w[o], (N, C // groups, H, W), stride, padding, device) for _, o in parts], axis=1
+    )
 
 
 def _conv2d_weight_grad(x, dy, w_shape, stride, padding, groups, device):
@@ -382,7 +400,10 @@ def _conv2d_weight_grad(x, dy, w_shape, stride, padding, groups, device):
         return _depthwise_weight_grad(x, dy, w_shape, stride, padding, device)
     O, Cg, kh, kw = w_shape
     parts = zip(_group_slices(x.shape[1], groups), _group_slices(O, groups))
-    return device.xp.concatenate([_dense_weight_grad(x[:, c], dy[:, o], (O // groups, Cg, kh, kw), stride, padding, device) for c, o in parts], axis=0)
+    return device.xp.concatenate(
+        [_dense_weight_grad(x[:, c], dy[:, o], (O // groups, Cg, kh, kw), stride, padding, device) for c, o in parts],
+        axis=0,
+    )
 
 
 def _on_backend(kernel, arrays, *args):

@@ -124,8 +124,12 @@ def _acquire(path, adopt):
         except FileNotFoundError:
             continue
         except OSError:  # ELOOP: a symbolic link
-            fail(str(path), "a lock file minibasis made", "a symbolic link (never followed); move it away",
-                 FileExistsError)
+            fail(
+                str(path),
+                "a lock file minibasis made",
+                "a symbolic link (never followed); move it away",
+                FileExistsError,
+            )
         try:
             if _lock(fd, path, adopt):
                 return fd
@@ -166,8 +170,12 @@ def _lock(fd, path, adopt):
     except BlockingIOError:
         text = os.pread(fd, 64, 0).decode(errors="replace")
         holder = text.rpartition("PID ")[2].strip() if text.startswith(LOCK_HEADER.decode()) else ""
-        fail(str(path.parent), "a folder no other process is using",
-             f"one locked by PID {holder or 'unknown (it is starting)'}", FolderBusy)
+        fail(
+            str(path.parent),
+            "a folder no other process is using",
+            f"one locked by PID {holder or 'unknown (it is starting)'}",
+            FolderBusy,
+        )
     try:
         now = os.stat(path, follow_symlinks=False)
     except FileNotFoundError:
@@ -176,8 +184,12 @@ def _lock(fd, path, adopt):
         return False
     content = os.pread(fd, 64, 0)
     if not (content.startswith(LOCK_HEADER) or (adopt and re.fullmatch(rb"\d*\n?", content))):
-        fail(str(path), f"a lock file minibasis made (starting {LOCK_HEADER.decode()!r})",
-             f"a file it did not make ({content[:24]!r}); move it away or choose another folder", FileExistsError)
+        fail(
+            str(path),
+            f"a lock file minibasis made (starting {LOCK_HEADER.decode()!r})",
+            f"a file it did not make ({content[:24]!r}); move it away or choose another folder",
+            FileExistsError,
+        )
     if content != _lock_text():  # ours, left by a killed holder: now held by this process
         os.ftruncate(fd, 0)
         os.pwrite(fd, _lock_text(), 0)

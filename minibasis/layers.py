@@ -132,7 +132,9 @@ def max_pool2d(x, /, *, kernel_size=3, stride=2, padding=1):
     if Ho < 1 or Wo < 1:
         checks.fail("x", f"an input of at least {kh - 2 * ph}×{kw - 2 * pw} pixels", f"shape {x.shape}")
     xpad = anp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), mode="constant", constant_values=-np.inf)
-    windows = anp.stack([xpad[:, :, i : i + sh * Ho : sh, j : j + sw * Wo : sw] for i in range(kh) for j in range(kw)], axis=-1)
+    windows = anp.stack(
+        [xpad[:, :, i : i + sh * Ho : sh, j : j + sw * Wo : sw] for i in range(kh) for j in range(kw)], axis=-1
+    )
     flat = anp.reshape(windows, (-1, kh * kw))
     arg_max = np.argmax(getval(flat), axis=1)
     return anp.reshape(flat[np.arange(flat.shape[0]), arg_max], (N, C, Ho, Wo))

@@ -43,7 +43,9 @@ STEP_MILESTONES = (0.5, 0.75)
 # --------------------------------------------------------------------------------- SGD
 
 
-def sgd_step(params, grads, momentum_buffers=None, /, *, lr, momentum=0.9, weight_decay=0.0, nesterov=False, dampening=0.0):
+def sgd_step(
+    params, grads, momentum_buffers=None, /, *, lr, momentum=0.9, weight_decay=0.0, nesterov=False, dampening=0.0
+):
     r"""One step of PyTorch's ``torch.optim.SGD`` over parameter trees: ``(new_params, new_buffers)``.
 
     Per leaf, with γ = ``lr``, λ = ``weight_decay``, μ = ``momentum``, τ = ``dampening``::
@@ -102,11 +104,19 @@ class _SGD:
 
     @classmethod
     def checked(cls, lr, momentum, weight_decay, nesterov, dampening):
-        hyper = cls(real("lr", lr, 0), real("momentum", momentum, 0), real("weight_decay", weight_decay, 0),
-                    boolean("nesterov", nesterov), real("dampening", dampening))
+        hyper = cls(
+            real("lr", lr, 0),
+            real("momentum", momentum, 0),
+            real("weight_decay", weight_decay, 0),
+            boolean("nesterov", nesterov),
+            real("dampening", dampening),
+        )
         if hyper.nesterov and (hyper.momentum <= 0 or hyper.dampening != 0):
-            fail("nesterov", "momentum > 0 and dampening == 0 with nesterov=True",
-                 f"momentum={hyper.momentum!r}, dampening={hyper.dampening!r}")
+            fail(
+                "nesterov",
+                "momentum > 0 and dampening == 0 with nesterov=True",
+                f"momentum={hyper.momentum!r}, dampening={hyper.dampening!r}",
+            )
         return hyper
 
 

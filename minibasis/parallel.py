@@ -4,9 +4,10 @@ BLAS underneath runs one thread per call.
 Why. OpenBLAS' own threads spin between calls, so a second busy process on a 2-core machine
 makes both crawl (5–10× slower), and they split sums differently for different thread counts,
 so results depended on the machine. minibasis instead pins NumPy's BLAS to one thread (when
-it is imported: :mod:`minibasis.backend` calls :func:`pin_blas`) and splits each kernel into pieces whose boundaries depend only on the shapes (images per chunk
-for the convolutions, channels for batch norm), never on how many workers run them; partial
-sums are added in piece order. So the same seed gives bit-identical results with 1 worker or
+it is imported: :mod:`minibasis.backend` calls :func:`pin_blas`) and splits each kernel into
+pieces whose boundaries depend only on the shapes (images per chunk for the convolutions,
+channels for batch norm), never on how many workers run them; partial sums are added in piece
+order. So the same seed gives bit-identical results with 1 worker or
 16 (on one machine: NumPy's OpenBLAS picks its GEMM kernels by CPU type, so another CPU, or
 another NumPy, may round differently).
 
@@ -120,7 +121,13 @@ def _keep_freed_memory():
 
 # The entry points that set the thread count of the BLAS libraries NumPy is built with: the
 # OpenBLAS of NumPy's wheels (scipy-openblas, 64-bit interface), plain OpenBLAS, MKL.
-_SETTERS = ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads", "openblas_set_num_threads64_", "openblas_set_num_threads", "MKL_Set_Num_Threads")
+_SETTERS = (
+    "scipy_openblas_set_num_threads64_",
+    "scipy_openblas_set_num_threads",
+    "openblas_set_num_threads64_",
+    "openblas_set_num_threads",
+    "MKL_Set_Num_Threads",
+)
 
 
 def _blas_libraries():
@@ -130,8 +137,13 @@ def _blas_libraries():
             paths = {line.split()[-1] for line in maps if "/" in line}
     except OSError:  # elsewhere: the libraries NumPy's wheels bundle
         root = os.path.dirname(os.path.dirname(np.__file__))
-        paths = set(glob.glob(os.path.join(root, "numpy*libs", "*")) + glob.glob(os.path.join(os.path.dirname(np.__file__), ".dylibs", "*")))
-    return sorted(p for p in paths if any(name in os.path.basename(p).lower() for name in ("openblas", "mkl_rt", "blas")))
+        paths = set(
+            glob.glob(os.path.join(root, "numpy*libs", "*"))
+            + glob.glob(os.path.join(os.path.dirname(np.__file__), ".dylibs", "*"))
+        )
+    return sorted(
+        p for p in paths if any(name in os.path.basename(p).lower() for name in ("openblas", "mkl_rt", "blas"))
+    )
 
 
 def pin_blas():
@@ -154,6 +166,10 @@ def pin_blas():
                 pinned.append(f"{os.path.basename(path)}:{name}")
                 break
     if not pinned:
-        warnings.warn("minibasis could not set NumPy's BLAS to one thread: results may depend on its thread count", RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            "minibasis could not set NumPy's BLAS to one thread: results may depend on its thread count",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     _state["blas"] = pinned
     return pinned

@@ -41,8 +41,23 @@ RUN_FILES = (CHECKPOINT, WEIGHTS, LOG, CONFIG)
 CHECKPOINT_FORMAT = "a minibasis checkpoint .npz"  # what errors say a checkpoint should be
 FORMAT = "minibasis run 2"  # config.json's and checkpoint.npz's "format": the folder is minibasis's
 #: config.json of the first round of runs (no "format"): recognised by its exact fields ("extensions" came later).
-LEGACY_CONFIG_KEYS = {"model", "dataset", "train_size", "test_size", "epochs", "batch_size", "lr", "momentum",
-                      "weight_decay", "nesterov", "schedule", "lam", "augment", "seed", "extensions"}
+LEGACY_CONFIG_KEYS = {
+    "model",
+    "dataset",
+    "train_size",
+    "test_size",
+    "epochs",
+    "batch_size",
+    "lr",
+    "momentum",
+    "weight_decay",
+    "nesterov",
+    "schedule",
+    "lam",
+    "augment",
+    "seed",
+    "extensions",
+}
 NOT_OURS = "a file minibasis did not write (or one damaged since)"  # what foreign_file says of one
 STATE_DICT_SUFFIXES = (".weight", ".bias", ".running_mean", ".running_var", ".num_batches_tracked")
 
@@ -120,8 +135,9 @@ class Checkpoint:
     kernels: str  # 'fast' or 'reference' (None: a first-round checkpoint)
 
 
-def save_checkpoint(path, model, params, state, momentum, epoch, rng, config, extensions=(), *, records, data=None,
-                    kernels="fast"):
+def save_checkpoint(
+    path, model, params, state, momentum, epoch, rng, config, extensions=(), *, records, data=None, kernels="fast"
+):
     """Atomic .npz: 'model/<state_dict key>', 'momentum/<param name>', 'epoch', 'rng_state',
     'format', 'kernels' (text), 'config', 'extensions', 'log' and 'data' (JSON text).
     ``config``: a TrainConfig (or its dict); ``records``: the log records of the ``epoch``
@@ -152,7 +168,9 @@ def load_checkpoint(path, model):
     config = _json_entry(arrays, "config", path, dict)
     epoch = _epoch(_entry(arrays, "epoch", path), config, f"{where}['epoch']")
     rng = rng_from_json(_text(_entry(arrays, "rng_state", path), f"{where}['rng_state']"), f"{where}['rng_state']")
-    extensions = _json_entry(arrays, "extensions", path, list) if "extensions" in arrays else []  # none before extensions existed
+    extensions = (
+        _json_entry(arrays, "extensions", path, list) if "extensions" in arrays else []
+    )  # none before extensions existed
     records = _json_entry(arrays, "log", path, list) if "log" in arrays else None  # a first-round checkpoint
     epochs_recorded = [r.get("epoch") if isinstance(r, dict) else None for r in records or []]
     if records is not None and epochs_recorded != list(range(1, epoch + 1)):
@@ -161,10 +179,12 @@ def load_checkpoint(path, model):
     kernels = _text(arrays["kernels"], f"{where}['kernels']") if "kernels" in arrays else None
     _check_finite(arrays, where)
     try:
-        params, state = from_state_dict(model, {k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")})
+        params, state = from_state_dict(
+            model, {k[len("model/") :]: v for k, v in arrays.items() if k.startswith("model/")}
+        )
     except ValueError as error:
         fail(where, f"the weights of a {model.spec.name}", str(error))
-    momentum = {k[len("momentum/"):]: v for k, v in arrays.items() if k.startswith("momentum/")}
+    momentum = {k[len("momentum/") :]: v for k, v in arrays.items() if k.startswith("momentum/")}
     _check_momentum(momentum, params, epoch, config, where)
     momentum = unflatten(momentum) if momentum else None
     return Checkpoint(params, state, momentum, epoch, rng, config, extensions, records, data, kernels)
@@ -232,7 +252,11 @@ def _epoch(array, config, where):
     if not (isinstance(epochs, int) and not isinstance(epochs, bool) and epochs >= 1):
         fail(where.replace("['epoch']", "['config']"), "a configuration with an integer 'epochs' ≥ 1", repr(epochs))
     if array.shape != () or array.dtype.kind not in "iu" or not 0 <= int(array) <= epochs:
-        fail(where, f"an integer in [0, {epochs}] (the run's epochs)", repr(array.tolist()) if array.size < 5 else f"shape {array.shape}")
+        fail(
+            where,
+            f"an integer in [0, {epochs}] (the run's epochs)",
+            repr(array.tolist()) if array.size < 5 else f"shape {array.shape}",
+        )
     return int(array)
 
 
@@ -260,12 +284,20 @@ def _check_momentum(momentum, params, epoch, config, where):
     shapes = {k: v.shape for k, v in flatten(params).items()}
     if not momentum:
         if config.get("momentum") and epoch > 0:
-            fail(where, f"SGD momentum buffers (momentum/…) after {epoch} epochs with momentum {config['momentum']}", "none")
+            fail(
+                where,
+                f"SGD momentum buffers (momentum/…) after {epoch} epochs with momentum {config['momentum']}",
+                "none",
+            )
         return
     for key in shapes.keys() | momentum.keys():
         got = momentum[key].shape if key in momentum else "no entry"
         if got != shapes.get(key, "no such parameter"):
-            fail(f"{where}['momentum/{key}']", f"a buffer of shape {shapes.get(key, '(none: no such parameter)')}", f"{got}")
+            fail(
+                f"{where}['momentum/{key}']",
+                f"a buffer of shape {shapes.get(key, '(none: no such parameter)')}",
+                f"{got}",
+            )
 
 
 # ------------------------------------------------------------------------- config and log

@@ -44,9 +44,7 @@ def _arg_names(fun, n):
     return [names[i] if i < len(names) else f"argument {i}" for i in range(n)]
 
 
-def check_gradients(
-    fun, *args, wrt=None, mode="directional", directions=3, eps=1e-6, rtol=1e-5, atol=1e-8, seed=0
-):
+def check_gradients(fun, *args, wrt=None, mode="directional", directions=3, eps=1e-6, rtol=1e-5, atol=1e-8, seed=0):
     """Compare ``autograd.grad(fun)`` with central differences for each argument in ``wrt``.
 
     fun: scalar-valued function of ``args``; wrt: indices of the arguments to check (default:
@@ -90,7 +88,11 @@ def _float64_leaves(argument, name):
     labels = [f"{name}.{path}" if path else name for path, _ in leaves]
     for (_, leaf), label in zip(leaves, labels):
         if not isinstance(leaf, np.ndarray) or leaf.dtype != np.float64:
-            checks.fail(label, "a float64 array for finite differences", leaf.dtype if isinstance(leaf, np.ndarray) else type(leaf).__name__)
+            checks.fail(
+                label,
+                "a float64 array for finite differences",
+                leaf.dtype if isinstance(leaf, np.ndarray) else type(leaf).__name__,
+            )
     return [leaf for _, leaf in leaves], labels
 
 

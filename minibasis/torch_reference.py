@@ -100,7 +100,11 @@ class ResNet(nn.Module):
                 shared["shared_basis"] = getattr(self, f"shared_basis_{g}")
             layer = [BasicBlock(in_planes, planes, 1 if g == 1 else 2)]
             for _ in range(1, blocks):
-                layer.append(BasicBlock(planes, planes, 1) if variant == "original" else BasisBlock(planes, unique_rank * m, shared))
+                layer.append(
+                    BasicBlock(planes, planes, 1)
+                    if variant == "original"
+                    else BasisBlock(planes, unique_rank * m, shared)
+                )
             setattr(self, f"layer{g}", nn.Sequential(*layer))
             in_planes = planes
         self.fc = nn.Linear(64, num_classes)
@@ -120,10 +124,17 @@ class ResNet(nn.Module):
         sim, count = 0.0, 0
         for g in (1, 2, 3):
             layer = getattr(self, f"layer{g}")
-            names = [f"shared_basis_{g}"] if self.variant == "single" else [f"shared_basis_{g}_1", f"shared_basis_{g}_2"]
+            names = (
+                [f"shared_basis_{g}"] if self.variant == "single" else [f"shared_basis_{g}_1", f"shared_basis_{g}_2"]
+            )
             bases = [getattr(self, name).weight for name in names]
             num_shared = sum(b.shape[0] for b in bases)
-            uniques = [getattr(block, f"basis_conv{j}").weight for block in list(layer)[1:] for j in (1, 2) if hasattr(block, f"basis_conv{j}")]
+            uniques = [
+                getattr(block, f"basis_conv{j}").weight
+                for block in list(layer)[1:]
+                for j in (1, 2)
+                if hasattr(block, f"basis_conv{j}")
+            ]
             B = torch.cat(bases + uniques).flatten(1)
             D = (B @ B.T - torch.eye(B.shape[0], dtype=B.dtype)) ** 2
             sim = sim + D[:num_shared, :].sum()
@@ -154,7 +165,9 @@ class Bottleneck(nn.Module):
         self.convs = [module2, module3]  # a list: not registered again
         self.shortcut = nn.Sequential()
         if stride != 1 or in_planes != 4 * planes:
-            self.shortcut = nn.Sequential(nn.Conv2d(in_planes, 4 * planes, 1, stride, bias=False), nn.BatchNorm2d(4 * planes))
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_planes, 4 * planes, 1, stride, bias=False), nn.BatchNorm2d(4 * planes)
+            )
 
     def forward(self, x):
         out = F.relu(self.bn1(self.conv1(x)))
@@ -170,7 +183,9 @@ class ImageNetBottleneckResNet(nn.Module):
         self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         in_planes = 64
-        for g, (planes, blocks) in enumerate(zip((64, 128, 256, 512), {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}[depth]), start=1):
+        for g, (planes, blocks) in enumerate(
+            zip((64, 128, 256, 512), {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}[depth]), start=1
+        ):
             conv2 = conv3 = None
             if shared == "shared":
                 setattr(self, f"shared_basis_{g}", nn.Conv2d(planes, planes, 3, 1, 1, bias=False))
@@ -178,7 +193,10 @@ class ImageNetBottleneckResNet(nn.Module):
             elif shared == "shared++":
                 setattr(self, f"shared_basis_{g}_1", nn.Conv2d(planes, planes, 3, 1, 1, bias=False))
                 setattr(self, f"shared_basis_{g}_2", nn.Conv2d(planes, 4 * planes, 1, bias=False))
-                conv2, conv3 = ("shared_basis_1", getattr(self, f"shared_basis_{g}_1")), ("shared_basis_2", getattr(self, f"shared_basis_{g}_2"))
+                conv2, conv3 = (
+                    ("shared_basis_1", getattr(self, f"shared_basis_{g}_1")),
+                    ("shared_basis_2", getattr(self, f"shared_basis_{g}_2")),
+                )
             layer = [Bottleneck(in_planes, planes, 1 if g == 1 else 2)]
             layer += [Bottleneck(4 * planes, planes, 1, conv2, conv3) for _ in range(1, blocks)]
             setattr(self, f"layer{g}", nn.Sequential(*layer))
@@ -229,7 +247,15 @@ class InvertedResidual(nn.Module):
 class MobileNetV2(nn.Module):
     """MobileNetV2 (``shared`` = None), _Shared ('shared'), _SharedDouble ('shared++')."""
 
-    STAGES = ((1, 32, 16, 1, 1), (2, 16, 24, 2, 6), (3, 24, 32, 2, 6), (4, 32, 64, 2, 6), (3, 64, 96, 1, 6), (3, 96, 160, 2, 6), (1, 160, 320, 1, 6))
+    STAGES = (
+        (1, 32, 16, 1, 1),
+        (2, 16, 24, 2, 6),
+        (3, 24, 32, 2, 6),
+        (4, 32, 64, 2, 6),
+        (3, 64, 96, 1, 6),
+        (3, 96, 160, 2, 6),
+        (1, 160, 320, 1, 6),
+    )
 
     def __init__(self, shared, num_classes):
         super().__init__()

@@ -78,8 +78,11 @@ class TrainConfig:
             raise ValueError(f"{name('model')}: {error}") from None
         one_of(name("dataset"), self.dataset, sorted(DATASETS))
         if spec.dataset in DATASETS and spec.name.startswith(f"{spec.dataset}-") and spec.dataset != self.dataset:
-            fail(name("model"), f"a model for {self.dataset} (dataset), not one the spec names for {spec.dataset}",
-                 repr(self.model))
+            fail(
+                name("model"),
+                f"a model for {self.dataset} (dataset), not one the spec names for {spec.dataset}",
+                repr(self.model),
+            )
         for field in ("train_size", "test_size"):
             if getattr(self, field) is not None:  # None: all images
                 integer(name(field), getattr(self, field), 1)
@@ -173,7 +176,9 @@ def subset(images, labels, size, *, seed, num_classes, name="size"):
 
 def evaluation_subset(data, size, *, seed, name="test_size"):
     """The test images a run with ``seed`` evaluates on (``minibasis eval`` picks the same)."""
-    return subset(data.test_images, data.test_labels, size, seed=seed + 1, num_classes=data.num_classes, name=name)  # + 1: not the training draw
+    return subset(
+        data.test_images, data.test_labels, size, seed=seed + 1, num_classes=data.num_classes, name=name
+    )  # + 1: not the training draw
 
 
 def load_run_data(data_path, dataset, *, download=False):
@@ -212,8 +217,21 @@ def recorded_data(out_dir):
 # ------------------------------------------------------------------------------------ train
 
 
-def train(config, out_dir, *, data_path=None, download=False, resume=False, overwrite=False, stop_after=None,
-          quiet=False, progress_every=DEFAULT_EVERY, device="cpu", print_fn=print, allow_other_data=False):
+def train(
+    config,
+    out_dir,
+    *,
+    data_path=None,
+    download=False,
+    resume=False,
+    overwrite=False,
+    stop_after=None,
+    quiet=False,
+    progress_every=DEFAULT_EVERY,
+    device="cpu",
+    print_fn=print,
+    allow_other_data=False,
+):
     """Train ``config.model`` on a CIFAR subset into the run folder ``out_dir``; returns the
     per-epoch records (those of ``log.jsonl``).
 
@@ -258,8 +276,11 @@ def _check_call(out_dir, resume, overwrite, stop_after, quiet, progress_every):
     """train()'s own arguments; returns the run folder as a Path."""
     folder = Path(out_dir)
     if folder.is_symlink() and not folder.exists():
-        fail("out_dir", "a folder for the run (or a path to create one)", f"{str(folder)!r}, a symbolic link to "
-             f"{str(folder.readlink())!r}, which does not exist")
+        fail(
+            "out_dir",
+            "a folder for the run (or a path to create one)",
+            f"{str(folder)!r}, a symbolic link to {str(folder.readlink())!r}, which does not exist",
+        )
     if folder.exists() and not folder.is_dir():
         fail("out_dir", "a folder for the run (or a path to create one)", f"the file {str(folder)!r}")
     if folder.resolve() in (Path(folder.anchor or "/").resolve(), Path.home().resolve()):
@@ -299,13 +320,31 @@ class _Run:
     def of(cls, config, folder, data, progress_every, print_fn):
         model = create_model(config.model, num_classes=data.num_classes)
         lam = config.resolved_lambda()
-        train = subset(data.train_images, data.train_labels, config.train_size, seed=config.seed,
-                       num_classes=data.num_classes, name="train_size")
+        train = subset(
+            data.train_images,
+            data.train_labels,
+            config.train_size,
+            seed=config.seed,
+            num_classes=data.num_classes,
+            name="train_size",
+        )
         test = evaluation_subset(data, config.test_size, seed=config.seed)
         step_fn = gradient_and_aux(lambda p, s, x, y, rng: training_loss(model, p, s, x, y, lam, rng))
         kernels = "reference" if is_reference() else "fast"
-        return cls(config, folder, model, lam, *train, *test, *data.stats, data.source, kernels, progress_every,
-                   print_fn, step_fn)
+        return cls(
+            config,
+            folder,
+            model,
+            lam,
+            *train,
+            *test,
+            *data.stats,
+            data.source,
+            kernels,
+            progress_every,
+            print_fn,
+            step_fn,
+        )
 
     def progress(self, label, total, run_left):
         """Progress of a phase; ``run_left(rate)``: the seconds the run takes after it."""
@@ -335,13 +374,21 @@ def _start(run, overwrite):
     or a file minibasis did not write, then write ``config.json`` and an empty log."""
     foreign = runs.foreign_file(run.folder)
     if foreign:
-        fail(str(foreign[0]), f"a folder without a run, or a run's {foreign[0].name} that minibasis wrote",
-             f"{foreign[1]}; move it away or choose another folder (--out); nothing was changed", FileExistsError)
+        fail(
+            str(foreign[0]),
+            f"a folder without a run, or a run's {foreign[0].name} that minibasis wrote",
+            f"{foreign[1]}; move it away or choose another folder (--out); nothing was changed",
+            FileExistsError,
+        )
     existing = runs.run_files(run.folder)
     if existing and not overwrite:
-        fail(str(run.folder), "a folder without a run",
-             f"one holding {', '.join(sorted(p.name for p in existing))}; continue that run with resume (--resume), "
-             "replace it with overwrite (--overwrite), or choose another folder (--out)", FileExistsError)
+        fail(
+            str(run.folder),
+            "a folder without a run",
+            f"one holding {', '.join(sorted(p.name for p in existing))}; continue that run with resume (--resume), "
+            "replace it with overwrite (--overwrite), or choose another folder (--out)",
+            FileExistsError,
+        )
     runs.remove(existing)  # the checkpoint first (runs.RUN_FILES)
     state = _fresh_state(run)
     _write_views(run, state)
@@ -356,16 +403,25 @@ def _resume(run, allow_other_data):
     saved = _read_run(run, allow_other_data)
     checkpoint, extension = saved["checkpoint"], saved["extension"]
     if checkpoint:
-        state = _State(checkpoint.params, checkpoint.state, checkpoint.momentum, checkpoint.rng, checkpoint.epoch,
-                       saved["records"], saved["extensions"])
+        state = _State(
+            checkpoint.params,
+            checkpoint.state,
+            checkpoint.momentum,
+            checkpoint.rng,
+            checkpoint.epoch,
+            saved["records"],
+            saved["extensions"],
+        )
     else:  # killed before its first checkpoint: nothing was trained, the run starts from its beginning
         state = _fresh_state(run, saved["extensions"])
     if extension is not None:
         state.extensions = state.extensions + [extension]
         run.print_fn(_extension_note(run.config, extension))
     elif state.done == run.config.epochs:
-        run.print_fn(f"{run.folder}: the run is already complete ({state.done} of {state.done} epochs); "
-                     f"nothing to train. To extend it, resume with more epochs (--epochs N, N > {state.done}).")
+        run.print_fn(
+            f"{run.folder}: the run is already complete ({state.done} of {state.done} epochs); "
+            f"nothing to train. To extend it, resume with more epochs (--epochs N, N > {state.done})."
+        )
     else:
         run.print_fn(f"{run.folder}: resuming at epoch {state.done + 1} of {run.config.epochs}")
     runs.remove(runs.stale_temp_files(run.folder))  # we hold the lock: nobody else is writing them
@@ -392,19 +448,30 @@ def _read_run(run, allow_other_data):
     checkpoint = runs.load_checkpoint(checkpoint_path, run.model)
     dtype = _float_dtype(checkpoint.params)
     if dtype != np.float32:  # minibasis train computes in float32
-        fail(str(checkpoint_path), "float32 weights, what minibasis train writes", f"{dtype} ones (not a checkpoint of "
-             "minibasis train); start a fresh run from the beginning (--overwrite, or another --out)")
+        fail(
+            str(checkpoint_path),
+            "float32 weights, what minibasis train writes",
+            f"{dtype} ones (not a checkpoint of "
+            "minibasis train); start a fresh run from the beginning (--overwrite, or another --out)",
+        )
     if config_json is not None:
         _check_config_agrees(config_json, saved, config_path, checkpoint_path, checkpoint.epoch)
     records = _check_log(run, checkpoint, checkpoint_path)
     changed = _check_data(run, checkpoint.data, checkpoint_path, allow_other_data)
     if checkpoint.kernels not in (None, run.kernels):
-        run.print_fn(f"note: {checkpoint_path} was written with the {checkpoint.kernels} kernels and this run uses the "
-                     f"{run.kernels} ones (MINIBASIS_REFERENCE): the continuation differs from an uninterrupted run "
-                     "in the last bits")
+        run.print_fn(
+            f"note: {checkpoint_path} was written with the {checkpoint.kernels} kernels and this run uses the "
+            f"{run.kernels} ones (MINIBASIS_REFERENCE): the continuation differs from an uninterrupted run "
+            "in the last bits"
+        )
     extension = _extension(saved["epochs"], run.config.epochs, checkpoint.epoch)
-    return {"checkpoint": checkpoint, "records": records, "extension": extension, "extensions": checkpoint.extensions,
-            "changed": changed or extension is not None or checkpoint.kernels != run.kernels}
+    return {
+        "checkpoint": checkpoint,
+        "records": records,
+        "extension": extension,
+        "extensions": checkpoint.extensions,
+        "changed": changed or extension is not None or checkpoint.kernels != run.kernels,
+    }
 
 
 def _read_run_without_checkpoint(run, config_json, allow_other_data):
@@ -415,14 +482,21 @@ def _read_run_without_checkpoint(run, config_json, allow_other_data):
     records = runs.read_log(log_path) if log_path.exists() else []
     if records or (folder / runs.WEIGHTS).exists():
         what = f"{log_path} records {len(records)} epochs" if records else f"{folder / runs.WEIGHTS} exists"
-        fail(str(checkpoint_path), "the checkpoint of the run (a resume continues from it)",
-             f"no file, though {what}; restore it, or start the run again with --overwrite (which deletes the "
-             "run's files)",
-             FileNotFoundError)
+        fail(
+            str(checkpoint_path),
+            "the checkpoint of the run (a resume continues from it)",
+            f"no file, though {what}; restore it, or start the run again with --overwrite (which deletes the "
+            "run's files)",
+            FileNotFoundError,
+        )
     if config_json is None:
         if not runs.stale_temp_files(folder):
-            fail(str(folder), "a run to resume (checkpoint.npz or config.json)",
-                 "a folder without one; start the run without resume (--resume)", FileNotFoundError)
+            fail(
+                str(folder),
+                "a run to resume (checkpoint.npz or config.json)",
+                "a folder without one; start the run without resume (--resume)",
+                FileNotFoundError,
+            )
         return {"checkpoint": None, "records": [], "extension": None, "extensions": [], "changed": False}
     saved = config_from_saved(config_json, folder / runs.CONFIG)
     _check_same_run(saved, run.config, folder / runs.CONFIG)
@@ -430,8 +504,13 @@ def _read_run_without_checkpoint(run, config_json, allow_other_data):
     extensions = config_json.get("extensions", [])
     if not isinstance(extensions, list):
         fail(f"{folder / runs.CONFIG}['extensions']", "a JSON list", repr(extensions))
-    return {"checkpoint": None, "records": [], "extension": _extension(saved.epochs, run.config.epochs, 0),
-            "extensions": extensions, "changed": False}
+    return {
+        "checkpoint": None,
+        "records": [],
+        "extension": _extension(saved.epochs, run.config.epochs, 0),
+        "extensions": extensions,
+        "changed": False,
+    }
 
 
 def _extension(saved_epochs, epochs, done):
@@ -441,13 +520,23 @@ def _extension(saved_epochs, epochs, done):
 def _check_same_run(saved, config, source):
     """``config`` must be the run's ``saved`` configuration (a TrainConfig, λ resolved in both)
     but for ``epochs``, which may grow to extend the run."""
-    differences = [f"{k} {v!r} (the run's: {getattr(saved, k)!r})" for k, v in asdict(config).items()
-                   if k != "epochs" and getattr(saved, k) != v]
+    differences = [
+        f"{k} {v!r} (the run's: {getattr(saved, k)!r})"
+        for k, v in asdict(config).items()
+        if k != "epochs" and getattr(saved, k) != v
+    ]
     if differences:
-        fail("config", f"the configuration of the run in {source} (only epochs may change, to extend it)", "; ".join(differences))
+        fail(
+            "config",
+            f"the configuration of the run in {source} (only epochs may change, to extend it)",
+            "; ".join(differences),
+        )
     if config.epochs < saved.epochs:
-        fail("epochs", f"at least {saved.epochs}, the run's epochs (a run can be extended, not shortened)",
-             repr(config.epochs))
+        fail(
+            "epochs",
+            f"at least {saved.epochs}, the run's epochs (a run can be extended, not shortened)",
+            repr(config.epochs),
+        )
 
 
 def _check_config_agrees(config_json, saved, config_path, checkpoint_path, done):
@@ -456,14 +545,24 @@ def _check_config_agrees(config_json, saved, config_path, checkpoint_path, done)
     config_from_saved(config_json, config_path)  # its own fields first: a bad one is named as such
     mine = {"data": None, "extensions": [], **{k: v for k, v in config_json.items() if k != "format"}}
     last = saved["extensions"][-1] if saved["extensions"] else None
-    before = (last and last.get("at_epoch") == done
-              and {**saved, "epochs": last["from_epochs"], "extensions": saved["extensions"][:-1]})
+    before = (
+        last
+        and last.get("at_epoch") == done
+        and {**saved, "epochs": last["from_epochs"], "extensions": saved["extensions"][:-1]}
+    )
     if mine in (saved, before):
         return
-    differences = [f"{k} {mine.get(k)!r} (the checkpoint's: {saved.get(k)!r})"
-                   for k in {**saved, **mine} if mine.get(k) != saved.get(k)]
-    fail(str(config_path), f"the configuration that {checkpoint_path} holds (the run's record; delete "
-         f"{config_path.name} to have it written again from the checkpoint)", "; ".join(sorted(differences)[:3]))
+    differences = [
+        f"{k} {mine.get(k)!r} (the checkpoint's: {saved.get(k)!r})"
+        for k in {**saved, **mine}
+        if mine.get(k) != saved.get(k)
+    ]
+    fail(
+        str(config_path),
+        f"the configuration that {checkpoint_path} holds (the run's record; delete "
+        f"{config_path.name} to have it written again from the checkpoint)",
+        "; ".join(sorted(differences)[:3]),
+    )
 
 
 def _check_log(run, checkpoint, checkpoint_path):
@@ -473,13 +572,15 @@ def _check_log(run, checkpoint, checkpoint_path):
     log = runs.read_log(log_path) if log_path.exists() else None
     if checkpoint.records is None:  # a first-round checkpoint: the log holds the records
         return _records_until(log, checkpoint.epoch, log_path)
-    if log is not None and not (log == checkpoint.records[:len(log)] and len(log) >= checkpoint.epoch - 1):
+    if log is not None and not (log == checkpoint.records[: len(log)] and len(log) >= checkpoint.epoch - 1):
         differing = (i for i, (a, b) in enumerate(zip(log, checkpoint.records)) if a != b)
         first = next(differing, min(len(log), checkpoint.epoch))
-        fail(str(log_path), f"the records of epochs 1–{checkpoint.epoch} that {checkpoint_path} holds (the run's "
-             "record)",
-             f"{len(log)} records, the first that differs epoch {first + 1}; delete {log_path.name} to have it written "
-             "again from the checkpoint")
+        fail(
+            str(log_path),
+            f"the records of epochs 1–{checkpoint.epoch} that {checkpoint_path} holds (the run's record)",
+            f"{len(log)} records, the first that differs epoch {first + 1}; delete {log_path.name} to have it written "
+            "again from the checkpoint",
+        )
     return checkpoint.records
 
 
@@ -489,9 +590,12 @@ def _check_data(run, recorded, where, allow_other_data):
         return bool(recorded) and recorded != run.data  # moved: the new path is recorded
     if not allow_other_data:
         sha = str(recorded.get("sha256"))[:12]
-        fail("data", f"the data of the run recorded in {where} ({recorded.get('path')}, SHA-256 {sha}…)",
-             f"{run.data['path']} (SHA-256 {run.data['sha256'][:12]}…); pass allow_other_data=True "
-             "(--allow-other-data) to train on it all the same")
+        fail(
+            "data",
+            f"the data of the run recorded in {where} ({recorded.get('path')}, SHA-256 {sha}…)",
+            f"{run.data['path']} (SHA-256 {run.data['sha256'][:12]}…); pass allow_other_data=True "
+            "(--allow-other-data) to train on it all the same",
+        )
     run.print_fn(f"note: training on {run.data['path']}, not on the run's {recorded.get('path')} (allowed; recorded)")
     return True
 
@@ -501,16 +605,21 @@ def _extension_note(config, extension):
     first, last = extension["at_epoch"] + 1, config.epochs
     lrs = [learning_rate(config.schedule, e, base_lr=config.lr, epochs=last) for e in range(first - 1, last)]
     shown = ", ".join(f"{lr:.4g}" for lr in lrs[:12]) + (", …" if len(lrs) > 12 else "")
-    return (f"extending the run from {extension['from_epochs']} to {last} epochs: epochs {first}–{last} follow the "
-            f"{config.schedule} schedule of a {last}-epoch run (lr {shown}); the epochs done keep theirs")
+    return (
+        f"extending the run from {extension['from_epochs']} to {last} epochs: epochs {first}–{last} follow the "
+        f"{config.schedule} schedule of a {last}-epoch run (lr {shown}); the epochs done keep theirs"
+    )
 
 
 def _records_until(records, done, path):
     """The log records of the ``done`` epochs of a first-round checkpoint (newer ones are dropped)."""
     kept = [r for r in records or [] if r["epoch"] <= done]
     if len(kept) != done:
-        fail(str(path), f"the records of epochs 1–{done} (the checkpoint's)",
-             f"records of epochs 1–{len(kept)}" if kept else ("no records" if records is not None else "no log"))
+        fail(
+            str(path),
+            f"the records of epochs 1–{done} (the checkpoint's)",
+            f"records of epochs 1–{len(kept)}" if kept else ("no records" if records is not None else "no log"),
+        )
     return kept
 
 
@@ -534,9 +643,16 @@ def _train_epochs(run, state, stop_after):
         start = time.perf_counter()
         train_loss, train_acc, images = _train_epoch(run, state, epoch, lr)
         seconds = time.perf_counter() - start
-        record = {"epoch": epoch + 1, "epochs": config.epochs, "train_loss": train_loss, "train_acc": train_acc,
-                  **_test_metrics(run, state, epoch, seconds), "lr": lr, "lam": run.lam,
-                  "images_per_second": images / seconds}
+        record = {
+            "epoch": epoch + 1,
+            "epochs": config.epochs,
+            "train_loss": train_loss,
+            "train_acc": train_acc,
+            **_test_metrics(run, state, epoch, seconds),
+            "lr": lr,
+            "lam": run.lam,
+            "images_per_second": images / seconds,
+        }
         record["seconds"] = time.perf_counter() - start
         _save_epoch(run, state, record)
         run.print_fn(_epoch_line(record))
@@ -547,9 +663,11 @@ def _train_epoch(run, state, epoch, lr):
     """One pass over the training subset, one SGD step per batch: (mean loss, accuracy, images)."""
     config = run.config
     steps = math.ceil(len(run.train_y) / config.batch_size)
+
     def run_left(rate):  # this epoch's test, then the epochs after it (as long as the last one, if known)
         return len(run.test_y) / rate + _epochs_after(run, state, epoch) * (
-            _last_epoch_seconds(state) or (len(run.train_y) + len(run.test_y)) / rate)
+            _last_epoch_seconds(state) or (len(run.train_y) + len(run.test_y)) / rate
+        )
 
     progress = run.progress(f"epoch {epoch + 1}/{config.epochs}", len(run.train_y), run_left)
     loss_sum, correct, seen = 0.0, 0, 0
@@ -576,18 +694,34 @@ def _sgd_step(run, state, xb, yb, lr, where):
         grads, (loss, ce, r, logits, bn_state) = run.step_fn(state.params, state.bn_state, x, yb, state.rng)
     except ValueError as error:
         if len(yb) == 1 and "more than 1 value per channel" in str(error):  # BN of a 1×1 map from a batch of one
-            fail("batch_size", f"batches of at least 2 images: {config.model}'s last BN sees 1×1 maps at 32 px",
-                 f"a last batch of 1 image at {where} (batch_size {config.batch_size}, train_size "
-                 f"{config.train_size}); "
-                 "change batch_size (--batch-size) or train_size (--train-size)")
+            fail(
+                "batch_size",
+                f"batches of at least 2 images: {config.model}'s last BN sees 1×1 maps at 32 px",
+                f"a last batch of 1 image at {where} (batch_size {config.batch_size}, train_size "
+                f"{config.train_size}); "
+                "change batch_size (--batch-size) or train_size (--train-size)",
+            )
         raise
     _guard(run, where, {"cross-entropy loss": ce, "orthogonality R": r, "loss (cross-entropy + λ·R)": loss})
     _guard(run, where, _named("gradient of", grads), f" (the loss, {float(loss):.4g}, was finite)")
-    state.params, state.momentum = sgd_step(state.params, grads, state.momentum, lr=lr, momentum=config.momentum,
-                                            weight_decay=config.weight_decay, nesterov=config.nesterov)
+    state.params, state.momentum = sgd_step(
+        state.params,
+        grads,
+        state.momentum,
+        lr=lr,
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
+        nesterov=config.nesterov,
+    )
     state.bn_state = bn_state
-    _guard(run, where, _named("parameter", state.params) | _named("momentum buffer of", state.momentum or {})
-           | _named("BN statistic", bn_state), f" after the SGD update with lr {lr:.4g}")
+    _guard(
+        run,
+        where,
+        _named("parameter", state.params)
+        | _named("momentum buffer of", state.momentum or {})
+        | _named("BN statistic", bn_state),
+        f" after the SGD update with lr {lr:.4g}",
+    )
     return float(ce), logits
 
 
@@ -602,13 +736,15 @@ def _last_epoch_seconds(state):
 
 def _test_metrics(run, state, epoch, train_seconds):
     """Test loss and accuracy and R after ``epoch``, checked."""
+
     def run_left(rate):  # the epochs after this one, each as long as the last (or as this one)
         this_epoch = train_seconds + len(run.test_y) / rate
         return _epochs_after(run, state, epoch) * (_last_epoch_seconds(state) or this_epoch)
 
     progress = run.progress(f"epoch {epoch + 1}/{run.config.epochs} test", len(run.test_y), run_left)
-    test_loss, test_acc = evaluate(run.model, state.params, state.bn_state, run.test_x, run.test_y,
-                                   mean=run.mean, std=run.std, progress=progress)
+    test_loss, test_acc = evaluate(
+        run.model, state.params, state.bn_state, run.test_x, run.test_y, mean=run.mean, std=run.std, progress=progress
+    )
     r = float(run.model.orthogonality(state.params))
     _guard(run, f"the end of epoch {epoch + 1}", {"test loss": test_loss, "orthogonality R": r})
     return {"test_loss": test_loss, "test_acc": test_acc, "orthogonality": r}
@@ -652,12 +788,25 @@ def _save_epoch(run, state, record):
 
 
 def _save_checkpoint(run, state):
-    runs.save_checkpoint(run.folder / runs.CHECKPOINT, run.model, state.params, state.bn_state, state.momentum,
-                         state.done, state.rng, run.config, state.extensions, records=state.records, data=run.data,
-                         kernels=run.kernels)
+    runs.save_checkpoint(
+        run.folder / runs.CHECKPOINT,
+        run.model,
+        state.params,
+        state.bn_state,
+        state.momentum,
+        state.done,
+        state.rng,
+        run.config,
+        state.extensions,
+        records=state.records,
+        data=run.data,
+        kernels=run.kernels,
+    )
 
 
 def _epoch_line(r):
-    return (f"epoch {r['epoch']:3d}/{r['epochs']}  train loss {r['train_loss']:.4f} acc {r['train_acc']:.4f}  "
-            f"test loss {r['test_loss']:.4f} acc {r['test_acc']:.4f}  R {r['orthogonality']:.4g}  "
-            f"lr {r['lr']:.4g}  {r['seconds']:.1f}s ({r['images_per_second']:.0f} img/s)")
+    return (
+        f"epoch {r['epoch']:3d}/{r['epochs']}  train loss {r['train_loss']:.4f} acc {r['train_acc']:.4f}  "
+        f"test loss {r['test_loss']:.4f} acc {r['test_acc']:.4f}  R {r['orthogonality']:.4g}  "
+        f"lr {r['lr']:.4g}  {r['seconds']:.1f}s ({r['images_per_second']:.0f} img/s)"
+    )

@@ -76,11 +76,16 @@ def from_state_dict(model, state_dict):
             float_dtypes.setdefault(value.dtype, key)
         if source in trees[where]:
             if not np.array_equal(trees[where][source], value):
-                problems.append(f"key {key!r}: expected a copy identical to {source!r} (a shared array), got a different array")
+                problems.append(
+                    f"key {key!r}: expected a copy identical to {source!r} (a shared array), got a different array"
+                )
             continue
         trees[where][source] = value
     if len(float_dtypes) > 1:
-        problems.append("expected one floating dtype for all arrays, got " + ", ".join(f"{dtype} (e.g. {key!r})" for dtype, key in float_dtypes.items()))
+        problems.append(
+            "expected one floating dtype for all arrays, got "
+            + ", ".join(f"{dtype} (e.g. {key!r})" for dtype, key in float_dtypes.items())
+        )
     if problems:
         more = f"; and {len(problems) - 6} more" if len(problems) > 6 else ""
         raise ValueError(f"state_dict does not fit {model.spec.name}: " + "; ".join(problems[:6]) + more)
@@ -132,7 +137,13 @@ def read_npz(path, what="an .npz file", max_bytes=MAX_NPZ_BYTES):
     with open(path, "rb") as f:
         magic = f.read(6)
     if not magic.startswith(b"PK"):  # every .npz is a zip archive
-        kind = "a single .npy array" if magic == b"\x93NUMPY" else "an empty file" if not magic else "a file that is not a zip archive"
+        kind = (
+            "a single .npy array"
+            if magic == b"\x93NUMPY"
+            else "an empty file"
+            if not magic
+            else "a file that is not a zip archive"
+        )
         raise ValueError(f"{path}: expected {what}, got {kind}")
     try:
         _check_declared_sizes(path, what, max_bytes)
@@ -141,7 +152,9 @@ def read_npz(path, what="an .npz file", max_bytes=MAX_NPZ_BYTES):
     except ValueError as error:  # pickled objects refused
         raise ValueError(f"{path}: expected {what}, got {_first_line(error)}") from None
     except (OSError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile, KeyError) as error:  # truncated, damaged
-        raise ValueError(f"{path}: expected {what}, got an unreadable archive ({type(error).__name__}: {_first_line(error)})") from None
+        raise ValueError(
+            f"{path}: expected {what}, got an unreadable archive ({type(error).__name__}: {_first_line(error)})"
+        ) from None
 
 
 def _check_declared_sizes(path, what, max_bytes):
@@ -162,8 +175,10 @@ def _check_declared_sizes(path, what, max_bytes):
             if size > info.file_size or total > max_bytes:
                 too_big = size > info.file_size
                 why = "more than the archive holds" if too_big else f"more than {max_bytes / 2**30:g} GiB in all"
-                raise ValueError(f"an entry {info.filename[:-4]!r} that declares shape {shape} of {dtype} "
-                                 f"({size / 2**30:.3g} GiB), {why}")  # read_npz names the file
+                raise ValueError(
+                    f"an entry {info.filename[:-4]!r} that declares shape {shape} of {dtype} "
+                    f"({size / 2**30:.3g} GiB), {why}"
+                )  # read_npz names the file
 
 
 def _first_line(error):

@@ -154,10 +154,14 @@ def _unpickle(blob, where):
         obj = _CifarUnpickler(io.BytesIO(blob), encoding="bytes").load()
     except pickle.UnpicklingError as err:
         refused = str(err).startswith("refusing to load ")
-        fail(where, "a pickled CIFAR batch (dicts, lists, bytes, NumPy arrays)",
-             f"a pickle of {str(err)[len('refusing to load '):]}, which is not part of one "
-             "(refused: loading it could run code)"
-             if refused else "a damaged pickle")
+        fail(
+            where,
+            "a pickled CIFAR batch (dicts, lists, bytes, NumPy arrays)",
+            f"a pickle of {str(err)[len('refusing to load ') :]}, which is not part of one "
+            "(refused: loading it could run code)"
+            if refused
+            else "a damaged pickle",
+        )
     except Exception as err:  # any other failure here means a damaged or foreign file
         fail(where, "a pickled CIFAR batch", f"a damaged or foreign file ({type(err).__name__})")
     if not isinstance(obj, dict):
@@ -179,16 +183,13 @@ def _batch(files, name, spec, where, num_classes):
     where = f"{where}{name}"
     d = _unpickle(files[name], where)
     data, labels = _get(d, b"data", where), _get(d, spec.labels_key, where)
-    if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2
-            and data.shape[1] == _ROW):
-        got = (f"{data.dtype} array of shape {data.shape}" if isinstance(data, np.ndarray)
-               else type(data).__name__)
+    if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2 and data.shape[1] == _ROW):
+        got = f"{data.dtype} array of shape {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
         fail(where, f"data as an N x {_ROW} uint8 array", got)
     empty = isinstance(labels, (list, tuple)) and not labels
     labels = np.zeros(0, np.int64) if empty else np.asarray(labels)  # (np.asarray([]) is float64)
     if labels.shape != (len(data),) or not np.issubdtype(labels.dtype, np.integer):
-        fail(where, f"{len(data)} integer labels (one per image)",
-             f"{labels.dtype} array of shape {labels.shape}")
+        fail(where, f"{len(data)} integer labels (one per image)", f"{labels.dtype} array of shape {labels.shape}")
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
         fail(where, f"labels in [0, {num_classes})", f"values in [{labels.min()}, {labels.max()}]")
     return data.reshape(-1, *IMAGE_SHAPE), labels.astype(np.int64)
@@ -234,11 +235,17 @@ def _read_tar(path):
             while chunk := stream.read(1 << 20):
                 unpacked += len(chunk)
                 if unpacked > MAX_UNPACKED_BYTES:
-                    fail(path, f"an official {CIFAR10.filename} or {CIFAR100.filename}",
-                         f"an archive that unpacks to more than {MAX_UNPACKED_BYTES >> 20} MiB")
+                    fail(
+                        path,
+                        f"an official {CIFAR10.filename} or {CIFAR100.filename}",
+                        f"an archive that unpacks to more than {MAX_UNPACKED_BYTES >> 20} MiB",
+                    )
     except (tarfile.TarError, EOFError, zlib.error, OSError) as err:
-        fail(path, f"an official {CIFAR10.filename} or {CIFAR100.filename}",
-             f"not a readable tar archive, corrupt or truncated? ({err!r})")
+        fail(
+            path,
+            f"an official {CIFAR10.filename} or {CIFAR100.filename}",
+            f"not a readable tar archive, corrupt or truncated? ({err!r})",
+        )
     return groups
 
 
@@ -250,8 +257,11 @@ def _member_ok(path, member):
         kind = "a symbolic link" if member.issym() else "a hard link" if member.islnk() else "not a regular file"
         fail(where, "a regular file member", f"{kind}{' to ' + member.linkname if member.linkname else ''}")
     if member.size > MAX_MEMBER_BYTES:
-        fail(where, f"a member of at most {MAX_MEMBER_BYTES >> 20} MiB (an official batch is 31 to 155 MB)",
-             f"one that declares {member.size} bytes")
+        fail(
+            where,
+            f"a member of at most {MAX_MEMBER_BYTES >> 20} MiB (an official batch is 31 to 155 MB)",
+            f"one that declares {member.size} bytes",
+        )
     return True
 
 
@@ -276,12 +286,18 @@ def _pick(folder):
             if candidate.exists():
                 found.setdefault(spec.name, candidate)
     if not found:
-        fail("path", f"the official archive ({CIFAR10.filename} / {CIFAR100.filename}), its "
-             f"extracted folder ({CIFAR10.folder}/ / {CIFAR100.folder}/) or a folder holding one",
-             f"{folder}, which holds none of them")
+        fail(
+            "path",
+            f"the official archive ({CIFAR10.filename} / {CIFAR100.filename}), its "
+            f"extracted folder ({CIFAR10.folder}/ / {CIFAR100.folder}/) or a folder holding one",
+            f"{folder}, which holds none of them",
+        )
     if len(found) > 1:
-        fail("path", "a folder holding one dataset (point at one of them)",
-             f"{folder}, holding {sorted(map(str, found.values()))}")
+        fail(
+            "path",
+            "a folder holding one dataset (point at one of them)",
+            f"{folder}, holding {sorted(map(str, found.values()))}",
+        )
     return found.popitem()[1]
 
 
@@ -298,8 +314,7 @@ def _locate(path):
         return f"{path}/", {n: _regular(path / n, "a regular file of CIFAR batches").read_bytes() for n in names}, path
     groups = _read_tar(_regular(path, "a CIFAR archive (a regular file) or its folder"))
     if len(groups) != 1:
-        fail("path", f"one folder of CIFAR batches in the archive {path}",
-             f"{len(groups)}: {sorted(groups)}")
+        fail("path", f"one folder of CIFAR batches in the archive {path}", f"{len(groups)}: {sorted(groups)}")
     folder, files = groups.popitem()
     return (f"{path}:{folder}/" if folder else f"{path}:"), files, path
 
@@ -343,8 +358,9 @@ def load_cifar(path, *, md5=None):
     meta_where = f"{where}{spec.meta_file}"
     names = _get(_unpickle(files[spec.meta_file], meta_where), spec.names_key, meta_where)
     label_names = _label_names(names, spec, meta_where)
-    train_names = sorted((n for n in files if re.fullmatch(spec.train_pattern, n)),
-                         key=lambda n: _batch_number(n, spec))
+    train_names = sorted(
+        (n for n in files if re.fullmatch(spec.train_pattern, n)), key=lambda n: _batch_number(n, spec)
+    )
     if not train_names:
         fail(where, f"training batches {spec.train_hint!r}", "none")
     if spec.test_file not in files:
@@ -389,7 +405,11 @@ def _identity(path, files):
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 digest.update(chunk)
         return {"path": str(path), "sha256": digest.hexdigest(), "bytes": size}
-    manifest = "".join(f"{name} {len(blob)} {hashlib.sha256(blob).hexdigest()}\n"
-                       for name, blob in sorted(files.items()))
-    return {"path": str(path), "sha256": hashlib.sha256(manifest.encode()).hexdigest(),
-            "bytes": sum(map(len, files.values()))}
+    manifest = "".join(
+        f"{name} {len(blob)} {hashlib.sha256(blob).hexdigest()}\n" for name, blob in sorted(files.items())
+    )
+    return {
+        "path": str(path),
+        "sha256": hashlib.sha256(manifest.encode()).hexdigest(),
+        "bytes": sum(map(len, files.values())),
+    }

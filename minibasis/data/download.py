@@ -42,9 +42,7 @@ def _fetch(spec, out):
     except urllib.error.HTTPError as err:  # the server answered: say what it said
         raise ConnectionError(f"could not download {spec.url}: {err}; {_how_to_point(spec)}") from err
     except (urllib.error.URLError, http.client.HTTPException, TimeoutError, ConnectionError) as err:
-        raise ConnectionError(
-            f"could not download {spec.url}: no network? ({err}); {_how_to_point(spec)}"
-        ) from err
+        raise ConnectionError(f"could not download {spec.url}: no network? ({err}); {_how_to_point(spec)}") from err
     return digest.hexdigest()
 
 
@@ -84,8 +82,12 @@ def resolve_data(path=None, *, name="cifar10", download=False, cache_dir=None):
     if path is not None:
         path = Path(path).expanduser()
         if not path.exists():
-            fail("path", "an existing file or folder",
-                 f"{path} (no such file or folder); {_how_to_point(spec)}", FileNotFoundError)
+            fail(
+                "path",
+                "an existing file or folder",
+                f"{path} (no such file or folder); {_how_to_point(spec)}",
+                FileNotFoundError,
+            )
         return path
     cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     if download and not (cache_dir / spec.folder).is_dir():
@@ -93,5 +95,9 @@ def resolve_data(path=None, *, name="cifar10", download=False, cache_dir=None):
     for candidate in (cache_dir / spec.filename, cache_dir / spec.folder):
         if candidate.exists():
             return candidate
-    fail("path", f"the {name} data (none given, none in the cache {cache_dir})",
-         f"None; {_how_to_point(spec)}", FileNotFoundError)
+    fail(
+        "path",
+        f"the {name} data (none given, none in the cache {cache_dir})",
+        f"None; {_how_to_point(spec)}",
+        FileNotFoundError,
+    )

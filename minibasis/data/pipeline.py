@@ -60,8 +60,11 @@ def _draw_per_class(labels, per_class, num_classes, seed, name):
     for c in range(num_classes):
         members = np.flatnonzero(labels == c)
         if len(members) < per_class:
-            fail(name, f"at most {num_classes} × {len(members)} (labels hold only "
-                 f"{len(members)} images of class {c})", f"{per_class * num_classes} ({per_class} per class)")
+            fail(
+                name,
+                f"at most {num_classes} × {len(members)} (labels hold only {len(members)} images of class {c})",
+                f"{per_class * num_classes} ({per_class} per class)",
+            )
         chosen.append(rng.choice(members, per_class, replace=False))
     return np.sort(np.concatenate(chosen)).astype(np.int64)
 
@@ -122,7 +125,7 @@ def _batches(images, labels, batch_size, rng):
     order = rng.permutation(n) if rng is not None else None
     for start in range(0, n, batch_size):
         if order is None:
-            yield images[start:start + batch_size], labels[start:start + batch_size]
+            yield images[start : start + batch_size], labels[start : start + batch_size]
         else:
-            idx = order[start:start + batch_size]
+            idx = order[start : start + batch_size]
             yield images[idx], labels[idx]

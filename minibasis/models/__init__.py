@@ -51,7 +51,19 @@ def info_table(spec=None, num_classes=None, per_layer=False, image_size=None):
     if spec is None:
         return info.zoo_table(create_model)
     model = create_model(spec, num_classes)
-    return info.model_table(model, create_model(info.baseline_spec(model.spec), model.spec.num_classes), per_layer, image_size)
+    return info.model_table(
+        model, create_model(info.baseline_spec(model.spec), model.spec.num_classes), per_layer, image_size
+    )
 
 
-__all__ = ["SPEC_HELP", "VARIANTS", "Model", "ModelSpec", "Module", "StageBases", "create_model", "info_table", "parse_spec"]
+__all__ = [
+    "SPEC_HELP",
+    "VARIANTS",
+    "Model",
+    "ModelSpec",
+    "Module",
+    "StageBases",
+    "create_model",
+    "info_table",
+    "parse_spec",
+]

@@ -123,12 +123,16 @@ def basis_block_modules(path, planes, bases, size):
     """A basis block of stage ``bases`` (a StageBases): the block's uses of the shared bases
     first, then per layer basis_conv (if the stage has unique filters), basis_bn, coeff_conv, bn."""
     stage, unique = bases.stage, bases.unique_rows
-    layers_using = {local: sum(bases.layer_basis(layer) == local for layer in (1, 2)) for local in bases.local_names(path)}
+    layers_using = {
+        local: sum(bases.layer_basis(layer) == local for layer in (1, 2)) for local in bases.local_names(path)
+    }
     mods = [bases.use(path, local, size, uses=n, padding=1)[0] for local, n in layers_using.items()]
     for layer in (1, 2):
         rank = unique + bases.basis_rows(layer)
         if unique:
-            mods.append(conv_module(f"{path}.basis_conv{layer}", (unique, planes, 3, 3), size, padding=1, stage=stage)[0])
+            mods.append(
+                conv_module(f"{path}.basis_conv{layer}", (unique, planes, 3, 3), size, padding=1, stage=stage)[0]
+            )
         mods += [
             bn_module(f"{path}.basis_bn{layer}", rank, stage),
             conv_module(f"{path}.coeff_conv{layer}", (planes, rank, 1, 1), size, stage=stage)[0],

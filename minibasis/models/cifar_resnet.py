@@ -56,8 +56,14 @@ class CifarResNet(Model):
         for g, (planes, m) in enumerate(zip(WIDTHS, STAGE_MULTIPLIERS), start=1):
             shape = (spec.shared_rank * m, planes, 3, 3)
             arrays = {
-                "double": [("shared_basis_1", f"shared_basis_{g}_1", shape), ("shared_basis_2", f"shared_basis_{g}_2", shape)],
-                "shared_only": [("shared_basis_1", f"shared_basis_{g}_1", shape), ("shared_basis_2", f"shared_basis_{g}_2", shape)],
+                "double": [
+                    ("shared_basis_1", f"shared_basis_{g}_1", shape),
+                    ("shared_basis_2", f"shared_basis_{g}_2", shape),
+                ],
+                "shared_only": [
+                    ("shared_basis_1", f"shared_basis_{g}_1", shape),
+                    ("shared_basis_2", f"shared_basis_{g}_2", shape),
+                ],
                 "single": [("shared_basis", f"shared_basis_{g}", shape)],
             }.get(spec.variant, [])
             users = [f"layer{g}.{index}" for index in range(1, spec.blocks_per_stage)]
@@ -72,7 +78,8 @@ class CifarResNet(Model):
         return [owner for _, owner, _ in bases.arrays] if bases else []
 
     def basis_layer_trees(self, params, state, stage, block, layer):
-        """Deprecated (kept for one release): ``model.basis_layer_inputs(params, state, f"layer{stage}.{block}", layer)``."""
+        """Deprecated (kept for one release):
+        ``model.basis_layer_inputs(params, state, f"layer{stage}.{block}", layer)``."""
         warnings.warn("basis_layer_trees is deprecated: use model.basis_layer_inputs", DeprecationWarning, stacklevel=2)
         return self.basis_layer_inputs(params, state, f"layer{stage}.{block}", layer)
 
@@ -87,7 +94,9 @@ class CifarResNet(Model):
                 if bases and path in bases.users:
                     mods += basis_block_modules(path, planes, bases, size)
                 else:  # the authors' plain BasicBlock; option A shortcut: no modules
-                    block, size = basic_block_modules(path, in_planes, planes, size, stage, stride=block_stride(g, index), option_b=False)
+                    block, size = basic_block_modules(
+                        path, in_planes, planes, size, stage, stride=block_stride(g, index), option_b=False
+                    )
                     mods, in_planes = mods + block, planes
         return mods + [Module("fc", "linear", (self.spec.num_classes, 64), stage="head")]
 
@@ -103,7 +112,9 @@ class CifarResNet(Model):
                 if bases and path in bases.users:
                     out, new_stage[str(index)] = basis_block(out, self.block(params, path), block_state, train, bases)
                 else:
-                    out, new_stage[str(index)] = basic_block(out, params[f"layer{g}"][str(index)], block_state, train, stride=block_stride(g, index))
+                    out, new_stage[str(index)] = basic_block(
+                        out, params[f"layer{g}"][str(index)], block_state, train, stride=block_stride(g, index)
+                    )
         return linear(global_avg_pool(out), params["fc"]["weight"], params["fc"]["bias"]), new_state
 
     def regularise(self, params):
@@ -112,4 +123,6 @@ class CifarResNet(Model):
         SharedOnly has no unique bases: :func:`~minibasis.basis.shared_orthogonality_loss`."""
         if self.spec.variant == "shared_only":
             return shared_orthogonality_loss(self.shared_weights(params))
-        return orthogonality_loss([(bases.weights(params), bases.unique_weights(params)) for bases in self.stages.values()])
+        return orthogonality_loss(
+            [(bases.weights(params), bases.unique_weights(params)) for bases in self.stages.values()]
+        )

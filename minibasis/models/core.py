@@ -17,6 +17,7 @@ autograd sums the gradients of every use into the one array.
 from dataclasses import dataclass
 
 import numpy as np
+
 from .. import checks
 from ..basis import conv_macs, conv_params, orthogonal, orthogonal_bases
 from ..conv import output_size
@@ -104,7 +105,9 @@ class Model:
         self.stages = {bases.stage: bases for bases in self.stage_bases()}  # stage -> StageBases
         self.modules = self.build(self.standard_size)
         self.parameter_names = [name for mod in self.modules for name in mod.parameter_names()]
-        self.state_names = [f"{mod.name}.{key}" for mod in self.modules if mod.kind == "bn" for key in batch_norm_state(1)]
+        self.state_names = [
+            f"{mod.name}.{key}" for mod in self.modules if mod.kind == "bn" for key in batch_norm_state(1)
+        ]
 
     def __repr__(self):
         return f"Model({self.spec.name!r}, num_classes={self.spec.num_classes})"
@@ -159,7 +162,10 @@ class Model:
             if mod.shared:
                 continue
             if mod.kind == "bn":
-                params[f"{mod.name}.weight"], params[f"{mod.name}.bias"] = np.ones(mod.shape, dtype), np.zeros(mod.shape, dtype)
+                params[f"{mod.name}.weight"], params[f"{mod.name}.bias"] = (
+                    np.ones(mod.shape, dtype),
+                    np.zeros(mod.shape, dtype),
+                )
                 state.update({f"{mod.name}.{k}": v for k, v in batch_norm_state(mod.shape[0], dtype).items()})
             elif mod.kind == "conv" and self.conv_init == "kaiming_fan_out":
                 fan_out = mod.shape[0] * int(np.prod(mod.shape[2:]))
@@ -171,7 +177,10 @@ class Model:
                     params[name] = rng.uniform(-bound, bound, shape).astype(dtype)
         for names in self.orthogonal_groups():
             shape = params[f"{names[0]}.weight"].shape
-            for name, basis in zip(names, orthogonal_bases(rng, len(names), shape, dtype) if len(names) > 1 else [orthogonal(rng, shape, dtype)]):
+            for name, basis in zip(
+                names,
+                orthogonal_bases(rng, len(names), shape, dtype) if len(names) > 1 else [orthogonal(rng, shape, dtype)],
+            ):
                 params[f"{name}.weight"] = basis
         return unflatten(params), unflatten(state)
 
@@ -227,22 +236,38 @@ class Model:
                 checks.shape(f"params[{name!r}]", leaf, expected, f"(the {self.spec.name} parameter)")
                 dtype = dtype or (np.dtype(leaf.dtype), name)
                 if leaf.dtype != dtype[0] or dtype[0] not in (np.float32, np.float64):
-                    checks.fail(f"params[{name!r}]", f"dtype {dtype[0]} (that of {dtype[1]}; float32 or float64, "
-                                "one for all: no silent casts)", str(leaf.dtype))
+                    checks.fail(
+                        f"params[{name!r}]",
+                        f"dtype {dtype[0]} (that of {dtype[1]}; float32 or float64, one for all: no silent casts)",
+                        str(leaf.dtype),
+                    )
 
     def check_trees(self, params, state):
         """ValueError naming the first missing or unexpected leaf of ``params`` or ``state``."""
-        for tree_name, tree, expected in (("params", value(params), self.parameter_names), ("state", state, self.state_names)):
+        for tree_name, tree, expected in (
+            ("params", value(params), self.parameter_names),
+            ("state", state, self.state_names),
+        ):
             if not isinstance(tree, dict):  # (value: autograd.grad of a dict traces it as boxes of dicts)
-                checks.fail(tree_name, f"a nested dict of arrays (from {self.spec.name}'s init)", type(tree).__name__, TypeError)
+                checks.fail(
+                    tree_name, f"a nested dict of arrays (from {self.spec.name}'s init)", type(tree).__name__, TypeError
+                )
             names = flatten(tree)
             missing = next((name for name in expected if name not in names), None)
             if missing:
-                checks.fail(tree_name, f"the leaves of {self.spec.name}, among them {missing!r}", f"a tree without {missing!r} (another model's?)")
+                checks.fail(
+                    tree_name,
+                    f"the leaves of {self.spec.name}, among them {missing!r}",
+                    f"a tree without {missing!r} (another model's?)",
+                )
             if len(names) != len(expected):
                 known = set(expected)
                 extra = next(name for name in names if name not in known)
-                checks.fail(tree_name, f"only the leaves of {self.spec.name}", f"an unexpected leaf {extra!r} (another model's?)")
+                checks.fail(
+                    tree_name,
+                    f"only the leaves of {self.spec.name}",
+                    f"an unexpected leaf {extra!r} (another model's?)",
+                )
 
     # ---- the regulariser ----------------------------------------------------------------------
 
@@ -287,14 +312,24 @@ def block_stride(stage, index):
     return 2 if stage > 1 and index == 0 else 1
 
 
-def conv_module(name, weight_shape, in_size, *, stride=1, padding=0, stage="", shared=False, bias=False, groups=1, uses=1):
+def conv_module(
+    name, weight_shape, in_size, *, stride=1, padding=0, stage="", shared=False, bias=False, groups=1, uses=1
+):
     """(a conv Module, its output size) for a square input of ``in_size`` pixels; ``uses``: how
     often the block applies it (a SingleShared basis: in both basis layers)."""
     out = output_size(in_size, weight_shape[-1], stride, padding)
-    module = Module(name, "conv", tuple(weight_shape), shared=shared, bias=bias, out_pixels=uses * out * out, stage=stage, groups=groups)
+    module = Module(
+        name,
+        "conv",
+        tuple(weight_shape),
+        shared=shared,
+        bias=bias,
+        out_pixels=uses * out * out,
+        stage=stage,
+        groups=groups,
+    )
     return module, out
 
 
 def bn_module(name, channels, stage=""):
     return Module(name, "bn", (channels,), stage=stage)
-

@@ -8,7 +8,11 @@ multiply-accumulates of one image (every conv, a shared one at every use; linear
 # The authors' released zoo: (spec, the authors' constructor, what it shares).
 ZOO = (
     ("resnet56", "cifar10 ResNet56()", "nothing"),
-    ("resnet56-s16u1", "cifar10 ResNet56_DoubleShared(16, 1): the paper's ResNet56-S16U1*", "two bases per stage + unique bases"),
+    (
+        "resnet56-s16u1",
+        "cifar10 ResNet56_DoubleShared(16, 1): the paper's ResNet56-S16U1*",
+        "two bases per stage + unique bases",
+    ),
     ("resnet56-single-s16u1", "cifar10 ResNet56_SingleShared(16, 1)", "one basis per stage + unique bases"),
     ("resnet56-s16u0", "cifar10 ResNet56_SharedOnly(16)", "two bases per stage"),
     ("resnet56-s0u1", "cifar10 ResNet56_NonShared(1)", "nothing (unique bases only)"),
@@ -39,16 +43,36 @@ ZOO = (
         "stages 3–6: the 1×1 expansion and projection convs",
     ),
     ("imagenet-resnet34", "ilsvrc ResNet34()", "nothing"),
-    ("imagenet-resnet34-s48u1", "ilsvrc ResNet34_DoubleShared(48, 1): the paper's ResNet34-S48U1*", "two bases per stage + unique bases"),
+    (
+        "imagenet-resnet34-s48u1",
+        "ilsvrc ResNet34_DoubleShared(48, 1): the paper's ResNet34-S48U1*",
+        "two bases per stage + unique bases",
+    ),
     ("imagenet-resnet34-single-s48u1", "ilsvrc ResNet34_SingleShared(48, 1)", "one basis per stage + unique bases"),
     ("imagenet-resnet50", "ilsvrc ResNet50()", "nothing"),
-    ("imagenet-resnet50-shared", "ilsvrc ResNet50_SharedSingle(): the paper's ResNet50-Shared", "each stage's whole 3×3 conv"),
-    ("imagenet-resnet50-shared++", "ilsvrc ResNet50_Shared(): the paper's ResNet50-Shared++", "each stage's whole 3×3 and 1×1 expansion convs"),
-    ("imagenet-resnet101-shared", "ilsvrc ResNet101_SharedSingle(): the paper's ResNet101-Shared", "each stage's whole 3×3 conv"),
+    (
+        "imagenet-resnet50-shared",
+        "ilsvrc ResNet50_SharedSingle(): the paper's ResNet50-Shared",
+        "each stage's whole 3×3 conv",
+    ),
+    (
+        "imagenet-resnet50-shared++",
+        "ilsvrc ResNet50_Shared(): the paper's ResNet50-Shared++",
+        "each stage's whole 3×3 and 1×1 expansion convs",
+    ),
+    (
+        "imagenet-resnet101-shared",
+        "ilsvrc ResNet101_SharedSingle(): the paper's ResNet101-Shared",
+        "each stage's whole 3×3 conv",
+    ),
     ("imagenet-resnet101-shared++", "ilsvrc ResNet101_Shared()", "each stage's whole 3×3 and 1×1 expansion convs"),
     ("imagenet-mobilenetv2", "ilsvrc MobileNetV2()", "nothing"),
     ("imagenet-mobilenetv2-shared", "ilsvrc MobileNetV2_Shared()", "stages 3–6: the whole 1×1 expansion conv"),
-    ("imagenet-mobilenetv2-shared++", "ilsvrc MobileNetV2_SharedDouble()", "stages 3–6: the 1×1 expansion and projection convs; ECA attention"),
+    (
+        "imagenet-mobilenetv2-shared++",
+        "ilsvrc MobileNetV2_SharedDouble()",
+        "stages 3–6: the 1×1 expansion and projection convs; ECA attention",
+    ),
 )
 
 
@@ -72,8 +96,9 @@ def zoo_table(create_model):
         counts = f"{model.count_params():>12,} {model.count_macs():>15,} {ratio:>10.2f}"
         lines.append(f"{spec:<34} {counts}  {shares}; {constructor}")
     lines.append(
-        "Sharing saves parameters, not compute: sharing whole convs leaves the MACs unchanged, and a basis layer costs "
-        "H·W·r·(C·k² + C_out): more than the conv it replaces when r ≳ C (S16U1 on CIFAR-10: 1.16×), less for small bases."
+        "Sharing saves parameters, not compute: sharing whole convs leaves the MACs unchanged, and a basis layer "
+        "costs H·W·r·(C·k² + C_out): more than the conv it replaces when r ≳ C (S16U1 on CIFAR-10: 1.16×), "
+        "less for small bases."
     )
     return "\n".join(lines)
 

@@ -85,8 +85,9 @@ class MobileNetV2(Model):
     def stages_of_blocks(self):
         """STAGES with this dataset's strides."""
         strides = {} if self.imagenet else CIFAR100_STRIDES
-        return [(name, blocks, c_in, c_out, strides.get(name, stride), t) for name, blocks, c_in, c_out, stride, t
-                in STAGES]
+        return [
+            (name, blocks, c_in, c_out, strides.get(name, stride), t) for name, blocks, c_in, c_out, stride, t in STAGES
+        ]
 
     def stage_bases(self):
         """Stages 3–6 share whole 1×1 convs across their blocks 2…n: the expansion
@@ -103,7 +104,10 @@ class MobileNetV2(Model):
             if self.spec.variant == "shared":
                 arrays = [("shared_basis1", f"shared_basis_{g}", expand)]
             else:
-                arrays = [("shared_basis1", f"shared_basis_{g}_1", expand), ("shared_basis2", f"shared_basis_{g}_2", (channels, t * channels, 1, 1))]
+                arrays = [
+                    ("shared_basis1", f"shared_basis_{g}_1", expand),
+                    ("shared_basis2", f"shared_basis_{g}_2", (channels, t * channels, 1, 1)),
+                ]
             stages.append(StageBases(stage, arrays, [f"{stage}.{index}" for index in range(1, blocks)]))
         return stages
 
@@ -141,7 +145,9 @@ class MobileNetV2(Model):
             new_state[stage] = {}
             for index in range(blocks):
                 block_params = self.block(params, f"{stage}.{index}")
-                out, new_state[stage][str(index)] = inverted_residual(out, block_params, state[stage][str(index)], train, stride=stride if index == 0 else 1)
+                out, new_state[stage][str(index)] = inverted_residual(
+                    out, block_params, state[stage][str(index)], train, stride=stride if index == 0 else 1
+                )
         out = conv(out, params["conv1"]["0"])
         out, new_state["conv1"]["1"] = norm(out, params["conv1"]["1"], state["conv1"]["1"], train)
         features = global_avg_pool(relu6(out))
@@ -193,14 +199,26 @@ def _block_modules(path, c_in, c_out, t, stride, size, stage, bases, imagenet):
     planes = t * c_in
 
     def pointwise(local, default, shape, in_size):  # a 1×1 conv: the stage's shared one, or the block's own
-        return bases.use(path, local, in_size) if local in shared else conv_module(f"{path}.{default}", shape, in_size, stage=stage)
+        return (
+            bases.use(path, local, in_size)
+            if local in shared
+            else conv_module(f"{path}.{default}", shape, in_size, stage=stage)
+        )
 
     expand, _ = pointwise("shared_basis1", "conv1", (planes, c_in, 1, 1), size)
-    depthwise, out = conv_module(f"{path}.conv2", (planes, 1, 3, 3), size, stride=stride, padding=1, stage=stage, groups=planes)
+    depthwise, out = conv_module(
+        f"{path}.conv2", (planes, 1, 3, 3), size, stride=stride, padding=1, stage=stage, groups=planes
+    )
     project, _ = pointwise("shared_basis2", "conv3", (c_out, planes, 1, 1), out)
-    bns = [bn_module(f"{path}.bn1", planes, stage), bn_module(f"{path}.bn2", planes, stage), bn_module(f"{path}.bn3", c_out, stage)]
+    bns = [
+        bn_module(f"{path}.bn1", planes, stage),
+        bn_module(f"{path}.bn2", planes, stage),
+        bn_module(f"{path}.bn3", c_out, stage),
+    ]
     if "shared_basis2" in shared:  # BlockSharedDouble(Attention): shared convs first (ImageNet: ECA last)
-        attention = Module(f"{path}.chan_attention.conv", "conv", (1, 1, attention_kernel(c_in)), out_pixels=c_out, stage=stage)
+        attention = Module(
+            f"{path}.chan_attention.conv", "conv", (1, 1, attention_kernel(c_in)), out_pixels=c_out, stage=stage
+        )
         return [expand, project, bns[0], depthwise, bns[1], bns[2]] + ([attention] if imagenet else []), out
     mods = [expand, bns[0], depthwise, bns[1], project, bns[2]]
     if not imagenet and stride == 1 and c_in != c_out:

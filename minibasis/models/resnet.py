@@ -28,6 +28,7 @@ convolutions, not a basis with coefficients.
 """
 
 from ..basis import separate_orthogonality_loss, shared_orthogonality_loss
+from ..conv import output_size
 from ..layers import global_avg_pool, linear, max_pool2d
 from .blocks import (
     basic_block,
@@ -39,7 +40,6 @@ from .blocks import (
     conv,
     norm,
 )
-from ..conv import output_size
 from .core import Model, Module, block_stride, bn_module, conv_module
 from .sharing import StageBases
 
@@ -86,7 +86,10 @@ class ResNet(Model):
         for g, (planes, m, blocks) in enumerate(zip(PLANES, STAGE_MULTIPLIERS, BLOCKS[spec.depth]), start=1):
             basis = (spec.shared_rank * m, planes, 3, 3)
             arrays = {
-                "double": [("shared_basis_1", f"shared_basis_{g}_1", basis), ("shared_basis_2", f"shared_basis_{g}_2", basis)],
+                "double": [
+                    ("shared_basis_1", f"shared_basis_{g}_1", basis),
+                    ("shared_basis_2", f"shared_basis_{g}_2", basis),
+                ],
                 "single": [("shared_basis", f"shared_basis_{g}", basis)],
                 "shared_only": [("shared_basis", f"shared_basis_{g}", basis)],
                 "shared": [("shared_basis", f"shared_basis_{g}", (planes, planes, 3, 3))],
@@ -138,11 +141,15 @@ class ResNet(Model):
             for index in range(blocks):
                 path, block_state, stride = f"layer{g}.{index}", state[f"layer{g}"][str(index)], block_stride(g, index)
                 if self.bottleneck:
-                    out, new_stage[str(index)] = bottleneck_block(out, self.block(params, path), block_state, train, stride=stride)
+                    out, new_stage[str(index)] = bottleneck_block(
+                        out, self.block(params, path), block_state, train, stride=stride
+                    )
                 elif bases and path in bases.users:
                     out, new_stage[str(index)] = basis_block(out, self.block(params, path), block_state, train, bases)
                 else:
-                    out, new_stage[str(index)] = basic_block(out, params[f"layer{g}"][str(index)], block_state, train, stride=stride)
+                    out, new_stage[str(index)] = basic_block(
+                        out, params[f"layer{g}"][str(index)], block_state, train, stride=stride
+                    )
         return linear(global_avg_pool(out), params["fc"]["weight"], params["fc"]["bias"]), new_state
 
     def regularise(self, params):
@@ -151,5 +158,7 @@ class ResNet(Model):
         stage's shared weights (unique bases are not regularised); ``train_basis_double_separate``
         (Shared++): :func:`~minibasis.basis.separate_orthogonality_loss`."""
         if self.regulariser.endswith("double_separate"):
-            return separate_orthogonality_loss(self.shared_weights(params, index=1), self.shared_weights(params, index=2))
+            return separate_orthogonality_loss(
+                self.shared_weights(params, index=1), self.shared_weights(params, index=2)
+            )
         return shared_orthogonality_loss(self.shared_weights(params))

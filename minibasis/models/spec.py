@@ -111,8 +111,9 @@ def parse_spec(spec, num_classes=None):
     variant = "original" if match["s"] is None and not whole else whole or _basis_variant(spec, kind, s, u)
     if match["mobilenet"]:
         if dataset == "cifar10" or variant not in ("original", "shared", "shared++"):
-            _refuse(spec, "'imagenet-mobilenetv2' or 'cifar100-mobilenetv2' with nothing, '-shared' or '-shared++' "
-                    "after it")
+            _refuse(
+                spec, "'imagenet-mobilenetv2' or 'cifar100-mobilenetv2' with nothing, '-shared' or '-shared++' after it"
+            )
         return ModelSpec(0, variant, num_classes=num_classes, dataset=dataset, architecture="mobilenetv2")
     architecture, depth = match["architecture"], int(match["depth"])
     if architecture in CIFAR100_FAMILIES:
@@ -142,9 +143,16 @@ def _check_depth_and_variant(spec, dataset, depth, variant):
         if depth > MAX_DEPTH or depth < 8 or (depth - 2) % 6:
             _refuse(spec, f"a depth 6n + 2 with 8 ≤ depth ≤ {MAX_DEPTH}")
         if variant in ("shared", "shared++"):
-            _refuse(spec, "a basis variant for a CIFAR-10 ResNet ('-shared' is for the ImageNet ResNet50/101 and MobileNetV2)")
+            _refuse(
+                spec,
+                "a basis variant for a CIFAR-10 ResNet ('-shared' is for the ImageNet ResNet50/101 and MobileNetV2)",
+            )
         if variant != "original" and depth < 14:
-            _refuse(spec, f"a depth ≥ 14 for a shared variant (resnet{depth} has one block per stage: no block would use a basis)")
+            _refuse(
+                spec,
+                f"a depth ≥ 14 for a shared variant "
+                f"(resnet{depth} has one block per stage: no block would use a basis)",
+            )
         return
     depths = CIFAR100_DEPTHS if dataset == "cifar100" else IMAGENET_DEPTHS
     if depth not in depths:
@@ -166,8 +174,11 @@ def _check_cifar100_family(spec, dataset, architecture, depth, variant, s, u):
     if variant == "single" and u < 1:
         _refuse(spec, f"U ≥ 1 for {name} (the authors' basis layer always has unique filters)")
     if variant == "single" and architecture == "resnext" and not resnext_ranks_fit(s, u):
-        _refuse(spec, "for ResNeXt50 U a multiple of 4 (the unique basis is a conv of U·m/4 groups, m = 1, 2, 4, 8 "
-                "by stage) dividing 512, and S ≥ 4 with S // 4 (the shared basis' groups) dividing S and 128")
+        _refuse(
+            spec,
+            "for ResNeXt50 U a multiple of 4 (the unique basis is a conv of U·m/4 groups, m = 1, 2, 4, 8 "
+            "by stage) dividing 512, and S ≥ 4 with S // 4 (the shared basis' groups) dividing S and 128",
+        )
 
 
 def resnext_groups(rank, m, shared):

@@ -227,7 +227,10 @@ def _ignored(unknown):
     """A line for keys of the other side that minibasis has no array for (a typo, another name)."""
     if not unknown:
         return ()
-    return (f"ignored: {len(unknown)} of your keys are not in the reference {unknown[:4]}{' …' if len(unknown) > 4 else ''}",)
+    return (
+        f"ignored: {len(unknown)} of your keys are not in the reference "
+        f"{unknown[:4]}{' …' if len(unknown) > 4 else ''}",
+    )
 
 
 def _not_compared(missing):
