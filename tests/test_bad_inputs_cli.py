@@ -81,13 +81,13 @@ CLI = [
     Row("train --threads 0", lambda w: ["train", *w.tiny, "--threads", "0"], "threads", "expected an int ≥ 1, got 0"),
     Row("train --model of a shared resnet8", lambda w: ["train", *w.tiny, "--model", "resnet8-s16u1"], "model", "one block per stage"),
     Row("a command that does not exist", lambda w: ["fly"], "argument {train,eval,info,golden}", "invalid choice: 'fly'"),
-    # issue 21: hangs
+    # inputs that could hang: devices, FIFOs, huge archives or members
     Row("train --data /dev/zero", lambda w: ["train", *w.tiny, "--data", "/dev/zero", "--out", w.folder() / "r"], "path", "got /dev/zero, a device", subprocess=True),
     Row("train --data of a FIFO", lambda w: ["train", *w.tiny, "--data", w.fifo()], "path", "a FIFO", subprocess=True),
     Row("train --data of an archive over 1 GiB", lambda w: ["train", *w.tiny, "--data", w.sparse((1 << 30) + 1)], "path", "of at most 1024 MiB"),
     Row("train --data of a member declaring 512 MiB", lambda w: ["train", *w.tiny, "--data", w.hostile("huge.tar.gz", member="huge")],
         "{here}/huge.tar.gz:cifar-10-batches-py/data_batch_1", "expected a member of at most 256 MiB"),
-    # issue 21: tracebacks
+    # inputs that could end in a traceback: forged sizes, fields of the wrong type
     Row("eval of a 300-byte .npz declaring 745 GiB", lambda w: ["eval", w.file("weights.npz", forged), "--data", w.archive, "--model", "resnet8"],
         "{here}/weights.npz", "declares shape (100000000000,) of float64 (745 GiB), more than the archive holds", subprocess=True),
     Row("train --resume of a checkpoint entry declaring 745 GiB", lambda w: ["train", "--resume", "--out", w.run_with(lambda f: forged(f / "checkpoint.npz"))],
@@ -100,7 +100,7 @@ CLI = [
         "{here}/config.json['model']", "spec: expected a string"),
     Row("eval beside a config.json with \"model\": 5", lambda w: ["eval", w.weights_beside(json.dumps({**w.config, "model": 5})), "--data", w.archive],
         "{here}/config.json['model']", "spec: expected a string"),
-    # issue 21: silent
+    # inputs that could be taken silently: other data, edited run files, unsafe folders
     Row("train --resume --data of other images", lambda w: ["train", "--resume", "--data", w.other_archive(), "--out", w.copy_of_run()],
         "data", "expected the data of the run recorded in"),
     Row("train --resume of a config.json with an extra field", lambda w: ["train", "--resume", "--out", w.run_with(lambda f: edit_json(f / "config.json", mine=1))],
@@ -114,7 +114,7 @@ CLI = [
     Row("train --model cifar100-resnet18 on CIFAR-10", lambda w: ["train", *w.tiny, "--model", "cifar100-resnet18"], "model", "expected a model for cifar10"),
     Row("train --data with 11 label_names", lambda w: ["train", *w.tiny, "--data", w.hostile("meta.tar.gz", meta=[b"c"] * 11)],
         "{here}/meta.tar.gz:cifar-10-batches-py/batches.meta['label_names']", "expected the 10 class names of cifar10, got 11 names"),
-    # issue 21: unclear
+    # inputs whose refusal must be clear: wrong types, old checkpoints, non-finite values, odd archive members
     Row("train --resume of a config.json with epochs '2'", lambda w: ["train", "--resume", "--data", w.archive, "--out", w.config_only(epochs="2")],
         "{here}/config.json['epochs']", "expected an int ≥ 1, got '2'"),
     Row("train --resume of a float64 checkpoint", lambda w: ["train", "--resume", "--out", w.run_with(lambda f: edit_checkpoint(f, float64_checkpoint))],

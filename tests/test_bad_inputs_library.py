@@ -84,7 +84,7 @@ LIBRARY = [
     Row("load_weights of a .npy", lambda w: load_weights(w.file("w.npz", lambda p: np.save(open(p, "wb"), np.ones(2))), create_model("resnet8")),
         "{here}/w.npz", "got a single .npy array"),
     Row("load_weights of a text file", lambda w: load_weights(w.file("w.npz", b"hello"), create_model("resnet8")), "{here}/w.npz", "got a file that is not a zip archive"),
-    # issue 21
+    # forged files, empty inputs, wrong types, dtypes, shapes and values
     Row("load_weights of a 300-byte .npz declaring 745 GiB", lambda w: load_weights(w.file("w.npz", forged), create_model("resnet8")),
         "{here}/w.npz", "declares shape (100000000000,)"),
     Row("evaluate of no images", lambda w: evaluate(*w.resnet8(), np.zeros((0, 3, 32, 32), np.uint8), np.zeros(0, np.int64), mean=MEAN, std=STD),

@@ -183,8 +183,8 @@ def help_entries(text):
               "--image-size": "32 for CIFAR, 224 for ImageNet"}),
 ])
 def test_help_shows_every_default(sub, expected):
-    """Issue 16.2: every option's help ends with its default (before, --epochs, --lr and most
-    others showed none)."""
+    """Every option's help ends with its default, ``(default: …)``, and train's --schedule help
+    states the step schedule's rule."""
     proc = run_process(sub, "--help")
     assert proc.returncode == 0, proc.stderr
     entries = help_entries(proc.stdout)
@@ -216,7 +216,8 @@ def test_console_script():
 
 @pytest.mark.slow
 def test_train_then_eval_end_to_end(shared_archive, tmp_path, capsys):
-    """The issue's run: a 1,000-image stratified subset of the shared CIFAR-10 archive, 2 epochs."""
+    """A real run, then eval of its weights: a 1,000-image stratified subset of the shared CIFAR-10
+    archive, 2 epochs; the folder holds the four run files, and config.json records λ and the data."""
     out = tmp_path / "run"
     code, stdout, err = run(capsys, "train", "--data", shared_archive, "--model", "resnet8",
                             "--train-size", 1000, "--test-size", 100, "--epochs", 2, "--batch-size", 50,
@@ -232,7 +233,7 @@ def test_train_then_eval_end_to_end(shared_archive, tmp_path, capsys):
     assert all(np.isfinite(r["train_loss"]) and np.isfinite(r["test_loss"]) for r in records)
     config = json.loads((out / "config.json").read_text())
     assert config["model"] == "resnet8" and config["train_size"] == 1000 and config["test_size"] == 100
-    assert config["lam"] == 0.0 and all(r["lam"] == 0.0 for r in records)  # the λ used: resnet8 has no bases (issue 24.6)
+    assert config["lam"] == 0.0 and all(r["lam"] == 0.0 for r in records)  # the λ used: resnet8 has no bases
     assert config["data"]["path"] == str(shared_archive.absolute()) and config["data"]["bytes"] == shared_archive.stat().st_size
     model = create_model("resnet8")
     assert runs.load_checkpoint(out / "checkpoint.npz", model).epoch == 2
@@ -417,8 +418,8 @@ TINY_TRAIN = ["--model", "resnet8", "--train-size", 20, "--test-size", 10, "--ba
 
 
 def test_progress_lines_when_stderr_is_not_a_terminal(tiny_run, tmp_path):
-    """Issue 16.1: piped, train and eval print plain progress lines (images done, img/s, ETA);
-    before, nothing appeared until an epoch (train) or the whole evaluation (eval) ended."""
+    """Piped, train and eval print plain progress lines (images done, img/s, ETA) as batches end,
+    not only when an epoch (train) or the whole evaluation (eval) ends; --quiet prints none."""
     archive, *_ = tiny_run
     out = tmp_path / "run"
     proc = run_process("train", "--data", archive, *TINY_TRAIN, "--epochs", 1, "--out", out, "--progress-every", 0)
@@ -440,7 +441,7 @@ def test_progress_lines_when_stderr_is_not_a_terminal(tiny_run, tmp_path):
 
 
 def test_a_one_epoch_run_trains_at_the_given_lr(tiny_run, tmp_path):
-    """Issue 16.3 on the command line: --epochs 1 used to train its only epoch at lr/100."""
+    """On the command line, --epochs 1 trains its only epoch at --lr, never at a decayed rate."""
     archive, *_ = tiny_run
     proc = run_process("train", "--data", archive, *TINY_TRAIN, "--epochs", 1, "--lr", 0.05, "--out", tmp_path / "run", "--quiet")
     assert proc.returncode == 0, proc.stderr
@@ -449,7 +450,7 @@ def test_a_one_epoch_run_trains_at_the_given_lr(tiny_run, tmp_path):
 
 
 def test_extending_a_finished_run_on_the_command_line(tiny_run, tmp_path):
-    """Issue 16.4: `--resume` on a finished run says it is complete and changes nothing; `--resume
+    """`--resume` on a finished run says it is complete and changes nothing; `--resume
     --epochs 3` extends it (the options not given are the run's), says what it does to the
     schedule, and records it in config.json and the log."""
     archive, *_ = tiny_run
@@ -485,9 +486,9 @@ def wait_for(path, proc, timeout=120):
 
 
 def test_two_processes_cannot_train_into_one_folder_and_ctrl_c_is_one_line(tiny_run, tmp_path):
-    """Issue 12.2 with two real processes: while A trains into a folder, B (another model, fresh)
-    fails at once naming the folder and A's PID, and A's run stays whole. Then Ctrl-C stops A
-    with one line saying where its last checkpoint is (issue 12.5), and the run resumes."""
+    """With two real processes: while A trains into a folder, B (another model, fresh) fails at
+    once naming the folder and A's PID, and A's run stays whole. Then Ctrl-C stops A with one
+    line saying where its last checkpoint is, and the run resumes."""
     archive, *_ = tiny_run
     out = tmp_path / "run"
     a = subprocess.Popen(command("train", "--data", archive, *TINY_TRAIN, "--epochs", 200, "--out", out, "--quiet"),
@@ -543,7 +544,8 @@ def test_train_and_eval_a_cifar100_model_on_the_official_cifar100_layout(tmp_pat
 @pytest.mark.parametrize("columns", ["60", "73", "101"])
 @pytest.mark.parametrize("command", ["train", "info"])
 def test_help_never_breaks_a_spec_name_at_its_hyphens(monkeypatch, command, columns):
-    """Issue 24: argparse wrapped 'cifar100-resnet34-single-s32u1' after 'cifar100-'."""
+    """At any terminal width, help keeps each spec name whole ('cifar100-resnet34-single-s32u1'
+    is never wrapped after 'cifar100-'): no help line ends with a hyphen."""
     monkeypatch.setenv("COLUMNS", columns)
     text = cli.build_parser()._subparsers._group_actions[0].choices[command].format_help()
     assert not [line for line in text.splitlines() if line.rstrip().endswith("-")]
@@ -572,7 +574,7 @@ def test_train_a_shared_densenet121_on_the_official_cifar100_layout(tmp_path, ca
 
 
 def test_runs_are_bit_identical_whatever_the_worker_count_also_across_a_resume(tiny_run, tmp_path, capsys):
-    """Issue 15: the same seed gives the same files with 1 or 3 workers, and a run interrupted
+    """The same seed gives the same files with 1 or 3 workers, and a run interrupted
     with 3 workers and resumed with 1 ends as an uninterrupted one."""
     archive = tiny_run[0]
     options = ["--data", archive, "--model", "resnet14-s2u1", "--train-size", 20, "--test-size", 10, "--epochs", 2, "--batch-size", 10, "--quiet"]
@@ -595,7 +597,7 @@ def test_a_mobilenet_run_with_dropout_resumes_bit_identically(tiny_run, tmp_path
     assert_npz_identical(tmp_path / "straight" / "checkpoint.npz", tmp_path / "resumed" / "checkpoint.npz")
 
 
-# ------------------------------------------- issue 21: streams, signals, limits (real processes)
+# ---------------------------------------------------- streams, signals, limits (real processes)
 
 
 def complete_run(out, epochs):
@@ -614,7 +616,8 @@ def test_a_bad_minibasis_reference_is_one_line(value):
 
 
 def test_a_broken_stdout_pipe_does_not_stop_training(tiny_run, tmp_path):
-    """``train … | head -1``: before, the run stopped after 2 of 3 epochs with exit 0."""
+    """``train … | head -1``: a closed stdout pipe does not stop the run; all 3 epochs complete,
+    exit 0, with no traceback."""
     archive, *_ = tiny_run
     out = tmp_path / "run"
     proc = subprocess.Popen(command("train", "--data", archive, *TINY_TRAIN, "--epochs", 3, "--out", out), cwd=ROOT,
@@ -628,7 +631,7 @@ def test_a_broken_stdout_pipe_does_not_stop_training(tiny_run, tmp_path):
 
 @pytest.mark.parametrize("how", ["closed", "full"])
 def test_a_closed_or_full_stderr_does_not_stop_training(tiny_run, tmp_path, how):
-    """``2>&-`` (before: exit 1, nothing said) and ``2>/dev/full``: the run completes, and no
+    """``2>&-`` and ``2>/dev/full``: the run completes with exit 0, and no
     progress line lands in a run file (a closed fd 2 would be the number of the next file opened)."""
     archive, *_ = tiny_run
     out = tmp_path / "run"
@@ -645,7 +648,8 @@ def test_a_closed_or_full_stderr_does_not_stop_training(tiny_run, tmp_path, how)
 
 
 def test_a_file_size_limit_names_the_file(tiny_run, tmp_path):
-    """``ulimit -f``: before, ``[Errno 27] File too large`` named no file."""
+    """``ulimit -f``: ``File too large`` is one line naming the file that was not written, and no
+    temp file is left."""
     import resource
 
     archive, *_ = tiny_run
@@ -687,7 +691,8 @@ def test_ctrl_c_before_any_run_file_says_to_run_the_command_again(tiny_run, tmp_
 
 
 def test_resume_with_nothing_else_continues_or_says_the_run_is_complete(tiny_run, tmp_path, capsys):
-    """Issue 24.4: the run remembers its data; each resume says where it starts."""
+    """The run remembers its data, so ``--resume --out`` alone continues it; each resume says
+    where it starts, or that the run is complete."""
     archive, *_ = tiny_run
     out = tmp_path / "run"
     code, stdout, err = run(capsys, "train", "--data", archive, *TINY_TRAIN, "--epochs", 2, "--stop-after", 1,
@@ -720,7 +725,8 @@ def test_resume_on_data_moved_elsewhere_and_on_other_data_when_allowed(tiny_run,
 
 
 def test_a_real_out_of_memory_under_ulimit_v_is_one_line(shared_archive, tmp_path):
-    """``ulimit -v``: before, a 61-line traceback."""
+    """``ulimit -v``: a real out-of-memory is one line naming the model and the batch size, not a
+    traceback."""
     import resource
 
     limit = lambda: resource.setrlimit(resource.RLIMIT_AS, (2_500_000_000, 2_500_000_000))  # noqa: E731

@@ -232,7 +232,7 @@ def test_bad_input_raises_value_error_naming_the_argument(x_shape, w_shape, kwar
 @pytest.mark.parametrize(
     "call, argument",
     [
-        # a weight of the wrong input channels used to give a gradient of the wrong shape
+        # a weight of the wrong input channels is refused, not answered with a gradient of the wrong shape
         (lambda: conv2d_input_grad(np.zeros((1, 2, 3, 3)), np.zeros((2, 3, 3, 3)), x_shape=(1, 1, 5, 5)), "w: expected 1 input channels"),
         (lambda: conv2d_input_grad(np.zeros((1, 2, 4, 4)), np.zeros((2, 1, 3, 3)), x_shape=(1, 1, 5, 5)), "dy: expected shape"),
         (lambda: conv2d_input_grad(np.zeros((1, 2, 3, 3)), np.zeros((2, 1, 3, 3)), x_shape=(1, 1, 5)), "x_shape"),

@@ -531,7 +531,7 @@ def test_errors_name_the_argument_the_expected_and_the_received(call, name):
 
 
 def test_the_source_is_the_archive_read_whichever_way_it_is_named(tmp_path):
-    """What a run records of its data (issue 24.4): the archive's path, size and SHA-256 (computed
+    """What a run records of its data: the archive's path, size and SHA-256 (computed
     here with hashlib), the same when the folder holding it is given."""
     folder, _ = write_cifar10(tmp_path / "a")
     archive = make_tar(folder, tmp_path / "a" / "cifar-10-python.tar.gz")
@@ -556,7 +556,8 @@ def test_a_folder_source_is_a_manifest_of_its_files(tmp_path):
 
 @pytest.mark.parametrize("kind", ["fifo", "device"])
 def test_a_non_regular_data_path_is_refused_before_it_is_opened(tmp_path, kind):
-    """Issue 21 (hangs): ``--data /dev/zero`` printed nothing until killed; a FIFO blocks on open."""
+    """A device or a FIFO is refused before it is opened: ``--data /dev/zero`` would never end, and
+    opening a FIFO blocks."""
     path = tmp_path / "cifar-10-python.tar.gz"
     if kind == "fifo":
         os.mkfifo(path)

@@ -1,4 +1,4 @@
-"""Tests of the miniature experiment (``experiments/``, issue 23): the paired analysis against
+"""Tests of the miniature experiment (``experiments/``): the paired analysis against
 scipy on synthetic numbers, and the grid at a tiny size (1 epoch, 200 random images, 2 seeds,
 resnet8 and resnet14-s2u1 at λ = 10 and 0) checked against its run folders, scipy and the
 weights it wrote.

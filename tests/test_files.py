@@ -26,7 +26,8 @@ def umask():
 
 @pytest.mark.parametrize("mask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
 def test_files_get_the_mode_the_umask_gives(tmp_path, umask, mask, mode):
-    """Issue 12.13: files were created 0600 (tempfile.mkstemp) whatever the umask."""
+    """Files and the lock get the mode the umask gives, as open() would, not tempfile.mkstemp's
+    0600 whatever the umask."""
     umask(mask)
     atomic_write(tmp_path / "a.txt", lambda f: f.write(b"x"))
     atomic_savez(tmp_path / "b.npz", {"a": np.zeros(2)})
@@ -101,7 +102,7 @@ def test_a_lock_held_by_another_process_is_dropped_when_it_is_killed(tmp_path):
         assert (folder / ".lock").read_text() == f"minibasis lock, PID {os.getpid()}\n"
 
 
-# ------------------------------------------------- issue 21, data loss 1 and 2: foreign lock files
+# ------------------------------------------------------------------------------ foreign lock files
 
 
 def _refused(folder):
@@ -171,7 +172,7 @@ def test_a_failed_write_names_the_file(tmp_path):
 
 @pytest.mark.parametrize("content", [b"12809\n", b""])
 def test_a_first_round_lock_is_adopted_only_when_asked(tmp_path, content):
-    """The first round's lock file held a PID alone: a run folder of ours keeps working
+    """The older format's lock file holds a PID alone: a run folder of ours keeps working
     (``adopt=True``, what train passes for a folder holding a minibasis run); elsewhere it is a
     user's file, refused and kept."""
     folder = tmp_path / "run"

@@ -1,4 +1,4 @@
-"""The property of issue 12: kill -9 a training run at any moment, and its folder is resumable,
+"""Kill -9 a training run at any moment, and its folder is resumable,
 and the resumed run ends bit-identical to one that was never interrupted.
 
 A child process runs ``minibasis train`` and sends itself SIGKILL from a timer thread started
@@ -106,9 +106,9 @@ def test_a_run_killed_at_any_moment_resumes_bit_identically(reference, kills, fr
     assert not runs.stale_temp_files(out)
 
 
-# ------------------------------------------------------------ issue 21: the five ways to lose a file
+# ---------------------------------------------------------------------- the five ways to lose a file
 #
-# Each in a real process, on real files, with a real signal where the issue had one. F is a
+# Each in a real process, on real files, with a real signal where the loss needs one. F is a
 # finished 2-epoch run; every refusal must be one line naming the file, rc 1, and leave every file
 # of the folder (and the file a link points at) byte-identical.
 
@@ -185,7 +185,9 @@ def test_refused_runs_leave_no_lock_or_folder(finished_run, tmp_path):
 
 @pytest.mark.parametrize("argv", [["--resume", "--epochs", 4, "--stop-after", 1], ["--resume"]])
 def test_loss_3_and_4_a_run_without_its_checkpoint_is_refused_not_restarted(finished_run, tmp_path, argv):
-    """Issue 21.3 (extending) and 21.4 (plain resume, which emptied the log at its start)."""
+    """Extending (--epochs 4) or plainly resuming a run whose checkpoint is gone is refused in one
+    line naming the checkpoint and the epochs the log records, and no file changes (the log is
+    never emptied, the run never restarted over its files)."""
     archive, run = finished_run
     folder = copy_of(run, tmp_path)
     (folder / "checkpoint.npz").unlink()
@@ -245,7 +247,7 @@ def test_overwrite_removes_only_what_minibasis_wrote(finished_run, tmp_path):
     assert snapshot(folder) == before
 
 
-# ----------------------------------------------- issue 21: any hand edit, then train --resume
+# ---------------------------------------------------------------- any hand edit, then train --resume
 #
 # A run folder stopped after 1 of 3 epochs is edited by hand, one to three times: a file
 # deleted, truncated, two files swapped, a byte flipped or a JSON field changed, a file replaced

@@ -320,7 +320,7 @@ def test_step_lr_options():
     assert step_lr(7, base_lr=1.0, epochs=10, milestones=(0.7,)) == pytest.approx(0.1)
 
 
-# The learning rates of the default step schedule for short runs, written out (issue 16.3): the
+# The learning rates of the default step schedule for short runs, written out: the
 # milestones are ⌈E/2⌉ and ⌈3E/4⌉, so no run starts decayed (int() would give a 1-epoch run
 # lr/100 throughout and a 2-epoch run lr/100 in its second epoch).
 SHORT_RUNS = {

@@ -182,7 +182,7 @@ def test_shared_bases_as_parameters_on_the_authors_keys(name):
 
 @pytest.mark.parametrize("name", SHARED_GOLDEN)
 def test_export_and_save_with_the_key_map(tmp_path, name):
-    """The issue's example: minibasis' file for a PyTorch model whose shared bases are
+    """minibasis' file for a PyTorch model whose shared bases are
     top-level nn.Parameters has exactly that model's keys (a strict load), values unchanged."""
     f = golden_file(name)
     model = create_model(GOLDEN_SPECS[name])

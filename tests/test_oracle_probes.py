@@ -43,7 +43,7 @@ def test_probe_inputs_are_reproducible_scaled_and_spiked():
 
 
 def test_mobilenet_relu6_clip_on_probes_not_on_standard_normal_images():
-    """The issue's case: on N(0, 1) images the ReLU6 of ``pre`` never clips in eval mode (a ReLU
+    """On N(0, 1) images the ReLU6 of ``pre`` never clips in eval mode (a ReLU
     in its place would go unseen); on the probes it does, and the report says so."""
     model = create_model("imagenet-mobilenetv2-shared")
     params, state = random_weights(model, 0)

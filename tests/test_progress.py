@@ -82,7 +82,8 @@ def test_bad_arguments(kwargs, message):
 
 
 def test_the_run_eta_adds_the_rest_of_the_run_at_the_current_rate():
-    """Issue 24.5: the ETA covered one epoch, never the whole run."""
+    """The run ETA covers the whole run: this phase's rest plus the rest of the run, both at the
+    current rate."""
     stream, clock = Stream(tty=False), Clock()
     progress = Progress("epoch 1/3", 100, every=0, stream=stream, clock=clock, run_left=lambda rate: 400 / rate)
     clock.now += 5

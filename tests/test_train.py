@@ -247,9 +247,10 @@ def test_an_extension_interrupted_before_its_first_checkpoint_resumes_identicall
 @pytest.mark.parametrize("name", ["checkpoint.npz", "weights.npz", "log.jsonl", "config.json", ".checkpoint.npz.1a2b3c4d.tmp"])
 @pytest.mark.parametrize("overwrite", [False, True])
 def test_a_fresh_run_refuses_a_folder_holding_any_run_file(archive, tmp_path, name, overwrite):
-    """Issue 12.1: before, only checkpoint.npz was looked for, and a fresh run replaced the
-    weights, log and config of a run whose checkpoint had been deleted. Issue 21.5: a file of a
-    run's name that minibasis did not write is refused even with overwrite, and kept."""
+    """A fresh run refuses a folder holding any run file, not only checkpoint.npz, so a run whose
+    checkpoint was deleted keeps its weights, log and config. A file of a run's name that
+    minibasis did not write is refused even with overwrite, and kept; a temp file of minibasis's
+    is removed by overwrite."""
     run = tmp_path / "keep"
     run.mkdir()
     (run / name).write_bytes(b"a user's file")
@@ -270,7 +271,8 @@ def test_a_fresh_run_refuses_a_folder_holding_any_run_file(archive, tmp_path, na
 
 
 def test_a_run_whose_checkpoint_was_deleted_is_not_replaced(archive, straight, tmp_path):
-    """The issue's recipe: train into keep, delete keep/checkpoint.npz, train another model into keep."""
+    """Train into keep, delete keep/checkpoint.npz, train another model into keep: refused, naming
+    the run files that remain, and no file changes."""
     run = copy_run(straight[0], tmp_path)
     (run / "checkpoint.npz").unlink()
     before = files_of(run)
@@ -295,7 +297,7 @@ def test_overwrite_replaces_a_run(archive, straight, tmp_path):
 
 
 def test_a_locked_folder_is_refused_and_untouched(archive, first_epoch, tmp_path):
-    """Issue 12.2 in one process: while the folder's lock is held, both a fresh run and a resume
+    """In one process: while the folder's lock is held, both a fresh run and a resume
     fail at once, name the folder and the holder's PID, and change nothing."""
     run = copy_run(first_epoch, tmp_path)
     before = files_of(run)
@@ -309,8 +311,8 @@ def test_a_locked_folder_is_refused_and_untouched(archive, first_epoch, tmp_path
 
 @pytest.mark.parametrize("what", DAMAGES)
 def test_a_resume_that_fails_changes_no_file(archive, first_epoch, tmp_path, what):
-    """Issue 12.3 and 5: everything a resume reads is checked before any file changes (before,
-    the log was truncated first); the error is a ValueError naming the damaged file."""
+    """Everything a resume reads is checked before any file changes (the log is not truncated
+    first); the error is a one-line ValueError naming the damaged file."""
     run = copy_run(first_epoch, tmp_path)
     (run / ".checkpoint.npz.0badf00d.tmp").write_bytes(b"stale")
     name = damage(run, what)
@@ -324,7 +326,7 @@ def test_a_resume_that_fails_changes_no_file(archive, first_epoch, tmp_path, wha
 
 
 def test_resume_removes_stale_temp_files(archive, straight, first_epoch, tmp_path):
-    """Issue 12.13: the temp files a kill leaves mid-write are removed by the next resume."""
+    """The temp files a kill leaves mid-write are removed by the next resume."""
     run = copy_run(first_epoch, tmp_path)
     stale = [run / ".checkpoint.npz.00000001.tmp", run / ".weights.npz.00000002.tmp", run / ".log.jsonl.00000003.tmp"]
     for path in stale:
@@ -353,7 +355,8 @@ def test_a_run_killed_before_its_first_checkpoint_resumes_from_the_start(archive
 
 
 def test_sizes_larger_than_the_data_are_refused(archive, tmp_path):
-    """Issue 12.10: before, train_size=20000 with 40 images silently trained on the 40."""
+    """Sizes larger than the data (or not a multiple of the classes) are refused before the folder
+    is made, never silently trained on the images there are."""
     for change, message in (({"train_size": 50}, "train_size: expected at most 40, the images there"),
                             ({"test_size": 30}, "test_size: expected at most 20, the images there"),
                             ({"train_size": 15}, "train_size: expected a multiple of the 10 classes")):
@@ -364,7 +367,8 @@ def test_sizes_larger_than_the_data_are_refused(archive, tmp_path):
 
 
 def test_stop_after_must_be_positive(archive, tmp_path):
-    """Issue 12.11: stop_after=0 used to run nothing and report files that were never written."""
+    """stop_after=0 is refused before the folder is made (it would run nothing and report files that
+    were never written)."""
     with pytest.raises(ValueError, match=r"^stop_after: expected an int ≥ 1, got 0$"):
         quiet_train(TINY, tmp_path / "run", archive, stop_after=0)
     assert not (tmp_path / "run").exists()
@@ -418,8 +422,8 @@ def inject(monkeypatch, call, where, value=np.nan):
     ("state.bn1.running_var", 4, r"non-finite BN statistic 'bn1.running_var' after the SGD update with lr 0.01 at epoch 2, step 2"),
 ])
 def test_non_finite_value_stops_and_keeps_the_last_checkpoint(archive, first_epoch, tmp_path, monkeypatch, where, call, expected):
-    """Issue 12.4: each value is checked and named (before, a gradient overflow was reported as a
-    "non-finite loss" with a finite number); the checkpoint of epoch 1 stays, the run resumes."""
+    """Each value is checked and named (a gradient overflow is a non-finite gradient, with the
+    finite loss beside it, not a "non-finite loss"); the checkpoint of epoch 1 stays, the run resumes."""
     inject(monkeypatch, call, where)
     run = tmp_path / "run"
     with pytest.raises(T.NonFiniteValue, match=f"^{expected}") as info:
@@ -446,8 +450,8 @@ def test_non_finite_value_in_the_first_step_writes_nothing(archive, tmp_path, mo
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the overflow a huge lr is meant to cause
 def test_a_huge_learning_rate_stops_at_the_first_parameter_that_overflows(archive, tmp_path):
-    """The issue's --lr 1e40: the loss and gradients of step 1 are finite, the updated parameters
-    are not. Before, a checkpoint holding NaN/inf arrays was written and called good."""
+    """--lr 1e40: the loss and gradients of step 1 are finite, the updated parameters are not; the
+    run stops naming the first of them, and no checkpoint or weights holding NaN/inf is written."""
     run = tmp_path / "run"
     with pytest.raises(T.NonFiniteValue, match=r"^non-finite parameter '[\w.]+' after the SGD update with lr 1e\+40 at epoch 1, step 1"):
         quiet_train(replace(TINY, lr=1e40, epochs=2), run, archive)
@@ -455,7 +459,7 @@ def test_a_huge_learning_rate_stops_at_the_first_parameter_that_overflows(archiv
 
 
 def test_a_non_finite_test_loss_stops_before_the_epoch_is_saved(archive, first_epoch, tmp_path, monkeypatch):
-    """The issue's --lr 30 ended with a NaN test loss and exit 0; now the epoch is not saved."""
+    """A NaN test loss (as --lr 30 gives) stops the run before its epoch is saved."""
     original = T.evaluate
     calls = []
 
@@ -672,7 +676,8 @@ def test_log_has_one_json_line_per_epoch_and_step_schedule(archive, tmp_path):
 
 @pytest.mark.parametrize("epochs, lrs", [(1, [0.1]), (2, [0.1, 0.1 * 0.1 ** 1]), (3, [0.1, 0.1, 0.1 * 0.1 ** 1])])
 def test_short_runs_train_at_the_given_lr(archive, tmp_path, epochs, lrs):
-    """Issue 16.3: before, a 1-epoch run trained at lr/100 and a 2-epoch run's second epoch too."""
+    """Short runs start at the given lr: a 1-epoch run trains at lr, a 2-epoch run's second epoch
+    at lr/10 (never lr/100)."""
     records = quiet_train(replace(TINY, epochs=epochs), tmp_path / "run", archive)
     assert [r["lr"] for r in records] == lrs
 
@@ -687,11 +692,12 @@ def test_log_of_shared_model(straight, archive):
     assert json.loads((run / "config.json").read_text()) == saved_config(SHARED, archive)
 
 
-# ------------------------------------------------------------------ issue 21 / 24: what a run records
+# ----------------------------------------------------------------------------- what a run records
 
 
 def test_a_resume_says_so_when_the_kernel_form_changes(archive, first_epoch, tmp_path):
-    """Issue 21: under MINIBASIS_REFERENCE=1 a resume drifted from the uninterrupted run unsaid."""
+    """A resume under MINIBASIS_REFERENCE=1 of a run written with the fast kernels says so (its
+    numbers may drift from the uninterrupted run's), and its checkpoint records the kernels."""
     from minibasis.mode import reference_mode
 
     run = copy_run(first_epoch, tmp_path)
@@ -703,8 +709,8 @@ def test_a_resume_says_so_when_the_kernel_form_changes(archive, first_epoch, tmp
 
 
 def test_a_first_round_run_resumes_and_equivalent_lambdas_are_equal(archive, first_epoch, straight, tmp_path):
-    """A run written before λ was recorded (``"lam": null``, no format, data or log in the
-    checkpoint) resumes, with --lam 0 / 10 taken as the default it stood for (issue 21)."""
+    """A run of the older format (``"lam": null``, no format, data or log in the checkpoint, a
+    lock file holding a PID alone) resumes, with --lam 0 / 10 taken as the default it stood for."""
     run = copy_run(first_epoch, tmp_path)
     arrays = npz_arrays(run / "checkpoint.npz")
     config = {**json.loads(str(arrays["config"])), "lam": None}
@@ -712,7 +718,7 @@ def test_a_first_round_run_resumes_and_equivalent_lambdas_are_equal(archive, fir
                                                                                      "kernels", "config")},
              config=np.array(json.dumps(config)))
     (run / "config.json").write_text(json.dumps({**config, "extensions": []}))
-    (run / ".lock").write_text("4321\n")  # the first round's lock file: a PID alone
+    (run / ".lock").write_text("4321\n")  # the older format's lock file: a PID alone
     records = quiet_train(replace(SHARED, lam=10), run, archive, resume=True)
     assert without_timing(records) == without_timing(read_log(straight[0]))
     assert_npz_identical(straight[0] / "weights.npz", run / "weights.npz")

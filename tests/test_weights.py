@@ -285,7 +285,8 @@ def test_official_checkpoint_accuracy_is_82_68_percent(official):
 
 @pytest.mark.parametrize("change", ["nan", "float16", "other model"])
 def test_save_weights_refuses_what_load_weights_would_refuse_and_writes_nothing(tmp_path, change):
-    """Issue 21: NaN parameters, and init(dtype=float16)'s, were written and then refused on load."""
+    """What load_weights would refuse (NaN parameters, init(dtype=float16)'s, another model's) is
+    refused by save_weights too, and no file is written."""
     model = create_model("resnet8")
     params, state = model.init(0)
     if change == "nan":

@@ -581,7 +581,7 @@ def test_orthogonality_is_the_loss_over_the_stages(spec):
 @pytest.mark.parametrize("spec", ["resnet20-s0u1", "resnet32-s0u2"])
 def test_non_shared_models_are_trained_without_a_regulariser(spec):
     """The authors' train_cifar10.py trains NonShared models with cross-entropy alone, so their
-    R is 0 (it used to be the unique bases' orthogonality: 328 for resnet20-s0u1 at init)."""
+    R is 0, not the unique bases' orthogonality (328 for resnet20-s0u1 at init)."""
     model = create_model(spec)
     params, _ = model.init(seed=0)
     assert model.regulariser is None and model.orthogonality(params) == 0.0

@@ -2,7 +2,7 @@
 (``../shared/data/golden``), the exact counts, state_dict layouts, initialisation, specs.
 
 Expected values come from the golden files (made by the authors' classes in PyTorch), from the
-issue's table of counts measured from those classes, or from independent computations here.
+table of counts below, measured from those classes, or from independent computations here.
 """
 
 import autograd
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.reference  # also run with MINIBASIS_REFERENCE=1 (see R
 LAMBDA = 10.0  # the golden files' loss_total = loss_ce + 10·R
 
 # spec -> (params, MACs of one image at 32 px (CIFAR) or 224 px (ImageNet)), measured from the
-# authors' classes (the issue's table; the golden files hold the same numbers for their models).
+# authors' classes (the golden files hold the same numbers for their models).
 COUNTS = {
     "cifar100-resnet34": (21_328_292, 1_159_448_576),
     "cifar100-resnet34-single-s32u1": (7_726_676, 772_524_032),

@@ -1,4 +1,4 @@
-"""The bad-input table (issues 12 and 21), shared part: a row, and the world the rows point at.
+"""The bad-input table, shared part: a row, and the world the rows point at.
 
 Every bad input a user can give, through the command line or the library, is refused with one
 line that names the argument or the file, says what was expected and what came, and (on the
