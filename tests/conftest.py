@@ -14,12 +14,8 @@ from hypothesis import HealthCheck, settings
 
 from minibasis import backend, parallel
 
-settings.register_profile(
-    "ci", max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
-settings.register_profile(
-    "thorough", max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+settings.register_profile("ci", max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("thorough", max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("MINIBASIS_HYPOTHESIS_PROFILE", "ci"))
 
 # ../shared/data beside the project root (present in this workplace's CI, absent elsewhere).

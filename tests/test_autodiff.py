@@ -32,7 +32,9 @@ def test_gradient_and_aux_equals_autograd_grad_of_the_tree(spec):
     def loss_fn(p, s, x, y):  # p: the model's parameters and one leaf the loss never reads
         return training_loss(model, {k: v for k, v in p.items() if k != "unused"}, s, x, y, lam)
 
-    grads, (loss, ce, r, logits, new_state) = gradient_and_aux(loss_fn)(dict(params, unused={"weight": np.ones(3)}), state, x, y)
+    grads, (loss, ce, r, logits, new_state) = gradient_and_aux(loss_fn)(
+        dict(params, unused={"weight": np.ones(3)}), state, x, y
+    )
     expected = grad(lambda p: training_loss(model, p, state, x, y, lam)[0])(params)
     assert list(flatten(grads)) == list(flatten(expected)) + ["unused.weight"]
     for name, g in flatten(expected).items():
@@ -56,7 +58,11 @@ def test_tree_vjp_equals_make_vjp_of_the_whole_tree(seed, n, m):
     """A vector-valued function that reads one leaf twice and another not at all, against any
     cotangent g: autograd's make_vjp of the dict is the reference."""
     rng = np.random.default_rng(seed)
-    tree = {"a": {"w": rng.standard_normal((n, m))}, "b": rng.standard_normal(m), "c": {"unused": rng.standard_normal(2)}}
+    tree = {
+        "a": {"w": rng.standard_normal((n, m))},
+        "b": rng.standard_normal(m),
+        "c": {"unused": rng.standard_normal(2)},
+    }
 
     def fn(t):
         h = anp.tanh(t["a"]["w"] @ t["b"])

@@ -5,6 +5,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from test_bad_inputs_cli import CLI
 
 from minibasis import runs
 from minibasis.autodiff import gradient_and_aux, tree_vjp
@@ -19,14 +20,13 @@ from minibasis.parallel import set_threads
 from minibasis.progress import Progress
 from minibasis.train import TrainConfig, evaluate, train
 from minibasis.weights import load_weights, read_npz, save_weights
-
 from support.bad_inputs import QUIET, Row, expected_start, forged, make_world, params, placed
-from test_bad_inputs_cli import CLI
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     yield from make_world(tmp_path_factory)
+
 
 P, G = {"w": np.zeros((2, 3))}, {"w": np.ones((2, 3))}
 MEAN, STD = DATASETS["cifar10"].mean, DATASETS["cifar10"].std
@@ -34,82 +34,311 @@ MEAN, STD = DATASETS["cifar10"].mean, DATASETS["cifar10"].std
 X, W = np.zeros((1, 2, 5, 5)), np.zeros((3, 2, 3, 3))
 
 LIBRARY = [
-    Row("conv2d stride=1.5", lambda w: conv2d(X, W, stride=1.5), "stride", "expected an int ≥ 1 or a pair of them, got 1.5"),
+    Row(
+        "conv2d stride=1.5",
+        lambda w: conv2d(X, W, stride=1.5),
+        "stride",
+        "expected an int ≥ 1 or a pair of them, got 1.5",
+    ),
     Row("conv2d stride=True", lambda w: conv2d(X, W, stride=True), "stride", "got True"),
-    Row("conv2d padding=None", lambda w: conv2d(X, W, padding=None), "padding", "expected an int ≥ 0 or a pair of them, got None"),
-    Row("conv2d of a 0×0 kernel", lambda w: conv2d(X, np.zeros((3, 2, 0, 0))), "w", "expected a kernel of at least 1×1"),
-    Row("conv2d groups not dividing the channels", lambda w: conv2d(X, np.zeros((3, 1, 3, 3)), groups=2), "groups", "expected a divisor"),
-    Row("conv2d of mixed dtypes", lambda w: conv2d(X.astype(np.float32), W), "w", "expected dtype float32 (that of x; no silent casts), got float64"),
-    Row("conv2d_input_grad of a weight with other channels", lambda w: conv2d_input_grad(np.zeros((1, 3, 3, 3)), np.zeros((3, 4, 3, 3)), x_shape=(1, 2, 5, 5)), "w", "expected 2 input channels"),
-    Row("create_model num_classes=True", lambda w: create_model("resnet20", num_classes=True), "num_classes", "got True"),
-    Row("model.apply of another model's params", lambda w: create_model("resnet8").apply(*create_model("resnet14-s2u1").init(0), np.zeros((1, 3, 8, 8), np.float32), train=False),
-        "params", "expected only the leaves of resnet8, got an unexpected leaf 'shared_basis_1_1.weight'"),
-    Row("model.apply of a float64 input to float32 params", lambda w: create_model("resnet8").apply(*create_model("resnet8").init(0), np.zeros((1, 3, 8, 8)), train=False),
-        "x", "cast the input with x.astype(numpy.float32)"),
-    Row("load_weights of NaN weights", lambda w: load_weights(w.file("w.npz", lambda p: np.savez(p, **w.weights_with(**{"fc.bias": np.full(10, np.nan, np.float32)}))), create_model("resnet8")),
-        "{here}/w.npz", "key 'fc.bias': expected finite values, got 10 NaN/inf"),
-    Row("load_weights of a negative running_var", lambda w: load_weights(w.file("w.npz", lambda p: np.savez(p, **w.weights_with(**{"bn1.running_var": -np.ones(16, np.float32)}))), create_model("resnet8")),
-        "{here}/w.npz", "expected a variance ≥ 0"),
-    Row("load_weights of float32 and float64 arrays", lambda w: load_weights(w.file("w.npz", lambda p: np.savez(p, **w.weights_with(**{"fc.bias": np.zeros(10)}))), create_model("resnet8")),
-        "{here}/w.npz", "expected one floating dtype for all arrays"),
-    Row("max_pool2d padding above half the kernel", lambda w: max_pool2d(X, kernel_size=3, padding=2), "padding", "at most half the kernel"),
+    Row(
+        "conv2d padding=None",
+        lambda w: conv2d(X, W, padding=None),
+        "padding",
+        "expected an int ≥ 0 or a pair of them, got None",
+    ),
+    Row(
+        "conv2d of a 0×0 kernel", lambda w: conv2d(X, np.zeros((3, 2, 0, 0))), "w", "expected a kernel of at least 1×1"
+    ),
+    Row(
+        "conv2d groups not dividing the channels",
+        lambda w: conv2d(X, np.zeros((3, 1, 3, 3)), groups=2),
+        "groups",
+        "expected a divisor",
+    ),
+    Row(
+        "conv2d of mixed dtypes",
+        lambda w: conv2d(X.astype(np.float32), W),
+        "w",
+        "expected dtype float32 (that of x; no silent casts), got float64",
+    ),
+    Row(
+        "conv2d_input_grad of a weight with other channels",
+        lambda w: conv2d_input_grad(np.zeros((1, 3, 3, 3)), np.zeros((3, 4, 3, 3)), x_shape=(1, 2, 5, 5)),
+        "w",
+        "expected 2 input channels",
+    ),
+    Row(
+        "create_model num_classes=True", lambda w: create_model("resnet20", num_classes=True), "num_classes", "got True"
+    ),
+    Row(
+        "model.apply of another model's params",
+        lambda w: create_model("resnet8").apply(
+            *create_model("resnet14-s2u1").init(0), np.zeros((1, 3, 8, 8), np.float32), train=False
+        ),
+        "params",
+        "expected only the leaves of resnet8, got an unexpected leaf 'shared_basis_1_1.weight'",
+    ),
+    Row(
+        "model.apply of a float64 input to float32 params",
+        lambda w: create_model("resnet8").apply(*create_model("resnet8").init(0), np.zeros((1, 3, 8, 8)), train=False),
+        "x",
+        "cast the input with x.astype(numpy.float32)",
+    ),
+    Row(
+        "load_weights of NaN weights",
+        lambda w: load_weights(
+            w.file("w.npz", lambda p: np.savez(p, **w.weights_with(**{"fc.bias": np.full(10, np.nan, np.float32)}))),
+            create_model("resnet8"),
+        ),
+        "{here}/w.npz",
+        "key 'fc.bias': expected finite values, got 10 NaN/inf",
+    ),
+    Row(
+        "load_weights of a negative running_var",
+        lambda w: load_weights(
+            w.file("w.npz", lambda p: np.savez(p, **w.weights_with(**{"bn1.running_var": -np.ones(16, np.float32)}))),
+            create_model("resnet8"),
+        ),
+        "{here}/w.npz",
+        "expected a variance ≥ 0",
+    ),
+    Row(
+        "load_weights of float32 and float64 arrays",
+        lambda w: load_weights(
+            w.file("w.npz", lambda p: np.savez(p, **w.weights_with(**{"fc.bias": np.zeros(10)}))),
+            create_model("resnet8"),
+        ),
+        "{here}/w.npz",
+        "expected one floating dtype for all arrays",
+    ),
+    Row(
+        "max_pool2d padding above half the kernel",
+        lambda w: max_pool2d(X, kernel_size=3, padding=2),
+        "padding",
+        "at most half the kernel",
+    ),
     Row("dropout rate=1.5", lambda w: dropout(X, rate=1.5, rng=np.random.default_rng(0)), "rate", "in [0, 1], got 1.5"),
-    Row("reference_mode('yes')", lambda w: reference_mode("yes").__enter__(), "enabled", "expected True or False, got 'yes'"),
+    Row(
+        "reference_mode('yes')",
+        lambda w: reference_mode("yes").__enter__(),
+        "enabled",
+        "expected True or False, got 'yes'",
+    ),
     Row("set_threads(0)", lambda w: set_threads(0), "threads", "expected an int ≥ 1, got 0"),
     Row("sgd_step lr=-1", lambda w: sgd_step(P, G, lr=-1), "lr", "expected a finite real number ≥ 0, got -1"),
-    Row("sgd_step nesterov without momentum", lambda w: sgd_step(P, G, lr=0.1, momentum=0, nesterov=True), "nesterov", "momentum=0.0"),
-    Row("sgd_step grads of another shape", lambda w: sgd_step(P, {"w": np.ones(3)}, lr=0.1), "grads['w']", "expected shape (2, 3)"),
+    Row(
+        "sgd_step nesterov without momentum",
+        lambda w: sgd_step(P, G, lr=0.1, momentum=0, nesterov=True),
+        "nesterov",
+        "momentum=0.0",
+    ),
+    Row(
+        "sgd_step grads of another shape",
+        lambda w: sgd_step(P, {"w": np.ones(3)}, lr=0.1),
+        "grads['w']",
+        "expected shape (2, 3)",
+    ),
     Row("sgd_step grads as a list", lambda w: sgd_step(P, [np.ones((2, 3))], lr=0.1), "grads", "got list", TypeError),
     Row("step_lr gamma=0", lambda w: step_lr(0, base_lr=0.1, epochs=3, gamma=0), "gamma", "expected a real number > 0"),
-    Row("step_lr epochs as milestones", lambda w: step_lr(0, base_lr=0.1, epochs=300, milestones=(150, 225)), "milestones", "fractions"),
+    Row(
+        "step_lr epochs as milestones",
+        lambda w: step_lr(0, base_lr=0.1, epochs=300, milestones=(150, 225)),
+        "milestones",
+        "fractions",
+    ),
     Row("cosine_lr eta_min=-1", lambda w: cosine_lr(0, base_lr=0.1, epochs=3, eta_min=-1), "eta_min", "got -1"),
-    Row("learning_rate of an unknown schedule", lambda w: learning_rate("linear", 0, base_lr=0.1, epochs=3), "schedule", "got 'linear'"),
+    Row(
+        "learning_rate of an unknown schedule",
+        lambda w: learning_rate("linear", 0, base_lr=0.1, epochs=3),
+        "schedule",
+        "got 'linear'",
+    ),
     Row("TrainConfig epochs=True", lambda w: TrainConfig(epochs=True).check(), "epochs", "got True"),
     Row("TrainConfig batch_size=1.5", lambda w: TrainConfig(batch_size=1.5).check(), "batch_size", "got 1.5"),
-    Row("train stop_after=0", lambda w: train(TrainConfig(), w.root / "x", stop_after=0, **QUIET), "stop_after", "got 0"),
-    Row("train overwrite=1", lambda w: train(TrainConfig(), w.root / "x", overwrite=1, **QUIET), "overwrite", "expected True or False, got 1"),
-    Row("train progress_every=-1", lambda w: train(TrainConfig(), w.root / "x", progress_every=-1, **QUIET), "progress_every", "got -1"),
-    Row("train into a folder in use", lambda w: train(replace(TrainConfig(), model="resnet8", train_size=10, test_size=10, epochs=1, batch_size=10),
-                                                      w.locked(), data_path=w.archive, **QUIET), "{here}", "locked by PID", FolderBusy),
-    Row("load_checkpoint of a text file", lambda w: runs.load_checkpoint(w.file("checkpoint.npz", b"hello"), create_model("resnet8")), "{here}/checkpoint.npz", "expected a minibasis checkpoint .npz, got a file that is not a zip archive"),
-    Row("read_log of a record out of order", lambda w: runs.read_log(w.file("log.jsonl", b'{"epoch": 2}\n')), "{here}/log.jsonl, line 1", "got epoch 2"),
-    Row("read_config of a JSON list", lambda w: runs.read_config(w.file("config.json", b"[]")), "{here}/config.json", "expected a JSON object"),
-    Row("rng_from_json of a number", lambda w: runs.rng_from_json("7", "state"), "state", "expected the JSON state of numpy's PCG64"),
-    Row("read_npz of pickled objects", lambda w: read_npz(w.file("a.npz", lambda p: np.savez(p, a=np.array([{}], dtype=object)))), "{here}/a.npz", "Object arrays cannot be loaded"),
-    Row("read_npz of a missing file", lambda w: read_npz(w.root / "none.npz"), "{root}/none.npz", "expected an .npz file", FileNotFoundError),
-    Row("tree_vjp of a constant", lambda w: tree_vjp(lambda t: np.float64(1.0), {"w": np.ones(2)}), "fn", "expected an output that depends on the tree"),
-    Row("gradient_and_aux of a vector loss", lambda w: gradient_and_aux(lambda p: (p["w"] * 2, None))({"w": np.ones(2)}), "loss_fn", "expected a scalar loss"),
+    Row(
+        "train stop_after=0", lambda w: train(TrainConfig(), w.root / "x", stop_after=0, **QUIET), "stop_after", "got 0"
+    ),
+    Row(
+        "train overwrite=1",
+        lambda w: train(TrainConfig(), w.root / "x", overwrite=1, **QUIET),
+        "overwrite",
+        "expected True or False, got 1",
+    ),
+    Row(
+        "train progress_every=-1",
+        lambda w: train(TrainConfig(), w.root / "x", progress_every=-1, **QUIET),
+        "progress_every",
+        "got -1",
+    ),
+    Row(
+        "train into a folder in use",
+        lambda w: train(
+            replace(TrainConfig(), model="resnet8", train_size=10, test_size=10, epochs=1, batch_size=10),
+            w.locked(),
+            data_path=w.archive,
+            **QUIET,
+        ),
+        "{here}",
+        "locked by PID",
+        FolderBusy,
+    ),
+    Row(
+        "load_checkpoint of a text file",
+        lambda w: runs.load_checkpoint(w.file("checkpoint.npz", b"hello"), create_model("resnet8")),
+        "{here}/checkpoint.npz",
+        "expected a minibasis checkpoint .npz, got a file that is not a zip archive",
+    ),
+    Row(
+        "read_log of a record out of order",
+        lambda w: runs.read_log(w.file("log.jsonl", b'{"epoch": 2}\n')),
+        "{here}/log.jsonl, line 1",
+        "got epoch 2",
+    ),
+    Row(
+        "read_config of a JSON list",
+        lambda w: runs.read_config(w.file("config.json", b"[]")),
+        "{here}/config.json",
+        "expected a JSON object",
+    ),
+    Row(
+        "rng_from_json of a number",
+        lambda w: runs.rng_from_json("7", "state"),
+        "state",
+        "expected the JSON state of numpy's PCG64",
+    ),
+    Row(
+        "read_npz of pickled objects",
+        lambda w: read_npz(w.file("a.npz", lambda p: np.savez(p, a=np.array([{}], dtype=object)))),
+        "{here}/a.npz",
+        "Object arrays cannot be loaded",
+    ),
+    Row(
+        "read_npz of a missing file",
+        lambda w: read_npz(w.root / "none.npz"),
+        "{root}/none.npz",
+        "expected an .npz file",
+        FileNotFoundError,
+    ),
+    Row(
+        "tree_vjp of a constant",
+        lambda w: tree_vjp(lambda t: np.float64(1.0), {"w": np.ones(2)}),
+        "fn",
+        "expected an output that depends on the tree",
+    ),
+    Row(
+        "gradient_and_aux of a vector loss",
+        lambda w: gradient_and_aux(lambda p: (p["w"] * 2, None))({"w": np.ones(2)}),
+        "loss_fn",
+        "expected a scalar loss",
+    ),
     Row("Progress every=-1", lambda w: Progress("x", 3, every=-1), "every", "got -1"),
     Row("Progress total=-1", lambda w: Progress("x", -1), "total", "got -1"),
-    Row("load_weights of a .npy", lambda w: load_weights(w.file("w.npz", lambda p: np.save(open(p, "wb"), np.ones(2))), create_model("resnet8")),
-        "{here}/w.npz", "got a single .npy array"),
-    Row("load_weights of a text file", lambda w: load_weights(w.file("w.npz", b"hello"), create_model("resnet8")), "{here}/w.npz", "got a file that is not a zip archive"),
+    Row(
+        "load_weights of a .npy",
+        lambda w: load_weights(w.file("w.npz", lambda p: np.save(open(p, "wb"), np.ones(2))), create_model("resnet8")),
+        "{here}/w.npz",
+        "got a single .npy array",
+    ),
+    Row(
+        "load_weights of a text file",
+        lambda w: load_weights(w.file("w.npz", b"hello"), create_model("resnet8")),
+        "{here}/w.npz",
+        "got a file that is not a zip archive",
+    ),
     # forged files, empty inputs, wrong types, dtypes, shapes and values
-    Row("load_weights of a 300-byte .npz declaring 745 GiB", lambda w: load_weights(w.file("w.npz", forged), create_model("resnet8")),
-        "{here}/w.npz", "declares shape (100000000000,)"),
-    Row("evaluate of no images", lambda w: evaluate(*w.resnet8(), np.zeros((0, 3, 32, 32), np.uint8), np.zeros(0, np.int64), mean=MEAN, std=STD),
-        "images", "expected at least one image to evaluate, got none"),
-    Row("model.apply train='False'", lambda w: w.resnet8()[0].apply(*w.resnet8()[1:], np.zeros((1, 3, 8, 8), np.float32), train="False"),
-        "train", "expected True or False, got 'False'"),
-    Row("model.apply of a float64 fc.weight among float32", lambda w: w.resnet8()[0].apply(*w.resnet8(fc64=True)[1:], np.zeros((1, 3, 8, 8), np.float32), train=False),
-        "params['fc.weight']", "expected dtype float32 (that of conv1.weight; float32 or float64, one for all: no silent casts), got float64"),
-    Row("batch_norm train='False'", lambda w: batch_norm(np.zeros((2, 3, 2, 2)), np.ones(3), np.zeros(3), batch_norm_state(3), train="False"),
-        "train", "expected True or False, got 'False'"),
-    Row("batch_norm relu=1", lambda w: batch_norm(np.zeros((2, 3, 2, 2)), np.ones(3), np.zeros(3), batch_norm_state(3), train=False, relu=1),
-        "relu", "expected True or False, got 1"),
-    Row("model.init dtype=float16", lambda w: create_model("resnet8").init(0, dtype=np.float16), "dtype", "expected numpy.float32 or numpy.float64, got float16"),
-    Row("save_weights of NaN parameters", lambda w: save_weights(w.folder() / "w.npz", *w.resnet8(nan=True)), "{here}/w.npz",
-        "refusing to write weights that would not load: key 'fc.bias': expected finite values"),
-    Row("create_model num_classes=10**9", lambda w: create_model("resnet8", num_classes=10**9), "num_classes", "expected an int in [1, 100000]"),
-    Row("model.apply of a wrong-shape weight", lambda w: w.resnet8()[0].apply(*w.resnet8(fc_shape=(3, 3))[1:], np.zeros((1, 3, 8, 8), np.float32), train=False),
-        "params['fc.weight']", "expected shape (10, 64) (the resnet8 parameter), got shape (3, 3)"),
-    Row("model.apply of int32 parameters", lambda w: w.resnet8()[0].apply(*w.resnet8(int32=True)[1:], np.zeros((1, 3, 8, 8), np.float32), train=False),
-        "params['conv1.weight']", "expected a floating dtype, got int32"),
-    *[Row(f"model.init seed={seed!r}", lambda w, seed=seed: create_model("resnet8").init(seed), "seed", f"expected an int ≥ 0, got {seed!r}") for seed in (-1, 1.5, "0")],
-    Row("save_weights of another model's params", lambda w: save_weights(w.folder() / "w.npz", create_model("resnet8"), *create_model("resnet14-s2u1").init(0)),
-        "params", "expected only the leaves of resnet8"),
-    Row("load_weights of a string array", lambda w: load_weights(w.file("w.npz", lambda p: np.savez(p, **w.weights_with(**{"fc.bias": np.array(["a"] * 10)}))), create_model("resnet8")),
-        "{here}/w.npz", "key 'fc.bias': expected dtype float32 or float64, got <U1"),
+    Row(
+        "load_weights of a 300-byte .npz declaring 745 GiB",
+        lambda w: load_weights(w.file("w.npz", forged), create_model("resnet8")),
+        "{here}/w.npz",
+        "declares shape (100000000000,)",
+    ),
+    Row(
+        "evaluate of no images",
+        lambda w: evaluate(*w.resnet8(), np.zeros((0, 3, 32, 32), np.uint8), np.zeros(0, np.int64), mean=MEAN, std=STD),
+        "images",
+        "expected at least one image to evaluate, got none",
+    ),
+    Row(
+        "model.apply train='False'",
+        lambda w: w.resnet8()[0].apply(*w.resnet8()[1:], np.zeros((1, 3, 8, 8), np.float32), train="False"),
+        "train",
+        "expected True or False, got 'False'",
+    ),
+    Row(
+        "model.apply of a float64 fc.weight among float32",
+        lambda w: w.resnet8()[0].apply(*w.resnet8(fc64=True)[1:], np.zeros((1, 3, 8, 8), np.float32), train=False),
+        "params['fc.weight']",
+        "expected dtype float32 (that of conv1.weight; float32 or float64, one for all: no silent casts), got float64",
+    ),
+    Row(
+        "batch_norm train='False'",
+        lambda w: batch_norm(np.zeros((2, 3, 2, 2)), np.ones(3), np.zeros(3), batch_norm_state(3), train="False"),
+        "train",
+        "expected True or False, got 'False'",
+    ),
+    Row(
+        "batch_norm relu=1",
+        lambda w: batch_norm(np.zeros((2, 3, 2, 2)), np.ones(3), np.zeros(3), batch_norm_state(3), train=False, relu=1),
+        "relu",
+        "expected True or False, got 1",
+    ),
+    Row(
+        "model.init dtype=float16",
+        lambda w: create_model("resnet8").init(0, dtype=np.float16),
+        "dtype",
+        "expected numpy.float32 or numpy.float64, got float16",
+    ),
+    Row(
+        "save_weights of NaN parameters",
+        lambda w: save_weights(w.folder() / "w.npz", *w.resnet8(nan=True)),
+        "{here}/w.npz",
+        "refusing to write weights that would not load: key 'fc.bias': expected finite values",
+    ),
+    Row(
+        "create_model num_classes=10**9",
+        lambda w: create_model("resnet8", num_classes=10**9),
+        "num_classes",
+        "expected an int in [1, 100000]",
+    ),
+    Row(
+        "model.apply of a wrong-shape weight",
+        lambda w: w.resnet8()[0].apply(
+            *w.resnet8(fc_shape=(3, 3))[1:], np.zeros((1, 3, 8, 8), np.float32), train=False
+        ),
+        "params['fc.weight']",
+        "expected shape (10, 64) (the resnet8 parameter), got shape (3, 3)",
+    ),
+    Row(
+        "model.apply of int32 parameters",
+        lambda w: w.resnet8()[0].apply(*w.resnet8(int32=True)[1:], np.zeros((1, 3, 8, 8), np.float32), train=False),
+        "params['conv1.weight']",
+        "expected a floating dtype, got int32",
+    ),
+    *[
+        Row(
+            f"model.init seed={seed!r}",
+            lambda w, seed=seed: create_model("resnet8").init(seed),
+            "seed",
+            f"expected an int ≥ 0, got {seed!r}",
+        )
+        for seed in (-1, 1.5, "0")
+    ],
+    Row(
+        "save_weights of another model's params",
+        lambda w: save_weights(w.folder() / "w.npz", create_model("resnet8"), *create_model("resnet14-s2u1").init(0)),
+        "params",
+        "expected only the leaves of resnet8",
+    ),
+    Row(
+        "load_weights of a string array",
+        lambda w: load_weights(
+            w.file("w.npz", lambda p: np.savez(p, **w.weights_with(**{"fc.bias": np.array(["a"] * 10)}))),
+            create_model("resnet8"),
+        ),
+        "{here}/w.npz",
+        "key 'fc.bias': expected dtype float32 or float64, got <U1",
+    ),
 ]
 
 

@@ -167,7 +167,9 @@ def part(stages, g, p):
 
 @given(stage_layouts(), seeds, st.data())
 def test_orthogonality_loss_is_positive_when_a_covered_row_is_scaled(layout, seed, data):
-    rows = [(g, p, r) for g, lay in enumerate(layout) for p, n in enumerate(lay["shared"] + lay["unique"]) for r in range(n)]
+    rows = [
+        (g, p, r) for g, lay in enumerate(layout) for p, n in enumerate(lay["shared"] + lay["unique"]) for r in range(n)
+    ]
     assume(rows)
     g, p, r = data.draw(st.sampled_from(rows))
     stages = orthonormal_stages(layout, np.random.default_rng(seed))
@@ -276,7 +278,9 @@ def test_shared_orthogonality_loss_matches_reference_and_vanishes_on_orthonormal
     assert abs(shared_orthogonality_loss(ortho)) <= 1e-12
     g = next(i for i, stage in enumerate(ortho) if stage)
     ortho[g][0][0] *= 2.0
-    assert shared_orthogonality_loss(ortho) == pytest.approx(9.0 / sum(sum(s["shared"]) ** 2 for s in layout), rel=1e-10)
+    assert shared_orthogonality_loss(ortho) == pytest.approx(
+        9.0 / sum(sum(s["shared"]) ** 2 for s in layout), rel=1e-10
+    )
     check_gradients(lambda stages: shared_orthogonality_loss(stages), stages, directions=4)
 
 
@@ -437,7 +441,9 @@ def test_shared_decompose_is_exact_when_the_stacked_rank_fits(problem, seed, dat
     rows = flat(S)
     np.testing.assert_allclose(rows @ rows.T, np.eye(s), atol=1e-12)
     assert len(result["unique_bases"]) == len(result["coefficients"]) == len(result["relative_errors"]) == len(outs)
-    for W, U, coefficients, error in zip(filters, result["unique_bases"], result["coefficients"], result["relative_errors"]):
+    for W, U, coefficients, error in zip(
+        filters, result["unique_bases"], result["coefficients"], result["relative_errors"]
+    ):
         assert U.shape == (u, C, k, k)
         assert coefficients.shape == (W.shape[0], u + s, 1, 1)
         assert 0 <= error < 1e-10
@@ -458,7 +464,9 @@ def test_shared_decompose_errors_and_subspaces_match_independent_computation(pro
     stacked = np.concatenate([W.reshape(W.shape[0], -1) for W in filters])
     sigma = np.linalg.svd(stacked, compute_uv=False)
     assert np.sum((stacked @ S.T) ** 2) == pytest.approx(np.sum(sigma[:s] ** 2), rel=1e-10, abs=1e-12)
-    for W, U, coefficients, error in zip(filters, result["unique_bases"], result["coefficients"], result["relative_errors"]):
+    for W, U, coefficients, error in zip(
+        filters, result["unique_bases"], result["coefficients"], result["relative_errors"]
+    ):
         M = W.reshape(W.shape[0], -1)
         Urows = flat(U)
         # unique basis: orthonormal rows capturing the top-u energy of the layer's residual
@@ -467,7 +475,9 @@ def test_shared_decompose_errors_and_subspaces_match_independent_computation(pro
         sigma_l = np.linalg.svd(residual, compute_uv=False)
         assert np.sum((residual @ Urows.T) ** 2) == pytest.approx(np.sum(sigma_l[:u] ** 2), rel=1e-10, abs=1e-12)
         # the reported error is that of the returned coefficients...
-        reported = np.linalg.norm(W - reconstruct(np.concatenate([U, result["shared_basis"]]), coefficients)) / np.linalg.norm(W)
+        reported = np.linalg.norm(
+            W - reconstruct(np.concatenate([U, result["shared_basis"]]), coefficients)
+        ) / np.linalg.norm(W)
         assert error == pytest.approx(reported, rel=1e-8, abs=1e-13)
         # ... and those are least squares: the error of projecting M on the span of [U; S]
         basis = np.concatenate([Urows, S])
@@ -506,7 +516,11 @@ def make_layer(rng, C, k, u, s, C_out, random_state=False):
     def state(n):
         if not random_state:
             return {"running_mean": np.zeros(n), "running_var": np.ones(n), "num_batches_tracked": np.int64(0)}
-        return {"running_mean": rng.standard_normal(n), "running_var": rng.uniform(0.5, 2.0, n), "num_batches_tracked": np.int64(5)}
+        return {
+            "running_mean": rng.standard_normal(n),
+            "running_var": rng.uniform(0.5, 2.0, n),
+            "num_batches_tracked": np.int64(5),
+        }
 
     params = {
         "unique_basis": None if u is None else rng.standard_normal((u, C, k, k)),
@@ -532,7 +546,9 @@ def reference_basis_layer(x, params, state, train, stride):
 
 def split_params(params):
     """(the array-only part for autograd / check_gradients, the keys that were None)."""
-    return {key: value for key, value in params.items() if value is not None}, [k for k, v in params.items() if v is None]
+    return {key: value for key, value in params.items() if value is not None}, [
+        k for k, v in params.items() if v is None
+    ]
 
 
 def with_nones(trainable, none_keys):
@@ -717,7 +733,14 @@ def test_basis_layer_mac_ratio_is_r_times_ten_over_nine_c(H, W, C):
         assert Fraction(macs, conv_macs(H, W, C, C, 3, 3)) == expected
 
 
-@given(st.integers(1, 64), st.integers(1, 64), st.integers(1, 8), st.integers(1, 8), st.integers(1, 8), st.sampled_from([1, 3, 5]))
+@given(
+    st.integers(1, 64),
+    st.integers(1, 64),
+    st.integers(1, 8),
+    st.integers(1, 8),
+    st.integers(1, 8),
+    st.sampled_from([1, 3, 5]),
+)
 def test_basis_layer_macs_formula(H, W, c_in, c_out, r, k):
     assert basis_layer_macs(H, W, c_in, c_out, r, k) == H * W * r * (c_in * k * k + c_out)
 

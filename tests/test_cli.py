@@ -25,7 +25,6 @@ from minibasis import train as T
 from minibasis.data import DATASETS, load_cifar, stratified_subset
 from minibasis.models import create_model
 from minibasis.weights import load_weights, save_weights
-
 from support.cifar_files import write_cifar10_archive, write_cifar100_archive
 from support.run_files import assert_npz_identical, evaluate_by_hand, files_of, logits_by_hand, read_log, without_timing
 
@@ -45,13 +44,16 @@ def command(*argv):
 
 
 def process_env(**extra):
-    return dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])), **extra)
+    return dict(
+        os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])), **extra
+    )
 
 
 def run_process(*argv, timeout=300):
     """The finished subprocess of ``minibasis ARGV`` (stdout and stderr as text, not a terminal)."""
-    return subprocess.run(command(*argv), cwd=ROOT, env=process_env(COLUMNS="200"), capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        command(*argv), cwd=ROOT, env=process_env(COLUMNS="200"), capture_output=True, text=True, timeout=timeout
+    )
 
 
 # ----------------------------------------------------------------------------------- info
@@ -87,9 +89,20 @@ def test_info_resnet56(capsys):
 def test_info_layers(capsys):
     code, out, _ = run(capsys, "info", "resnet56-s16u1", "--layers")
     assert code == 0
-    rows = {l.split()[0]: l.split()[1:] for l in out.splitlines()[1:] if l and not l.startswith(("total", "against", "note"))}
-    for name in ("conv1", "layer1.0.conv1", "layer1.1.coeff_conv1", "layer1.1.basis_conv1", "shared_basis_1_1",
-                 "layer3.8.coeff_conv2", "fc"):
+    rows = {
+        l.split()[0]: l.split()[1:]
+        for l in out.splitlines()[1:]
+        if l and not l.startswith(("total", "against", "note"))
+    }
+    for name in (
+        "conv1",
+        "layer1.0.conv1",
+        "layer1.1.coeff_conv1",
+        "layer1.1.basis_conv1",
+        "shared_basis_1_1",
+        "layer3.8.coeff_conv2",
+        "fc",
+    ):
         assert name in rows, name
     # The rows add up to the totals.
     params = sum(int(p.replace(",", "")) for p, *_ in rows.values())
@@ -107,9 +120,17 @@ def test_info_num_classes(capsys):
 def test_info_without_a_spec_lists_the_zoo_with_its_counts(capsys):
     code, out, err = run(capsys, "info")
     assert code == 0 and err == ""
-    rows = {line.split()[0]: line.replace(",", "") for line in out.splitlines() if line.split() and line.split()[0].count("-") >= 1}
-    for spec, params, macs in (("imagenet-resnet50-shared++", 18_262_056, 4_089_184_256), ("cifar100-resnet34-single-s32u1", 7_726_676, 772_524_032),
-                               ("imagenet-mobilenetv2-shared++", 2_978_905, 313_621_120), ("resnet56-s16u1", 319_226, 145_932_928)):
+    rows = {
+        line.split()[0]: line.replace(",", "")
+        for line in out.splitlines()
+        if line.split() and line.split()[0].count("-") >= 1
+    }
+    for spec, params, macs in (
+        ("imagenet-resnet50-shared++", 18_262_056, 4_089_184_256),
+        ("cifar100-resnet34-single-s32u1", 7_726_676, 772_524_032),
+        ("imagenet-mobilenetv2-shared++", 2_978_905, 313_621_120),
+        ("resnet56-s16u1", 319_226, 145_932_928),
+    ):
         assert str(params) in rows[spec] and str(macs) in rows[spec], rows.get(spec)
 
 
@@ -134,14 +155,35 @@ def test_info_invalid_spec(capsys, spec):
 # ----------------------------------------------------------------------------------- help
 
 
-@pytest.mark.parametrize("argv, expected", [
-    ([], ["train", "eval", "info"]),
-    (["train"], ["--model", "--data", "--download", "--train-size", "--test-size", "--epochs", "--batch-size",
-                 "--lr", "--lam", "--schedule", "--seed", "--out", "--resume", "--stop-after", "--quiet",
-                 "valid model specs"]),
-    (["eval"], ["weights", "--model", "--data", "--test-size", "--seed", "--batch-size"]),
-    (["info"], ["spec", "--layers", "--num-classes"]),
-])
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        ([], ["train", "eval", "info"]),
+        (
+            ["train"],
+            [
+                "--model",
+                "--data",
+                "--download",
+                "--train-size",
+                "--test-size",
+                "--epochs",
+                "--batch-size",
+                "--lr",
+                "--lam",
+                "--schedule",
+                "--seed",
+                "--out",
+                "--resume",
+                "--stop-after",
+                "--quiet",
+                "valid model specs",
+            ],
+        ),
+        (["eval"], ["weights", "--model", "--data", "--test-size", "--seed", "--batch-size"]),
+        (["info"], ["spec", "--layers", "--num-classes"]),
+    ],
+)
 def test_help(capsys, argv, expected):
     with pytest.raises(SystemExit) as info:
         cli.main([*argv, "--help"])
@@ -157,7 +199,10 @@ def test_no_command_is_a_usage_error(capsys):
         cli.main([])
     assert info.value.code == 2
     err = capsys.readouterr().err
-    assert err == "minibasis: error: the following arguments are required: {train,eval,info,golden} (see minibasis --help)\n"
+    assert (
+        err
+        == "minibasis: error: the following arguments are required: {train,eval,info,golden} (see minibasis --help)\n"
+    )
 
 
 def help_entries(text):
@@ -169,19 +214,45 @@ def help_entries(text):
             entries[current] = ""
         elif current and line.startswith("   "):
             entries[current] += " " + line.strip()
-    return {key.split("  ")[0]: " ".join((key.split("  ", 1)[1:] or [""])[0].split() + value.split())
-            for key, value in entries.items()}
+    return {
+        key.split("  ")[0]: " ".join((key.split("  ", 1)[1:] or [""])[0].split() + value.split())
+        for key, value in entries.items()
+    }
 
 
-@pytest.mark.parametrize("sub, expected", [
-    ("train", {"--model": "resnet20-s16u1", "--train-size": "2000", "--test-size": "1000", "--epochs": "5",
-               "--batch-size": "128", "--lr": "0.1", "--momentum": "0.9", "--weight-decay": "0.0005", "--seed": "0",
-               "--schedule": "step", "--out": "runs/MODEL", "--progress-every": "5.0", "--device": "cpu",
-               "--dataset": "cifar10", "--lam": "10 for the shared variants, 0 for the original and NonShared"}),
-    ("eval", {"--test-size": "0", "--batch-size": "500", "--progress-every": "5.0", "--dataset": "cifar10"}),
-    ("info", {"--num-classes": "10, 100 or 1000 by the spec's dataset",
-              "--image-size": "32 for CIFAR, 224 for ImageNet"}),
-])
+@pytest.mark.parametrize(
+    "sub, expected",
+    [
+        (
+            "train",
+            {
+                "--model": "resnet20-s16u1",
+                "--train-size": "2000",
+                "--test-size": "1000",
+                "--epochs": "5",
+                "--batch-size": "128",
+                "--lr": "0.1",
+                "--momentum": "0.9",
+                "--weight-decay": "0.0005",
+                "--seed": "0",
+                "--schedule": "step",
+                "--out": "runs/MODEL",
+                "--progress-every": "5.0",
+                "--device": "cpu",
+                "--dataset": "cifar10",
+                "--lam": "10 for the shared variants, 0 for the original and NonShared",
+            },
+        ),
+        ("eval", {"--test-size": "0", "--batch-size": "500", "--progress-every": "5.0", "--dataset": "cifar10"}),
+        (
+            "info",
+            {
+                "--num-classes": "10, 100 or 1000 by the spec's dataset",
+                "--image-size": "32 for CIFAR, 224 for ImageNet",
+            },
+        ),
+    ],
+)
 def test_help_shows_every_default(sub, expected):
     """Every option's help ends with its default, ``(default: …)``, and train's --schedule help
     states the step schedule's rule."""
@@ -219,9 +290,25 @@ def test_train_then_eval_end_to_end(shared_archive, tmp_path, capsys):
     """A real run, then eval of its weights: a 1,000-image stratified subset of the shared CIFAR-10
     archive, 2 epochs; the folder holds the four run files, and config.json records λ and the data."""
     out = tmp_path / "run"
-    code, stdout, err = run(capsys, "train", "--data", shared_archive, "--model", "resnet8",
-                            "--train-size", 1000, "--test-size", 100, "--epochs", 2, "--batch-size", 50,
-                            "--out", out, "--quiet")
+    code, stdout, err = run(
+        capsys,
+        "train",
+        "--data",
+        shared_archive,
+        "--model",
+        "resnet8",
+        "--train-size",
+        1000,
+        "--test-size",
+        100,
+        "--epochs",
+        2,
+        "--batch-size",
+        50,
+        "--out",
+        out,
+        "--quiet",
+    )
     assert code == 0, err
     assert err == ""  # --quiet: no progress bar
     assert f"run folder: {out} (config.json, log.jsonl, weights.npz, checkpoint.npz); 2 of 2 epochs done\n" in stdout
@@ -234,7 +321,10 @@ def test_train_then_eval_end_to_end(shared_archive, tmp_path, capsys):
     config = json.loads((out / "config.json").read_text())
     assert config["model"] == "resnet8" and config["train_size"] == 1000 and config["test_size"] == 100
     assert config["lam"] == 0.0 and all(r["lam"] == 0.0 for r in records)  # the λ used: resnet8 has no bases
-    assert config["data"]["path"] == str(shared_archive.absolute()) and config["data"]["bytes"] == shared_archive.stat().st_size
+    assert (
+        config["data"]["path"] == str(shared_archive.absolute())
+        and config["data"]["bytes"] == shared_archive.stat().st_size
+    )
     model = create_model("resnet8")
     assert runs.load_checkpoint(out / "checkpoint.npz", model).epoch == 2
     load_weights(out / "weights.npz", model)
@@ -263,8 +353,13 @@ def tiny_run(tmp_path_factory):
     spec, test_images = DATASETS["cifar10"], load_cifar(archive).test_images
     logits = logits_by_hand(model, params, state, test_images, spec.mean, spec.std)
     scale = 1 / logits.std(axis=0)
-    params = {**params, "fc": {"weight": (params["fc"]["weight"] * scale[:, None]).astype(np.float32),
-                               "bias": ((params["fc"]["bias"] - logits.mean(axis=0)) * scale).astype(np.float32)}}
+    params = {
+        **params,
+        "fc": {
+            "weight": (params["fc"]["weight"] * scale[:, None]).astype(np.float32),
+            "bias": ((params["fc"]["bias"] - logits.mean(axis=0)) * scale).astype(np.float32),
+        },
+    }
     predicted = logits_by_hand(model, params, state, test_images, spec.mean, spec.std).argmax(axis=1)
     assert len(set(predicted.tolist())) >= 4, predicted
     weights = save_weights(root / "run" / "weights.npz", model, params, state)
@@ -284,12 +379,15 @@ def expected_eval(archive, model, params, state, test_size, seed):
     return len(labels), evaluate_by_hand(model, params, state, images, labels, spec.mean, spec.std)
 
 
-@pytest.mark.parametrize("extra, test_size, seed", [
-    ([], 0, None),                                # the whole test set
-    (["--test-size", 10], 10, 5),                 # default seed: config.json's seed + 1
-    (["--test-size", 10, "--seed", 9], 10, 9),
-    (["--test-size", 20, "--model", "resnet8", "--batch-size", 3], 20, 5),
-])
+@pytest.mark.parametrize(
+    "extra, test_size, seed",
+    [
+        ([], 0, None),  # the whole test set
+        (["--test-size", 10], 10, 5),  # default seed: config.json's seed + 1
+        (["--test-size", 10, "--seed", 9], 10, 9),
+        (["--test-size", 20, "--model", "resnet8", "--batch-size", 3], 20, 5),
+    ],
+)
 def test_eval_on_tiny_archive(capsys, tiny_run, extra, test_size, seed):
     archive, weights, model, params, state = tiny_run
     code, out, err = run(capsys, "eval", weights, "--data", archive, *extra)
@@ -324,13 +422,16 @@ def test_eval_missing_weights_file(capsys, tiny_run, tmp_path):
     assert re.search(r"no such file|does not exist|not found|expected an existing", err), err
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--epochs", "0"], "epochs: expected an int ≥ 1, got 0"),
-    (["--batch-size", "0"], "batch_size: expected an int ≥ 1, got 0"),
-    (["--lam", "-1"], "lam: expected a finite real number ≥ 0, got -1.0"),
-    (["--stop-after", "0"], "stop_after: expected an int ≥ 1, got 0"),
-    (["--model", "resnet9"], "model: "),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--epochs", "0"], "epochs: expected an int ≥ 1, got 0"),
+        (["--batch-size", "0"], "batch_size: expected an int ≥ 1, got 0"),
+        (["--lam", "-1"], "lam: expected a finite real number ≥ 0, got -1.0"),
+        (["--stop-after", "0"], "stop_after: expected an int ≥ 1, got 0"),
+        (["--model", "resnet9"], "model: "),
+    ],
+)
 def test_train_bad_values(capsys, tmp_path, argv, message):
     out = tmp_path / "run"
     code, stdout, err = run(capsys, "train", "--data", tmp_path / "nothing-here.tar.gz", "--out", out, *argv)
@@ -341,8 +442,21 @@ def test_train_bad_values(capsys, tmp_path, argv, message):
 
 def test_train_size_not_a_multiple_of_the_classes(capsys, tiny_run, tmp_path):
     archive, *_ = tiny_run
-    code, _, err = run(capsys, "train", "--data", archive, "--model", "resnet8", "--train-size", 15,
-                       "--epochs", 1, "--out", tmp_path / "run", "--quiet")
+    code, _, err = run(
+        capsys,
+        "train",
+        "--data",
+        archive,
+        "--model",
+        "resnet8",
+        "--train-size",
+        15,
+        "--epochs",
+        1,
+        "--out",
+        tmp_path / "run",
+        "--quiet",
+    )
     assert code == 1 and err.startswith("minibasis train: error:")
     assert "15" in err and "multiple" in err and "Traceback" not in err
 
@@ -350,8 +464,22 @@ def test_train_size_not_a_multiple_of_the_classes(capsys, tiny_run, tmp_path):
 def test_train_on_tiny_archive_then_resume(capsys, tiny_run, tmp_path):
     """train --stop-after 1, then --resume: log and files as an uninterrupted 2-epoch run."""
     archive, *_ = tiny_run
-    common = ["train", "--data", archive, "--model", "resnet8", "--train-size", 10, "--test-size", 10,
-              "--epochs", 2, "--batch-size", 10, "--quiet"]
+    common = [
+        "train",
+        "--data",
+        archive,
+        "--model",
+        "resnet8",
+        "--train-size",
+        10,
+        "--test-size",
+        10,
+        "--epochs",
+        2,
+        "--batch-size",
+        10,
+        "--quiet",
+    ]
     code, stdout, err = run(capsys, *common, "--out", tmp_path / "a", "--stop-after", 1)
     assert code == 0, err
     assert len(re.findall(r"^epoch ", stdout, re.M)) == 1
@@ -388,8 +516,10 @@ def test_data_path_does_not_exist(capsys, tmp_path):
 def test_no_data_and_empty_cache(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
-    for argv in (["train", "--model", "resnet8", "--out", tmp_path / "run"],
-                 ["train", "--model", "resnet8"]):  # default run folder, under the cwd (tmp_path)
+    for argv in (
+        ["train", "--model", "resnet8", "--out", tmp_path / "run"],
+        ["train", "--model", "resnet8"],
+    ):  # default run folder, under the cwd (tmp_path)
         code, _, err = run(capsys, *argv)
         assert code == 1
         assert err.startswith("minibasis train: error:")
@@ -426,14 +556,28 @@ def test_progress_lines_when_stderr_is_not_a_terminal(tiny_run, tmp_path):
     assert proc.returncode == 0, proc.stderr
     lines = proc.stderr.splitlines()
     assert "\r" not in proc.stderr  # no bar: stderr is a pipe
-    assert [line for line in lines if re.fullmatch(r"epoch 1/1: (10|20)/20 images, \d+ img/s, ETA \d+:\d\d, run ETA \d+:\d\d, "
-                                                   r"loss \d+\.\d{4}", line)], lines
-    assert [line for line in lines if re.fullmatch(r"epoch 1/1 test: 10/10 images, \d+ img/s, ETA \d+:\d\d, run ETA \d+:\d\d", line)], lines
+    assert [
+        line
+        for line in lines
+        if re.fullmatch(
+            r"epoch 1/1: (10|20)/20 images, \d+ img/s, ETA \d+:\d\d, run ETA \d+:\d\d, "
+            r"loss \d+\.\d{4}",
+            line,
+        )
+    ], lines
+    assert [
+        line
+        for line in lines
+        if re.fullmatch(r"epoch 1/1 test: 10/10 images, \d+ img/s, ETA \d+:\d\d, run ETA \d+:\d\d", line)
+    ], lines
     assert len(lines) == 3, lines  # one per batch with --progress-every 0: 2 training batches, 1 test batch
 
     proc = run_process("eval", out / "weights.npz", "--data", archive, "--batch-size", 10, "--progress-every", 0)
     assert proc.returncode == 0, proc.stderr
-    assert [re.fullmatch(r"eval: (\d+)/30 images, \d+ img/s, ETA \d+:\d\d", line).group(1) for line in proc.stderr.splitlines()] == ["10", "20", "30"]
+    assert [
+        re.fullmatch(r"eval: (\d+)/30 images, \d+ img/s, ETA \d+:\d\d", line).group(1)
+        for line in proc.stderr.splitlines()
+    ] == ["10", "20", "30"]
     assert json.loads(proc.stdout)["images"] == 30
 
     proc = run_process("eval", out / "weights.npz", "--data", archive, "--batch-size", 10, "--quiet")
@@ -443,7 +587,9 @@ def test_progress_lines_when_stderr_is_not_a_terminal(tiny_run, tmp_path):
 def test_a_one_epoch_run_trains_at_the_given_lr(tiny_run, tmp_path):
     """On the command line, --epochs 1 trains its only epoch at --lr, never at a decayed rate."""
     archive, *_ = tiny_run
-    proc = run_process("train", "--data", archive, *TINY_TRAIN, "--epochs", 1, "--lr", 0.05, "--out", tmp_path / "run", "--quiet")
+    proc = run_process(
+        "train", "--data", archive, *TINY_TRAIN, "--epochs", 1, "--lr", 0.05, "--out", tmp_path / "run", "--quiet"
+    )
     assert proc.returncode == 0, proc.stderr
     assert [r["lr"] for r in read_log(tmp_path / "run")] == [0.05]
     assert re.search(r"^epoch +1/1 .* lr 0\.05 ", proc.stdout, re.M), proc.stdout
@@ -466,12 +612,19 @@ def test_extending_a_finished_run_on_the_command_line(tiny_run, tmp_path):
 
     proc = run_process("train", "--data", archive, "--out", out, "--resume", "--epochs", 3, "--quiet")
     assert proc.returncode == 0, proc.stderr
-    assert "extending the run from 2 to 3 epochs: epochs 3–3 follow the step schedule of a 3-epoch run (lr 0.01)" in proc.stdout
+    assert (
+        "extending the run from 2 to 3 epochs: epochs 3–3 follow the step schedule of a 3-epoch run (lr 0.01)"
+        in proc.stdout
+    )
     assert re.findall(r"^epoch +(\d)/3", proc.stdout, re.M) == ["3"]
     assert "3 of 3 epochs done" in proc.stdout
     config = json.loads((out / "config.json").read_text())
     assert config["epochs"] == 3 and config["extensions"] == [{"at_epoch": 2, "from_epochs": 2, "to_epochs": 3}]
-    assert [(r["epoch"], r["epochs"], r["lr"]) for r in read_log(out)] == [(1, 2, 0.1), (2, 2, 0.1 * 0.1 ** 1), (3, 3, 0.1 * 0.1 ** 1)]
+    assert [(r["epoch"], r["epochs"], r["lr"]) for r in read_log(out)] == [
+        (1, 2, 0.1),
+        (2, 2, 0.1 * 0.1**1),
+        (3, 3, 0.1 * 0.1**1),
+    ]
 
     proc = run_process("train", "--data", archive, "--out", out, "--resume", "--epochs", 2, "--quiet")
     assert proc.returncode == 1 and proc.stderr.startswith("minibasis train: error: epochs: expected at least 3")
@@ -491,25 +644,52 @@ def test_two_processes_cannot_train_into_one_folder_and_ctrl_c_is_one_line(tiny_
     line saying where its last checkpoint is, and the run resumes."""
     archive, *_ = tiny_run
     out = tmp_path / "run"
-    a = subprocess.Popen(command("train", "--data", archive, *TINY_TRAIN, "--epochs", 200, "--out", out, "--quiet"),
-                         cwd=ROOT, env=process_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    a = subprocess.Popen(
+        command("train", "--data", archive, *TINY_TRAIN, "--epochs", 200, "--out", out, "--quiet"),
+        cwd=ROOT,
+        env=process_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         wait_for(out / "checkpoint.npz", a)
-        b = run_process("train", "--data", archive, "--model", "resnet14-s2u1", "--train-size", 10, "--test-size", 10,
-                        "--out", out, "--overwrite", "--quiet")
+        b = run_process(
+            "train",
+            "--data",
+            archive,
+            "--model",
+            "resnet14-s2u1",
+            "--train-size",
+            10,
+            "--test-size",
+            10,
+            "--out",
+            out,
+            "--overwrite",
+            "--quiet",
+        )
         assert a.poll() is None, "A ended before B tried: the test did not test anything"
         assert b.returncode == 1
-        assert b.stderr == f"minibasis train: error: {out}: expected a folder no other process is using, got one locked by PID {a.pid}\n"
+        assert (
+            b.stderr == f"minibasis train: error: {out}: expected a folder no other process is using, "
+            f"got one locked by PID {a.pid}\n"
+        )
         assert json.loads((out / "config.json").read_text())["model"] == "resnet8"  # A's, untouched by B
     finally:
         a.send_signal(signal.SIGINT)
         stdout, stderr = a.communicate(timeout=120)
     assert a.returncode == 130, stderr
     epoch = runs.load_checkpoint(out / "checkpoint.npz", create_model("resnet8")).epoch
-    assert stderr == (f"minibasis train: interrupted. The last checkpoint, {out / 'checkpoint.npz'}, holds epoch {epoch}. "
-                      f"Continue with: minibasis train --resume --out {out}\n")
+    assert stderr == (
+        f"minibasis train: interrupted. The last checkpoint, {out / 'checkpoint.npz'}, holds epoch {epoch}. "
+        f"Continue with: minibasis train --resume --out {out}\n"
+    )
     assert "Traceback" not in stderr
-    assert len(re.findall(r"^epoch ", stdout, re.M)) in (epoch - 1, epoch)  # the signal may come between a checkpoint and its line
+    assert len(re.findall(r"^epoch ", stdout, re.M)) in (
+        epoch - 1,
+        epoch,
+    )  # the signal may come between a checkpoint and its line
     assert not runs.stale_temp_files(out)
     code = cli.main(["train", "--data", str(archive), "--out", str(out), "--resume", "--stop-after", "1", "--quiet"])
     assert code == 0
@@ -526,8 +706,27 @@ def test_train_and_eval_a_cifar100_model_on_the_official_cifar100_layout(tmp_pat
     ``cifar-100-python`` layout (100 training and 100 test images): one epoch, then eval."""
     archive = write_cifar100_archive(tmp_path / "data", train_per_class=1, test_per_class=1, seed=0)
     out = tmp_path / "run"
-    code, stdout, err = run(capsys, "train", "--dataset", "cifar100", "--model", "cifar100-resnet34-single-s32u1", "--data", archive,
-                            "--train-size", 0, "--test-size", 0, "--epochs", 1, "--batch-size", 50, "--out", out, "--quiet")
+    code, stdout, err = run(
+        capsys,
+        "train",
+        "--dataset",
+        "cifar100",
+        "--model",
+        "cifar100-resnet34-single-s32u1",
+        "--data",
+        archive,
+        "--train-size",
+        0,
+        "--test-size",
+        0,
+        "--epochs",
+        1,
+        "--batch-size",
+        50,
+        "--out",
+        out,
+        "--quiet",
+    )
     assert code == 0, err
     (record,) = read_log(out)
     assert record["epoch"] == 1 and 0 <= record["test_acc"] <= 1 and record["orthogonality"] > 0
@@ -549,8 +748,13 @@ def test_help_never_breaks_a_spec_name_at_its_hyphens(monkeypatch, command, colu
     monkeypatch.setenv("COLUMNS", columns)
     text = cli.build_parser()._subparsers._group_actions[0].choices[command].format_help()
     assert not [line for line in text.splitlines() if line.rstrip().endswith("-")]
-    for spec in ("cifar100-resnet34-single-s16u1", "cifar100-densenet121-single-s16u1",
-                 "cifar100-resnext50-single-s64u4", "cifar100-mobilenetv2-shared++", "imagenet-resnet34-s48u1"):
+    for spec in (
+        "cifar100-resnet34-single-s16u1",
+        "cifar100-densenet121-single-s16u1",
+        "cifar100-resnext50-single-s64u4",
+        "cifar100-mobilenetv2-shared++",
+        "imagenet-resnet34-s48u1",
+    ):
         assert spec in text
 
 
@@ -560,9 +764,27 @@ def test_train_a_shared_densenet121_on_the_official_cifar100_layout(tmp_path, ca
     regulariser in the log, the authors' keys in the weights (the first dense layer owns the basis)."""
     archive = write_cifar100_archive(tmp_path / "data", train_per_class=1, test_per_class=1, seed=0)
     out = tmp_path / "run"
-    code, stdout, err = run(capsys, "train", "--dataset", "cifar100", "--model", "cifar100-densenet121-single-s16u1",
-                            "--data", archive, "--train-size", 0, "--test-size", 0, "--epochs", 1, "--batch-size", 100,
-                            "--out", out, "--quiet")
+    code, stdout, err = run(
+        capsys,
+        "train",
+        "--dataset",
+        "cifar100",
+        "--model",
+        "cifar100-densenet121-single-s16u1",
+        "--data",
+        archive,
+        "--train-size",
+        0,
+        "--test-size",
+        0,
+        "--epochs",
+        1,
+        "--batch-size",
+        100,
+        "--out",
+        out,
+        "--quiet",
+    )
     assert code == 0, err
     (record,) = read_log(out)
     assert record["epoch"] == 1 and 0 <= record["test_acc"] <= 1 and record["orthogonality"] > 0
@@ -577,7 +799,21 @@ def test_runs_are_bit_identical_whatever_the_worker_count_also_across_a_resume(t
     """The same seed gives the same files with 1 or 3 workers, and a run interrupted
     with 3 workers and resumed with 1 ends as an uninterrupted one."""
     archive = tiny_run[0]
-    options = ["--data", archive, "--model", "resnet14-s2u1", "--train-size", 20, "--test-size", 10, "--epochs", 2, "--batch-size", 10, "--quiet"]
+    options = [
+        "--data",
+        archive,
+        "--model",
+        "resnet14-s2u1",
+        "--train-size",
+        20,
+        "--test-size",
+        10,
+        "--epochs",
+        2,
+        "--batch-size",
+        10,
+        "--quiet",
+    ]
     for threads in (1, 3):
         assert run(capsys, "train", *options, "--threads", threads, "--out", tmp_path / f"t{threads}")[0] == 0
     assert run(capsys, "train", *options, "--threads", 3, "--stop-after", 1, "--out", tmp_path / "resumed")[0] == 0
@@ -589,8 +825,21 @@ def test_runs_are_bit_identical_whatever_the_worker_count_also_across_a_resume(t
 
 def test_a_mobilenet_run_with_dropout_resumes_bit_identically(tiny_run, tmp_path, capsys):
     """MobileNetV2's dropout draws its masks from the run's RNG (saved in every checkpoint)."""
-    options = ["--data", tiny_run[0], "--model", "imagenet-mobilenetv2-shared++", "--train-size", 20, "--test-size", 10,
-               "--epochs", 2, "--batch-size", 10, "--quiet"]
+    options = [
+        "--data",
+        tiny_run[0],
+        "--model",
+        "imagenet-mobilenetv2-shared++",
+        "--train-size",
+        20,
+        "--test-size",
+        10,
+        "--epochs",
+        2,
+        "--batch-size",
+        10,
+        "--quiet",
+    ]
     assert run(capsys, "train", *options, "--out", tmp_path / "straight")[0] == 0
     assert run(capsys, "train", *options, "--stop-after", 1, "--out", tmp_path / "resumed")[0] == 0
     assert run(capsys, "train", *options, "--resume", "--out", tmp_path / "resumed")[0] == 0
@@ -609,10 +858,19 @@ def complete_run(out, epochs):
 
 @pytest.mark.parametrize("value", ["yes", "true", "2", "01", "\uff11"])
 def test_a_bad_minibasis_reference_is_one_line(value):
-    proc = subprocess.run(command("info", "resnet20"), cwd=ROOT, env=process_env(MINIBASIS_REFERENCE=value),
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        command("info", "resnet20"),
+        cwd=ROOT,
+        env=process_env(MINIBASIS_REFERENCE=value),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
-    assert proc.stderr == f"minibasis info: error: MINIBASIS_REFERENCE: expected '1' (reference mode), '0' or unset, got {value!r}\n"
+    assert (
+        proc.stderr
+        == f"minibasis info: error: MINIBASIS_REFERENCE: expected '1' (reference mode), '0' or unset, got {value!r}\n"
+    )
 
 
 def test_a_broken_stdout_pipe_does_not_stop_training(tiny_run, tmp_path):
@@ -620,8 +878,14 @@ def test_a_broken_stdout_pipe_does_not_stop_training(tiny_run, tmp_path):
     exit 0, with no traceback."""
     archive, *_ = tiny_run
     out = tmp_path / "run"
-    proc = subprocess.Popen(command("train", "--data", archive, *TINY_TRAIN, "--epochs", 3, "--out", out), cwd=ROOT,
-                            env=process_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        command("train", "--data", archive, *TINY_TRAIN, "--epochs", 3, "--out", out),
+        cwd=ROOT,
+        env=process_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout.readline().startswith("epoch   1/3")
     proc.stdout.close()  # what head does after its line
     err = proc.stderr.read()
@@ -637,8 +901,9 @@ def test_a_closed_or_full_stderr_does_not_stop_training(tiny_run, tmp_path, how)
     out = tmp_path / "run"
     argv = command("train", "--data", archive, *TINY_TRAIN, "--epochs", 2, "--progress-every", 0, "--out", out)
     if how == "closed":
-        proc = subprocess.run(argv, cwd=ROOT, env=process_env(), stdout=subprocess.PIPE,
-                              preexec_fn=lambda: os.close(2), timeout=300)
+        proc = subprocess.run(
+            argv, cwd=ROOT, env=process_env(), stdout=subprocess.PIPE, preexec_fn=lambda: os.close(2), timeout=300
+        )
     else:
         with open("/dev/full", "w") as full:
             proc = subprocess.run(argv, cwd=ROOT, env=process_env(), stdout=subprocess.PIPE, stderr=full, timeout=300)
@@ -654,13 +919,23 @@ def test_a_file_size_limit_names_the_file(tiny_run, tmp_path):
 
     archive, *_ = tiny_run
     out = tmp_path / "run"
+
     def limit():  # 100 kB: the checkpoint is larger
         resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
 
-    proc = subprocess.run(command("train", "--data", archive, *TINY_TRAIN, "--epochs", 1, "--quiet", "--out", out),
-                          cwd=ROOT, env=process_env(), capture_output=True, text=True, preexec_fn=limit, timeout=300)
+    proc = subprocess.run(
+        command("train", "--data", archive, *TINY_TRAIN, "--epochs", 1, "--quiet", "--out", out),
+        cwd=ROOT,
+        env=process_env(),
+        capture_output=True,
+        text=True,
+        preexec_fn=limit,
+        timeout=300,
+    )
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
-    assert proc.stderr.startswith(f"minibasis train: error: {out / 'checkpoint.npz'}: File too large; nothing was written there"), proc.stderr
+    assert proc.stderr.startswith(
+        f"minibasis train: error: {out / 'checkpoint.npz'}: File too large; nothing was written there"
+    ), proc.stderr
     assert not runs.stale_temp_files(out)
 
 
@@ -671,11 +946,15 @@ def test_out_of_memory_is_one_line_with_the_model_and_batch_size(tiny_run, tmp_p
         raise MemoryError("Unable to allocate 3.00 GiB for an array with shape (805306368,) and data type float32")
 
     monkeypatch.setattr(T, "_sgd_step", no_memory)
-    code, out, err = run(capsys, "train", "--data", archive, *TINY_TRAIN, "--epochs", 1, "--quiet", "--out",
-                         tmp_path / "run")
+    code, out, err = run(
+        capsys, "train", "--data", archive, *TINY_TRAIN, "--epochs", 1, "--quiet", "--out", tmp_path / "run"
+    )
     assert code == 1 and err.count("\n") == 1, err
-    assert err == ("minibasis train: error: out of memory (Unable to allocate 3.00 GiB for an array with shape (805306368,) and data "
-                   "type float32) while training resnet8 with batch size 10; try a smaller --batch-size, or fewer --threads\n")
+    assert err == (
+        "minibasis train: error: out of memory (Unable to allocate 3.00 GiB for an array with shape (805306368,) "
+        "and data type float32) while training resnet8 with batch size 10; "
+        "try a smaller --batch-size, or fewer --threads\n"
+    )
 
 
 def test_ctrl_c_before_any_run_file_says_to_run_the_command_again(tiny_run, tmp_path, capsys, monkeypatch):
@@ -687,7 +966,9 @@ def test_ctrl_c_before_any_run_file_says_to_run_the_command_again(tiny_run, tmp_
     monkeypatch.setattr(T, "load_run_data", interrupted)
     code, out, err = run(capsys, "train", "--data", archive, *TINY_TRAIN, "--out", tmp_path / "run")
     assert code == 130
-    assert err == "minibasis train: interrupted. No run file was written: run the same command again to start the run.\n"
+    assert (
+        err == "minibasis train: interrupted. No run file was written: run the same command again to start the run.\n"
+    )
 
 
 def test_resume_with_nothing_else_continues_or_says_the_run_is_complete(tiny_run, tmp_path, capsys):
@@ -695,9 +976,12 @@ def test_resume_with_nothing_else_continues_or_says_the_run_is_complete(tiny_run
     where it starts, or that the run is complete."""
     archive, *_ = tiny_run
     out = tmp_path / "run"
-    code, stdout, err = run(capsys, "train", "--data", archive, *TINY_TRAIN, "--epochs", 2, "--stop-after", 1,
-                            "--quiet", "--out", out)
-    assert code == 0 and stdout.endswith(f"1 of 2 epochs done; continue it with: minibasis train --resume --out {out}\n"), stdout
+    code, stdout, err = run(
+        capsys, "train", "--data", archive, *TINY_TRAIN, "--epochs", 2, "--stop-after", 1, "--quiet", "--out", out
+    )
+    assert code == 0 and stdout.endswith(
+        f"1 of 2 epochs done; continue it with: minibasis train --resume --out {out}\n"
+    ), stdout
     code, stdout, err = run(capsys, "train", "--resume", "--out", out, "--quiet")
     assert code == 0 and stdout.startswith(f"{out}: resuming at epoch 2 of 2\n"), (stdout, err)
     code, stdout, err = run(capsys, "train", "--resume", "--out", out, "--quiet")
@@ -708,8 +992,12 @@ def test_resume_with_nothing_else_continues_or_says_the_run_is_complete(tiny_run
 def test_resume_on_data_moved_elsewhere_and_on_other_data_when_allowed(tiny_run, tmp_path, capsys):
     archive, *_ = tiny_run
     out = tmp_path / "run"
-    assert run(capsys, "train", "--data", archive, *TINY_TRAIN, "--epochs", 3, "--stop-after", 1, "--quiet", "--out",
-               out)[0] == 0
+    assert (
+        run(capsys, "train", "--data", archive, *TINY_TRAIN, "--epochs", 3, "--stop-after", 1, "--quiet", "--out", out)[
+            0
+        ]
+        == 0
+    )
     moved = tmp_path / "moved" / archive.name
     moved.parent.mkdir()
     shutil.copy(archive, moved)
@@ -730,13 +1018,40 @@ def test_a_real_out_of_memory_under_ulimit_v_is_one_line(shared_archive, tmp_pat
     import resource
 
     limit = lambda: resource.setrlimit(resource.RLIMIT_AS, (2_500_000_000, 2_500_000_000))  # noqa: E731
-    argv = command("train", "--data", shared_archive, "--model", "resnet20", "--train-size", 2000, "--test-size", 10,
-                   "--batch-size", 2000, "--epochs", 1, "--quiet", "--threads", 1, "--out", tmp_path / "run")
-    proc = subprocess.run(argv, cwd=ROOT, env=process_env(OPENBLAS_NUM_THREADS="1"), capture_output=True, text=True,
-                          preexec_fn=limit, timeout=300)
+    argv = command(
+        "train",
+        "--data",
+        shared_archive,
+        "--model",
+        "resnet20",
+        "--train-size",
+        2000,
+        "--test-size",
+        10,
+        "--batch-size",
+        2000,
+        "--epochs",
+        1,
+        "--quiet",
+        "--threads",
+        1,
+        "--out",
+        tmp_path / "run",
+    )
+    proc = subprocess.run(
+        argv,
+        cwd=ROOT,
+        env=process_env(OPENBLAS_NUM_THREADS="1"),
+        capture_output=True,
+        text=True,
+        preexec_fn=limit,
+        timeout=300,
+    )
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
     assert proc.stderr.startswith("minibasis train: error: out of memory (Unable to allocate "), proc.stderr
-    assert proc.stderr.endswith("while training resnet20 with batch size 2000; try a smaller --batch-size, or fewer --threads\n")
+    assert proc.stderr.endswith(
+        "while training resnet20 with batch size 2000; try a smaller --batch-size, or fewer --threads\n"
+    )
 
 
 def test_eval_with_model_ignores_a_config_json_that_is_not_a_runs(tiny_run, tmp_path, capsys):
@@ -748,4 +1063,6 @@ def test_eval_with_model_ignores_a_config_json_that_is_not_a_runs(tiny_run, tmp_
     code, out, err = run(capsys, "eval", folder / "weights.npz", "--data", archive, "--model", "resnet8", "--quiet")
     assert code == 0 and json.loads(out)["model"] == "resnet8", err
     code, out, err = run(capsys, "eval", folder / "weights.npz", "--data", archive, "--quiet")
-    assert code == 1 and err.startswith(f"minibasis eval: error: {folder / 'config.json'}: expected only the fields of a run's"), err
+    assert code == 1 and err.startswith(
+        f"minibasis eval: error: {folder / 'config.json'}: expected only the fields of a run's"
+    ), err

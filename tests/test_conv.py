@@ -12,8 +12,8 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from minibasis import backend
-from minibasis.mode import reference_mode
 from minibasis.conv import col2im, conv2d, conv2d_input_grad, conv2d_weight_grad, im2col
+from minibasis.mode import reference_mode
 from minibasis.testing import check_gradients
 from support.conv_geometries import geometries, hyper, random_pair
 
@@ -132,8 +132,12 @@ def test_primitives_pass_autograd_check_grads_to_second_order(form, x_shape, w_s
     with reference_mode(form == "reference"):
         dy = rng.standard_normal(conv2d(x, w, **hp).shape)
         check_grads(lambda x, w: conv2d(x, w, **hp), argnum=(0, 1), modes=["fwd", "rev"], order=2)(x, w)
-        check_grads(lambda dy, w: conv2d_input_grad(dy, w, x_shape=x_shape, **hp), argnum=(0, 1), modes=["fwd", "rev"], order=2)(dy, w)
-        check_grads(lambda x, dy: conv2d_weight_grad(x, dy, w_shape=w_shape, **hp), argnum=(0, 1), modes=["fwd", "rev"], order=2)(x, dy)
+        check_grads(
+            lambda dy, w: conv2d_input_grad(dy, w, x_shape=x_shape, **hp), argnum=(0, 1), modes=["fwd", "rev"], order=2
+        )(dy, w)
+        check_grads(
+            lambda x, dy: conv2d_weight_grad(x, dy, w_shape=w_shape, **hp), argnum=(0, 1), modes=["fwd", "rev"], order=2
+        )(x, dy)
 
 
 def test_hand_written_vjps_are_used_not_traced_through():
@@ -150,7 +154,9 @@ def test_hand_written_vjps_are_used_not_traced_through():
 @pytest.mark.parametrize("chunk_bytes", [None, 1], ids=["default-chunks", "one-image-per-chunk"])
 @given(geometries(max_channels=5, max_stride=1), st.integers(0, 2**32 - 1), st.sampled_from([np.float64, np.float32]))
 @example(  # several chunks for certain: 3 images, a 3×3 stride-1 conv (the fused path)
-    geo=dict(x=(3, 2, 5, 4), w=(3, 2, 3, 3), stride=(1, 1), padding=(1, 0), groups=1, out=(3, 3, 5, 2)), seed=0, dtype=np.float64
+    geo=dict(x=(3, 2, 5, 4), w=(3, 2, 3, 3), stride=(1, 1), padding=(1, 0), groups=1, out=(3, 3, 5, 2)),
+    seed=0,
+    dtype=np.float64,
 )
 def test_first_order_vjp_of_both_arguments_equals_the_gradient_primitives(chunk_bytes, geo, seed, dtype):
     """At first order the VJP computes dx and dw from one im2col of dy (stride 1); it must
@@ -199,7 +205,9 @@ def test_float32_stays_float32_through_value_and_gradients(stride, padding):
     # And second order, through the gradient primitives.
     hvp = autograd.grad(lambda w: anp.sum(autograd.grad(lambda w: anp.sum(conv2d(x, w, **hp) ** 2))(w) * w))(w)
     assert hvp.dtype == np.float32
-    np.testing.assert_allclose(y, naive_conv2d(x.astype(float), w.astype(float), (stride,) * 2, (padding,) * 2), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        y, naive_conv2d(x.astype(float), w.astype(float), (stride,) * 2, (padding,) * 2), rtol=1e-4, atol=1e-4
+    )
 
 
 @pytest.mark.parametrize(
@@ -233,14 +241,35 @@ def test_bad_input_raises_value_error_naming_the_argument(x_shape, w_shape, kwar
     "call, argument",
     [
         # a weight of the wrong input channels is refused, not answered with a gradient of the wrong shape
-        (lambda: conv2d_input_grad(np.zeros((1, 2, 3, 3)), np.zeros((2, 3, 3, 3)), x_shape=(1, 1, 5, 5)), "w: expected 1 input channels"),
-        (lambda: conv2d_input_grad(np.zeros((1, 2, 4, 4)), np.zeros((2, 1, 3, 3)), x_shape=(1, 1, 5, 5)), "dy: expected shape"),
+        (
+            lambda: conv2d_input_grad(np.zeros((1, 2, 3, 3)), np.zeros((2, 3, 3, 3)), x_shape=(1, 1, 5, 5)),
+            "w: expected 1 input channels",
+        ),
+        (
+            lambda: conv2d_input_grad(np.zeros((1, 2, 4, 4)), np.zeros((2, 1, 3, 3)), x_shape=(1, 1, 5, 5)),
+            "dy: expected shape",
+        ),
         (lambda: conv2d_input_grad(np.zeros((1, 2, 3, 3)), np.zeros((2, 1, 3, 3)), x_shape=(1, 1, 5)), "x_shape"),
-        (lambda: conv2d_input_grad(np.zeros((1, 2, 3, 3), np.float32), np.zeros((2, 1, 3, 3)), x_shape=(1, 1, 5, 5)), "dy: expected dtype"),
-        (lambda: conv2d_weight_grad(np.zeros((1, 1, 5, 5)), np.zeros((1, 2, 3, 3)), w_shape=(2, 3, 3, 3)), "w_shape: expected 1 input channels"),
-        (lambda: conv2d_weight_grad(np.zeros((1, 1, 5, 5)), np.zeros((1, 3, 3, 3)), w_shape=(2, 1, 3, 3)), "dy: expected shape"),
-        (lambda: conv2d_weight_grad(np.zeros((1, 1, 5, 5)), np.zeros((1, 2, 3, 3)), w_shape=(2, 1, 3, 3.0)), r"w_shape\[3\]"),
-        (lambda: conv2d_weight_grad([[0.0]], np.zeros((1, 2, 3, 3)), w_shape=(2, 1, 3, 3)), "x: expected a numpy.ndarray"),
+        (
+            lambda: conv2d_input_grad(np.zeros((1, 2, 3, 3), np.float32), np.zeros((2, 1, 3, 3)), x_shape=(1, 1, 5, 5)),
+            "dy: expected dtype",
+        ),
+        (
+            lambda: conv2d_weight_grad(np.zeros((1, 1, 5, 5)), np.zeros((1, 2, 3, 3)), w_shape=(2, 3, 3, 3)),
+            "w_shape: expected 1 input channels",
+        ),
+        (
+            lambda: conv2d_weight_grad(np.zeros((1, 1, 5, 5)), np.zeros((1, 3, 3, 3)), w_shape=(2, 1, 3, 3)),
+            "dy: expected shape",
+        ),
+        (
+            lambda: conv2d_weight_grad(np.zeros((1, 1, 5, 5)), np.zeros((1, 2, 3, 3)), w_shape=(2, 1, 3, 3.0)),
+            r"w_shape\[3\]",
+        ),
+        (
+            lambda: conv2d_weight_grad([[0.0]], np.zeros((1, 2, 3, 3)), w_shape=(2, 1, 3, 3)),
+            "x: expected a numpy.ndarray",
+        ),
     ],
 )
 def test_gradient_primitives_check_their_arguments_as_conv2d(call, argument):
@@ -254,7 +283,9 @@ def test_mixed_dtypes_are_refused_not_silently_cast():
         conv2d(np.zeros((1, 1, 3, 3), np.float32), np.zeros((1, 1, 3, 3), np.float64))
 
 
-@pytest.mark.parametrize("w_shape, hp", [((4, 3, 1, 1), {}), ((4, 3, 3, 3), {"padding": 1}), ((4, 3, 3, 3), {"stride": 2})])
+@pytest.mark.parametrize(
+    "w_shape, hp", [((4, 3, 1, 1), {}), ((4, 3, 3, 3), {"padding": 1}), ((4, 3, 3, 3), {"stride": 2})]
+)
 def test_an_empty_batch_gives_empty_results(w_shape, hp):
     x, w = np.zeros((0, 3, 6, 6)), np.ones(w_shape)
     y = conv2d(x, w, **hp)

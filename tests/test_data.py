@@ -15,7 +15,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from minibasis import data as D
-
 from support.cifar_files import CIFAR10_NAMES, dump, make_tar, to_rows, write_cifar10
 
 # The CIFAR-10 folders here: data_batch_1, _2 and _10 (5, 4 and 3 images: listed in numeric,
@@ -125,9 +124,11 @@ def test_truncated_or_garbage_archive_is_a_clear_valueerror(cifar10, tmp_path):
 @pytest.mark.parametrize("as_archive", [False, True])
 @pytest.mark.parametrize(
     "skip, needle",
-    [(("test_batch",), "test_batch"),
-     (("data_batch_1", "data_batch_2", "data_batch_10"), "training batches"),
-     (("batches.meta",), "batches.meta")],
+    [
+        (("test_batch",), "test_batch"),
+        (("data_batch_1", "data_batch_2", "data_batch_10"), "training batches"),
+        (("batches.meta",), "batches.meta"),
+    ],
 )
 def test_missing_files_named_in_error(tmp_path, skip, needle, as_archive):
     folder, _ = make_cifar10(tmp_path / "x", seed=0, skip=skip)
@@ -139,13 +140,15 @@ def test_missing_files_named_in_error(tmp_path, skip, needle, as_archive):
 
 @pytest.mark.parametrize(
     "batch, needle",
-    [({b"labels": [1, 2], b"data": np.zeros((2, 3071), np.uint8)}, "3072"),
-     ({b"labels": [1, 2], b"data": np.zeros((2, 3072), np.float32)}, "uint8"),
-     ({b"labels": [1, 2], b"data": np.zeros(3072 * 2, np.uint8)}, "3072"),
-     ({b"labels": [1, 2, 3], b"data": np.zeros((2, 3072), np.uint8)}, "2 integer labels"),
-     ({b"labels": [1, 10], b"data": np.zeros((2, 3072), np.uint8)}, r"\[0, 10\)"),
-     ({b"data": np.zeros((2, 3072), np.uint8)}, "b'labels'"),
-     ([1, 2, 3], "dict")],
+    [
+        ({b"labels": [1, 2], b"data": np.zeros((2, 3071), np.uint8)}, "3072"),
+        ({b"labels": [1, 2], b"data": np.zeros((2, 3072), np.float32)}, "uint8"),
+        ({b"labels": [1, 2], b"data": np.zeros(3072 * 2, np.uint8)}, "3072"),
+        ({b"labels": [1, 2, 3], b"data": np.zeros((2, 3072), np.uint8)}, "2 integer labels"),
+        ({b"labels": [1, 10], b"data": np.zeros((2, 3072), np.uint8)}, r"\[0, 10\)"),
+        ({b"data": np.zeros((2, 3072), np.uint8)}, "b'labels'"),
+        ([1, 2, 3], "dict"),
+    ],
 )
 def test_bad_batch_contents(tmp_path, batch, needle):
     folder, _ = make_cifar10(tmp_path, seed=0)
@@ -187,16 +190,27 @@ def test_load_cifar100(tmp_path):
     folder = tmp_path / "cifar-100-python"
     folder.mkdir()
     fine = [f"class{i:03d}" for i in range(100)]
-    dump({b"fine_label_names": [n.encode() for n in fine],
-          b"coarse_label_names": [f"super{i}".encode() for i in range(20)]}, folder / "meta")
+    dump(
+        {
+            b"fine_label_names": [n.encode() for n in fine],
+            b"coarse_label_names": [f"super{i}".encode() for i in range(20)],
+        },
+        folder / "meta",
+    )
     expected = {}
     for split, n in (("train", 7), ("test", 4)):
         images = rng.integers(0, 256, size=(n, 3, 32, 32), dtype=np.uint8)
         labels = rng.integers(0, 100, size=n)
-        dump({b"filenames": [b"f.png"] * n, b"batch_label": split.encode(),
-              b"fine_labels": [int(v) for v in labels],
-              b"coarse_labels": [int(v) // 5 for v in labels], b"data": to_rows(images)},
-             folder / split)
+        dump(
+            {
+                b"filenames": [b"f.png"] * n,
+                b"batch_label": split.encode(),
+                b"fine_labels": [int(v) for v in labels],
+                b"coarse_labels": [int(v) // 5 for v in labels],
+                b"data": to_rows(images),
+            },
+            folder / split,
+        )
         expected[f"{split}_images"], expected[f"{split}_labels"] = images, labels
     archive = make_tar(folder, tmp_path / "cifar-100-python.tar.gz")
     for path in (archive, folder, tmp_path):
@@ -253,8 +267,7 @@ class FakeNet:
 def official(monkeypatch):
     """Pretend the official CIFAR-10 archive is PAYLOAD (its MD5 is patched to match)."""
     payload = np.random.default_rng(5).bytes(100)
-    monkeypatch.setitem(D.DATASETS, "cifar10",
-                        dataclasses.replace(D.CIFAR10, md5=hashlib.md5(payload).hexdigest()))
+    monkeypatch.setitem(D.DATASETS, "cifar10", dataclasses.replace(D.CIFAR10, md5=hashlib.md5(payload).hexdigest()))
     return payload
 
 
@@ -292,11 +305,14 @@ def test_download_wrong_bytes_leave_nothing(tmp_path, monkeypatch, official):
     assert os.listdir(tmp_path) == []
 
 
-@pytest.mark.parametrize("net", [
-    FakeNet(error=urllib.error.URLError("[Errno -3] Temporary failure in name resolution")),
-    FakeNet(error=TimeoutError("timed out")),
-    FakeNet(b"x" * 50, fail_after=21),
-])
+@pytest.mark.parametrize(
+    "net",
+    [
+        FakeNet(error=urllib.error.URLError("[Errno -3] Temporary failure in name resolution")),
+        FakeNet(error=TimeoutError("timed out")),
+        FakeNet(b"x" * 50, fail_after=21),
+    ],
+)
 def test_download_without_network(tmp_path, monkeypatch, official, net):
     monkeypatch.setattr(urllib.request, "urlopen", net)
     with pytest.raises(ConnectionError, match="no network") as err:
@@ -348,8 +364,7 @@ def test_resolve_data_downloads_when_asked(tmp_path, monkeypatch, official):
 # ------------------------------------------------------------------ stratified_subset
 
 
-@given(counts=st.lists(st.integers(1, 12), min_size=1, max_size=6),
-       seed=st.integers(0, 2**32 - 1), data=st.data())
+@given(counts=st.lists(st.integers(1, 12), min_size=1, max_size=6), seed=st.integers(0, 2**32 - 1), data=st.data())
 def test_stratified_subset_balanced(counts, seed, data):
     labels = np.random.default_rng(seed).permutation(np.repeat(np.arange(len(counts)), counts))
     per_class = data.draw(st.integers(1, min(counts)))
@@ -357,8 +372,7 @@ def test_stratified_subset_balanced(counts, seed, data):
     idx = D.stratified_subset(labels, size, seed=seed)
     assert idx.dtype == np.int64 and len(idx) == size
     assert np.all(np.diff(idx) > 0)  # sorted, no repeats
-    np.testing.assert_array_equal(np.bincount(labels[idx], minlength=len(counts)),
-                                  [per_class] * len(counts))
+    np.testing.assert_array_equal(np.bincount(labels[idx], minlength=len(counts)), [per_class] * len(counts))
     np.testing.assert_array_equal(D.stratified_subset(labels, size, seed=seed), idx)
 
 
@@ -396,8 +410,7 @@ def test_stratified_subset_too_few_in_a_class():
 # ---------------------------------------------------------------------------- normalize
 
 
-@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 3),
-       h=st.integers(1, 4), w=st.integers(1, 4))
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 3), h=st.integers(1, 4), w=st.integers(1, 4))
 def test_normalize_matches_formula(seed, n, h, w):
     rng = np.random.default_rng(seed)
     images = rng.integers(0, 256, size=(n, 3, h, w), dtype=np.uint8)
@@ -430,10 +443,10 @@ def crops_of(image, pad=4):
     """Every (top, left, flipped) crop of the zero-padded image, built pixel-free of np.pad."""
     c, h, w = image.shape
     padded = np.zeros((c, h + 2 * pad, w + 2 * pad), np.uint8)
-    padded[:, pad:pad + h, pad:pad + w] = image
+    padded[:, pad : pad + h, pad : pad + w] = image
     for top in range(2 * pad + 1):
         for left in range(2 * pad + 1):
-            crop = padded[:, top:top + h, left:left + w]
+            crop = padded[:, top : top + h, left : left + w]
             yield top, left, False, crop
             yield top, left, True, crop[:, :, ::-1]
 
@@ -512,16 +525,19 @@ def test_batches_bad_inputs():
 # ------------------------------------------------------------------- one message form
 
 
-@pytest.mark.parametrize("call, name", [
-    (lambda: D.stratified_subset(np.repeat(np.arange(10), 10), 15, seed=0), "size"),
-    (lambda: D.stratified_subset(np.zeros((2, 2), np.int64), 2, seed=0), "labels"),
-    (lambda: D.stratified_subset(np.repeat(np.arange(10), 10), 10, seed=0, num_classes=0), "num_classes"),
-    (lambda: D.normalize(np.zeros((1, 3, 2, 2), np.uint8), (0, 0, 0), (1, -1, 1)), "std"),
-    (lambda: D.augment(np.zeros((1, 3, 2, 2), np.uint8), np.random.default_rng(0), padding=1.5), "padding"),
-    (lambda: D.batches(np.zeros((3, 2)), np.zeros(3), 2, rng=np.random.RandomState(0)), "rng"),
-    (lambda: D.download_cifar("mnist", "unused"), "name"),
-    (lambda: D.load_cifar("/nonexistent/cifar-10-python.tar.gz"), "path"),
-])
+@pytest.mark.parametrize(
+    "call, name",
+    [
+        (lambda: D.stratified_subset(np.repeat(np.arange(10), 10), 15, seed=0), "size"),
+        (lambda: D.stratified_subset(np.zeros((2, 2), np.int64), 2, seed=0), "labels"),
+        (lambda: D.stratified_subset(np.repeat(np.arange(10), 10), 10, seed=0, num_classes=0), "num_classes"),
+        (lambda: D.normalize(np.zeros((1, 3, 2, 2), np.uint8), (0, 0, 0), (1, -1, 1)), "std"),
+        (lambda: D.augment(np.zeros((1, 3, 2, 2), np.uint8), np.random.default_rng(0), padding=1.5), "padding"),
+        (lambda: D.batches(np.zeros((3, 2)), np.zeros(3), 2, rng=np.random.RandomState(0)), "rng"),
+        (lambda: D.download_cifar("mnist", "unused"), "name"),
+        (lambda: D.load_cifar("/nonexistent/cifar-10-python.tar.gz"), "path"),
+    ],
+)
 def test_errors_name_the_argument_the_expected_and_the_received(call, name):
     with pytest.raises((ValueError, TypeError, FileNotFoundError)) as err:
         call()
@@ -538,15 +554,20 @@ def test_the_source_is_the_archive_read_whichever_way_it_is_named(tmp_path):
     for file in folder.iterdir():
         file.unlink()
     folder.rmdir()
-    expected = {"path": str(archive), "sha256": hashlib.sha256(archive.read_bytes()).hexdigest(),
-                "bytes": archive.stat().st_size}
+    expected = {
+        "path": str(archive),
+        "sha256": hashlib.sha256(archive.read_bytes()).hexdigest(),
+        "bytes": archive.stat().st_size,
+    }
     assert D.load_cifar(archive).source == expected
     assert D.load_cifar(tmp_path / "a").source == expected
 
 
 def test_a_folder_source_is_a_manifest_of_its_files(tmp_path):
     folder, _ = write_cifar10(tmp_path / "a")
-    manifest = "".join(f"{p.name} {p.stat().st_size} {hashlib.sha256(p.read_bytes()).hexdigest()}\n" for p in sorted(folder.iterdir()))
+    manifest = "".join(
+        f"{p.name} {p.stat().st_size} {hashlib.sha256(p.read_bytes()).hexdigest()}\n" for p in sorted(folder.iterdir())
+    )
     source = D.load_cifar(folder).source
     assert source["sha256"] == hashlib.sha256(manifest.encode()).hexdigest() and source["path"] == str(folder)
     other, _ = write_cifar10(tmp_path / "b", seed=1)
@@ -563,7 +584,9 @@ def test_a_non_regular_data_path_is_refused_before_it_is_opened(tmp_path, kind):
         os.mkfifo(path)
     else:
         path = "/dev/zero"
-    with pytest.raises(ValueError,
-                       match=rf"^path: expected a CIFAR archive \(a regular file\) or its folder, got {path}, "
-                                         rf"{'a FIFO' if kind == 'fifo' else 'a device'}$"):
+    with pytest.raises(
+        ValueError,
+        match=rf"^path: expected a CIFAR archive \(a regular file\) or its folder, got {path}, "
+        rf"{'a FIFO' if kind == 'fifo' else 'a device'}$",
+    ):
         D.load_cifar(path)

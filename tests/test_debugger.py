@@ -59,7 +59,13 @@ def test_the_readme_recipe_stops_in_the_textbook_convolution_as_it_shows():
 
 
 def test_pdb_break_on_the_textbook_function_by_name_once_minibasis_is_imported():
-    commands = ["!import minibasis.conv_reference", "break minibasis.conv_reference.conv2d", "continue", "p x.shape", "q"]
+    commands = [
+        "!import minibasis.conv_reference",
+        "break minibasis.conv_reference.conv2d",
+        "continue",
+        "p x.shape",
+        "q",
+    ]
     tutorial = "tutorials/09_stepping_through_in_a_debugger.py"
     output = run_pdb(["-m", "pdb", tutorial], commands, {"MINIBASIS_REFERENCE": "1"})
     assert f"conv_reference.py({FIRST_LINE})conv2d()" in output and "(2, 3, 8, 8)" in output, output[-3000:]

@@ -6,12 +6,12 @@ weights it wrote.
 
 import csv
 import json
-import shutil
-from contextlib import redirect_stdout
-from io import StringIO
 import math
 import re
+import shutil
 import sys
+from contextlib import redirect_stdout
+from io import StringIO
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +22,8 @@ from scipy import stats
 
 import minibasis
 import minibasis.train as T
-from minibasis.weights import load_weights
 from minibasis.models import create_model
-
+from minibasis.weights import load_weights
 from support.cifar_files import write_cifar10_archive
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,7 +45,7 @@ def test_t_central_probability_is_scipys(df, t):
 
 def test_known_quantiles_and_standard_errors():
     assert paired.t_quantile(1) == pytest.approx(math.tan(0.95 * math.pi / 2), rel=1e-12)  # Cauchy: (2/π) atan t
-    assert paired.t_quantile(2) == pytest.approx(math.sqrt(2 * 0.95 ** 2 / (1 - 0.95 ** 2)), rel=1e-12)  # t/√(2+t²)
+    assert paired.t_quantile(2) == pytest.approx(math.sqrt(2 * 0.95**2 / (1 - 0.95**2)), rel=1e-12)  # t/√(2+t²)
     assert paired.normal_quantile() == pytest.approx(stats.norm.ppf(0.975), rel=1e-12)
     assert paired.binomial_se(0.5, 100) == pytest.approx(0.05)
     assert paired.binomial_se(0.45, 2000) == pytest.approx(math.sqrt(0.45 * 0.55 / 2000))
@@ -98,14 +97,17 @@ def test_test_images_needed_is_the_fewest_for_that_binomial_interval(p_a, p_b, r
     assert n == 1 or half(n - 1) > resolution
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda: paired.paired_difference([0.1, 0.2], [0.1]), "b: expected 2 values, one per seed of a, got 1 values"),
-    (lambda: paired.paired_difference([0.1], [0.2]), "a: expected values of at least 2 seeds"),
-    (lambda: paired.paired_difference([0.1, float("nan")], [0.2, 0.3]), "a[1]: expected a finite real number"),
-    (lambda: paired.seeds_needed(0.02, 0), "resolution: expected a difference > 0, got 0"),
-    (lambda: paired.t_quantile(0), "df: expected an int ≥ 1, got 0"),
-    (lambda: paired.binomial_se(1.5, 10), "p: expected a finite real number in [0, 1], got 1.5"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: paired.paired_difference([0.1, 0.2], [0.1]), "b: expected 2 values, one per seed of a, got 1 values"),
+        (lambda: paired.paired_difference([0.1], [0.2]), "a: expected values of at least 2 seeds"),
+        (lambda: paired.paired_difference([0.1, float("nan")], [0.2, 0.3]), "a[1]: expected a finite real number"),
+        (lambda: paired.seeds_needed(0.02, 0), "resolution: expected a difference > 0, got 0"),
+        (lambda: paired.t_quantile(0), "df: expected an int ≥ 1, got 0"),
+        (lambda: paired.binomial_se(1.5, 10), "p: expected a finite real number in [0, 1], got 1.5"),
+    ],
+)
 def test_bad_arguments_are_named(call, message):
     with pytest.raises(ValueError, match="^" + re.escape(message)):
         call()
@@ -118,10 +120,26 @@ ENTRIES = [miniature.Entry.parse(text) for text in ("resnet14-s2u1:10", "resnet1
 
 def synthetic_rows(accuracies, test_size=1000):
     """CSV rows with the given accuracies: {entry index: [accuracy of seed 0, 1, …]}."""
-    return [{"model": ENTRIES[i].spec, "lam": ENTRIES[i].lam, "seed": seed, "train_size": 500, "test_size": test_size,
-             "epochs": 3, "batch_size": 128, "lr": 0.1, "schedule": "cosine", "test_acc": acc, "test_loss": 2.0,
-             "R": 0.0, "seconds": 10.0, "minibasis_version": "0.1.0"}
-            for i, accs in accuracies.items() for seed, acc in enumerate(accs)]
+    return [
+        {
+            "model": ENTRIES[i].spec,
+            "lam": ENTRIES[i].lam,
+            "seed": seed,
+            "train_size": 500,
+            "test_size": test_size,
+            "epochs": 3,
+            "batch_size": 128,
+            "lr": 0.1,
+            "schedule": "cosine",
+            "test_acc": acc,
+            "test_loss": 2.0,
+            "R": 0.0,
+            "seconds": 10.0,
+            "minibasis_version": "0.1.0",
+        }
+        for i, accs in accuracies.items()
+        for seed, acc in enumerate(accs)
+    ]
 
 
 def test_the_table_reads_each_pair_by_its_interval():
@@ -153,17 +171,37 @@ def test_a_pair_without_two_seeds_is_said_and_not_drawn(tmp_path):
 def test_without_matplotlib_the_figure_is_skipped_with_a_message(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # import matplotlib.figure raises ImportError
     said = []
-    assert report.figure(synthetic_rows({0: [0.5, 0.6], 1: [0.4, 0.5]}), ENTRIES[:2], tmp_path / "f.png",
-                         print_fn=said.append) is None
+    assert (
+        report.figure(
+            synthetic_rows({0: [0.5, 0.6], 1: [0.4, 0.5]}), ENTRIES[:2], tmp_path / "f.png", print_fn=said.append
+        )
+        is None
+    )
     assert not (tmp_path / "f.png").exists()
-    assert said == [(f"matplotlib is not installed: no figure drawn ({tmp_path / 'f.png'}); "
-                     "pip install -e '.[plot]' to draw it")]
+    assert said == [
+        (f"matplotlib is not installed: no figure drawn ({tmp_path / 'f.png'}); pip install -e '.[plot]' to draw it")
+    ]
 
 
 # ------------------------------------------------------------------ the grid, tiny
 
-TINY = ["--seeds", "2", "--epochs", "1", "--train-size", "200", "--test-size", "200", "--threads", "1", "--quiet",
-        "--grid", "resnet14-s2u1:10", "resnet14-s2u1:0", "resnet8:0"]
+TINY = [
+    "--seeds",
+    "2",
+    "--epochs",
+    "1",
+    "--train-size",
+    "200",
+    "--test-size",
+    "200",
+    "--threads",
+    "1",
+    "--quiet",
+    "--grid",
+    "resnet14-s2u1:10",
+    "resnet14-s2u1:0",
+    "resnet8:0",
+]
 
 
 def run_main(argv, capsys):
@@ -194,12 +232,31 @@ def csv_rows(path):
 def test_the_csv_has_one_row_per_model_and_seed(grid):
     with open(grid["csv"], newline="", encoding="utf-8") as f:
         header = next(csv.reader(f))
-    assert header == ["model", "lam", "seed", "train_size", "test_size", "epochs", "batch_size", "lr", "schedule",
-                      "test_acc", "test_loss", "R", "seconds", "minibasis_version"]
+    assert header == [
+        "model",
+        "lam",
+        "seed",
+        "train_size",
+        "test_size",
+        "epochs",
+        "batch_size",
+        "lr",
+        "schedule",
+        "test_acc",
+        "test_loss",
+        "R",
+        "seconds",
+        "minibasis_version",
+    ]
     rows = csv_rows(grid["csv"])
     assert [(r["model"], float(r["lam"]), int(r["seed"])) for r in rows] == [
-        ("resnet14-s2u1", 10.0, 0), ("resnet14-s2u1", 0.0, 0), ("resnet8", 0.0, 0),
-        ("resnet14-s2u1", 10.0, 1), ("resnet14-s2u1", 0.0, 1), ("resnet8", 0.0, 1)]  # seed by seed
+        ("resnet14-s2u1", 10.0, 0),
+        ("resnet14-s2u1", 0.0, 0),
+        ("resnet8", 0.0, 0),
+        ("resnet14-s2u1", 10.0, 1),
+        ("resnet14-s2u1", 0.0, 1),
+        ("resnet8", 0.0, 1),
+    ]  # seed by seed
     for r in rows:
         assert (r["train_size"], r["test_size"], r["epochs"], r["batch_size"]) == ("200", "200", "1", "128")
         assert (float(r["lr"]), r["schedule"], r["minibasis_version"]) == (0.1, "cosine", minibasis.__version__)
@@ -225,9 +282,14 @@ def test_each_row_is_the_last_epoch_of_its_run_and_its_weights(grid):
         model = create_model(row["model"])
         params, state = load_weights(folder / "weights.npz", model)
         images, labels = T.evaluation_subset(data, 200, seed=seed)
-        logits, _ = model.apply(params, state, ((images / 255.0 - np.reshape(data.stats[0], (1, 3, 1, 1)))
-                                                / np.reshape(data.stats[1], (1, 3, 1, 1))).astype(np.float32),
-                                train=False)
+        logits, _ = model.apply(
+            params,
+            state,
+            (
+                (images / 255.0 - np.reshape(data.stats[0], (1, 3, 1, 1))) / np.reshape(data.stats[1], (1, 3, 1, 1))
+            ).astype(np.float32),
+            train=False,
+        )
         assert np.mean(np.argmax(logits, axis=1) == labels) == pytest.approx(float(row["test_acc"]))
 
 
@@ -247,8 +309,11 @@ def test_the_printed_analysis_has_every_seed_and_scipys_intervals(grid):
         name = model if model == "resnet8" else f"{model}, λ = {lam:g}"
         cells = lines[f"| {name}"].split(" | ")  # "| name", then seed 0, seed 1, …
         assert cells[1 + seed] == f"{100 * p:.1f} ± {100 * math.sqrt(p * (1 - p) / 200):.1f}"
-    pairs = [(("resnet14-s2u1", 10.0), ("resnet14-s2u1", 0.0)), (("resnet14-s2u1", 10.0), ("resnet8", 0.0)),
-             (("resnet14-s2u1", 0.0), ("resnet8", 0.0))]
+    pairs = [
+        (("resnet14-s2u1", 10.0), ("resnet14-s2u1", 0.0)),
+        (("resnet14-s2u1", 10.0), ("resnet8", 0.0)),
+        (("resnet14-s2u1", 0.0), ("resnet8", 0.0)),
+    ]
     for a, b in pairs:
         d = np.array([acc[(*a, s)] - acc[(*b, s)] for s in (0, 1)])
         line = lines[f"| {a[0]}, λ = {a[1]:g} − " + (b[0] if b[0] == "resnet8" else f"{b[0]}, λ = {b[1]:g}")]
@@ -295,30 +360,49 @@ def test_a_grid_of_other_settings_is_refused_and_nothing_changes(grid, capsys):
     argv = [a if a != "1" else "2" for a in grid["argv"]]  # --epochs 2 (and --threads 2)
     status, _, err = run_main(argv, capsys)
     assert status == 1 and err.count("\n") == 1
-    assert err.startswith(f"experiments.miniature: error: {grid['csv']}: expected rows trained with this grid's "
-                          "settings, to resume the grid, got resnet14-s2u1, λ = 10, seed 0 with epochs 1 "
-                          "(this grid: 2)")
+    assert err.startswith(
+        f"experiments.miniature: error: {grid['csv']}: expected rows trained with this grid's "
+        "settings, to resume the grid, got resnet14-s2u1, λ = 10, seed 0 with epochs 1 "
+        "(this grid: 2)"
+    )
     assert grid["csv"].read_bytes() == before
 
 
 def test_a_run_folder_of_other_settings_is_refused(grid, tmp_path, capsys):
     shutil.copytree(grid["runs"] / "resnet8_lam0", tmp_path / "runs" / "resnet8_lam0")
-    argv = TINY[:-4] + ["--grid", "resnet8:0", "--epochs", "2", "--data", str(grid["archive"]),
-                        "--out", str(tmp_path / "m.csv"), "--runs", str(tmp_path / "runs")]
+    argv = TINY[:-4] + [
+        "--grid",
+        "resnet8:0",
+        "--epochs",
+        "2",
+        "--data",
+        str(grid["archive"]),
+        "--out",
+        str(tmp_path / "m.csv"),
+        "--runs",
+        str(tmp_path / "runs"),
+    ]
     status, _, err = run_main(argv, capsys)
     assert status == 1
     assert f"error: {tmp_path / 'runs' / 'resnet8_lam0' / 'seed0'}: expected no run, or a run of resnet8, seed 0" in err
     assert not (tmp_path / "m.csv").exists()
 
 
-@pytest.mark.parametrize("text, message", [
-    ("model,lam\nresnet8,0\n", "expected a CSV with the columns model,lam,seed,"),
-    (",".join(miniature.COLUMNS) + "\nresnet8,0,0,200,200,1,128,0.1,cosine,abc,2.3,0,1.0,0.1.0\n",
-     "line 2: expected a number in every numeric column"),
-    (",".join(miniature.COLUMNS) + "\nresnet8,0,0,200,200,1,128\n", "line 2: expected 14 fields, got 7"),
-    (",".join(miniature.COLUMNS) + "\n" + "resnet8,0,0,200,200,1,128,0.1,cosine,0.1,2.3,0,1.0,0.1.0\n" * 2,
-     "line 3: expected one row per (model, lam, seed), got a second row of resnet8, λ = 0, seed 0"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("model,lam\nresnet8,0\n", "expected a CSV with the columns model,lam,seed,"),
+        (
+            ",".join(miniature.COLUMNS) + "\nresnet8,0,0,200,200,1,128,0.1,cosine,abc,2.3,0,1.0,0.1.0\n",
+            "line 2: expected a number in every numeric column",
+        ),
+        (",".join(miniature.COLUMNS) + "\nresnet8,0,0,200,200,1,128\n", "line 2: expected 14 fields, got 7"),
+        (
+            ",".join(miniature.COLUMNS) + "\n" + "resnet8,0,0,200,200,1,128,0.1,cosine,0.1,2.3,0,1.0,0.1.0\n" * 2,
+            "line 3: expected one row per (model, lam, seed), got a second row of resnet8, λ = 0, seed 0",
+        ),
+    ],
+)
 def test_a_damaged_csv_is_named_and_left_alone(tmp_path, capsys, text, message):
     path = tmp_path / "m.csv"
     path.write_text(text, encoding="utf-8")
@@ -327,13 +411,16 @@ def test_a_damaged_csv_is_named_and_left_alone(tmp_path, capsys, text, message):
     assert path.read_text(encoding="utf-8") == text
 
 
-@pytest.mark.parametrize("entries, message", [
-    (["resnet20"], "--grid: expected entries SPEC:λ such as resnet20-s16u1:10, got 'resnet20'"),
-    (["resnet21:0"], "--grid: expected entries SPEC:λ with a valid spec and a λ ≥ 0 (spec: expected a depth"),
-    (["resnet8:-1"], "--grid: expected entries SPEC:λ with a valid spec and a λ ≥ 0 (λ: expected a finite real"),
-    (["resnet8:x"], "--grid: expected entries SPEC:λ with a valid spec and a λ ≥ 0 (could not convert"),
-    (["resnet8:0", "resnet8:0.0"], "--grid: expected each SPEC:λ once, got resnet8:0 resnet8:0.0"),
-])
+@pytest.mark.parametrize(
+    "entries, message",
+    [
+        (["resnet20"], "--grid: expected entries SPEC:λ such as resnet20-s16u1:10, got 'resnet20'"),
+        (["resnet21:0"], "--grid: expected entries SPEC:λ with a valid spec and a λ ≥ 0 (spec: expected a depth"),
+        (["resnet8:-1"], "--grid: expected entries SPEC:λ with a valid spec and a λ ≥ 0 (λ: expected a finite real"),
+        (["resnet8:x"], "--grid: expected entries SPEC:λ with a valid spec and a λ ≥ 0 (could not convert"),
+        (["resnet8:0", "resnet8:0.0"], "--grid: expected each SPEC:λ once, got resnet8:0 resnet8:0.0"),
+    ],
+)
 def test_bad_grid_entries_are_named(tmp_path, capsys, entries, message):
     status, _, err = run_main(TINY + ["--grid", *entries, "--out", str(tmp_path / "m.csv")], capsys)
     assert status == 1 and err.startswith("experiments.miniature: error: " + message), err
@@ -343,11 +430,14 @@ def test_bad_grid_entries_are_named(tmp_path, capsys, entries, message):
 def test_ctrl_c_says_how_to_resume(tmp_path, capsys, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
+
     monkeypatch.setattr(T, "train", interrupted)
     status, _, err = run_main(TINY + ["--out", str(tmp_path / "m.csv"), "--runs", str(tmp_path / "runs")], capsys)
     assert status == 130 and not (tmp_path / "m.csv").exists()
-    assert err == (f"experiments.miniature: interrupted; {tmp_path / 'm.csv'} holds the finished runs, and the same "
-                   "command resumes the grid\n")
+    assert err == (
+        f"experiments.miniature: interrupted; {tmp_path / 'm.csv'} holds the finished runs, and the same "
+        "command resumes the grid\n"
+    )
 
 
 def test_a_spec_is_written_as_the_library_writes_it():

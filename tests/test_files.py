@@ -69,8 +69,13 @@ def test_folder_lock_is_exclusive_and_names_the_holder(tmp_path):
         with pytest.raises(FolderBusy) as info:  # another open file: flock refuses it even in this process
             with folder_lock(folder):
                 pass
-        assert str(info.value) == f"{folder}: expected a folder no other process is using, got one locked by PID {os.getpid()}"
-        assert (folder / ".lock").read_text() == f"minibasis lock, PID {os.getpid()}\n"  # the failed attempt changed nothing
+        assert (
+            str(info.value)
+            == f"{folder}: expected a folder no other process is using, got one locked by PID {os.getpid()}"
+        )
+        assert (
+            folder / ".lock"
+        ).read_text() == f"minibasis lock, PID {os.getpid()}\n"  # the failed attempt changed nothing
     assert not (folder / ".lock").exists()  # the holder removes it
     with folder_lock(folder):  # released
         pass
@@ -118,7 +123,10 @@ def test_a_symlinked_lock_is_refused_and_its_target_untouched(tmp_path):
     folder = tmp_path / "run"
     folder.mkdir()
     (folder / ".lock").symlink_to(precious)
-    assert _refused(folder) == f"{folder / '.lock'}: expected a lock file minibasis made, got a symbolic link (never followed); move it away"
+    assert (
+        _refused(folder) == f"{folder / '.lock'}: expected a lock file minibasis made, "
+        "got a symbolic link (never followed); move it away"
+    )
     assert precious.read_text() == "my notes\n" and (folder / ".lock").is_symlink()
 
 
@@ -135,7 +143,9 @@ def test_a_users_lock_file_is_refused_and_kept(tmp_path, content):
     folder = tmp_path / "run"
     folder.mkdir()
     (folder / ".lock").write_bytes(content)
-    assert "expected a lock file minibasis made (starting 'minibasis lock'), got a file it did not make" in _refused(folder)
+    assert "expected a lock file minibasis made (starting 'minibasis lock'), got a file it did not make" in _refused(
+        folder
+    )
     assert (folder / ".lock").read_bytes() == content
 
 

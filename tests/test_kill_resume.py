@@ -27,7 +27,6 @@ from hypothesis import strategies as st
 
 import minibasis.train as T
 from minibasis import cli, runs
-
 from support.cifar_files import write_cifar10_archive
 from support.run_files import assert_npz_identical, read_log, without_timing
 
@@ -56,12 +55,28 @@ sys.exit(code)
 
 def run_child(archive, out, delay):
     """``minibasis train`` of CONFIG into ``out`` in a child killed after ``delay`` s (< 0: never)."""
-    argv = ["train", "--data", str(archive), "--out", str(out), "--quiet", "--model", CONFIG.model,
-            "--train-size", str(CONFIG.train_size), "--test-size", str(CONFIG.test_size),
-            "--epochs", str(CONFIG.epochs), "--batch-size", str(CONFIG.batch_size)]
+    argv = [
+        "train",
+        "--data",
+        str(archive),
+        "--out",
+        str(out),
+        "--quiet",
+        "--model",
+        CONFIG.model,
+        "--train-size",
+        str(CONFIG.train_size),
+        "--test-size",
+        str(CONFIG.test_size),
+        "--epochs",
+        str(CONFIG.epochs),
+        "--batch-size",
+        str(CONFIG.batch_size),
+    ]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-    return subprocess.run([sys.executable, "-c", CHILD, str(delay), *argv], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", CHILD, str(delay), *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 @pytest.fixture(scope="module")
@@ -117,8 +132,15 @@ TINY = ["--model", "resnet8", "--train-size", "20", "--test-size", "10", "--batc
 
 def minibasis(*argv, **kwargs):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-    return subprocess.Popen([sys.executable, "-m", "minibasis.cli", *map(str, argv)], cwd=ROOT, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-m", "minibasis.cli", *map(str, argv)],
+        cwd=ROOT,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        **kwargs,
+    )
 
 
 def finished(proc, timeout=300):
@@ -217,7 +239,9 @@ def test_loss_4_ctrl_c_in_a_resumed_epoch_keeps_the_log_and_the_command_it_gives
     assert command == f"minibasis train --resume --out {folder}"
     assert f"{folder}: resuming at epoch 3 of 400" in out or "extending the run from 2 to 400 epochs" in out, out
     records = read_log(folder)
-    assert [r["epoch"] for r in records[:2]] == [1, 2] and records[:2] == [json.loads(l) for l in before["log.jsonl"].splitlines()]
+    assert [r["epoch"] for r in records[:2]] == [1, 2] and records[:2] == [
+        json.loads(l) for l in before["log.jsonl"].splitlines()
+    ]
     code, out, err = finished(minibasis(*command.split()[1:], "--stop-after", 1, "--quiet"))
     assert code == 0 and "resuming at epoch" in out, (out, err)
 
@@ -241,8 +265,9 @@ def test_overwrite_removes_only_what_minibasis_wrote(finished_run, tmp_path):
     (folder / "notes.txt").write_text("mine")
     (folder / "weights.npz").write_bytes(b"my own weights, not an npz")
     before = snapshot(folder)
-    code, out, err = finished(minibasis("train", "--data", archive, *TINY, "--epochs", 1, "--overwrite", "--out",
-                                        folder))
+    code, out, err = finished(
+        minibasis("train", "--data", archive, *TINY, "--epochs", 1, "--overwrite", "--out", folder)
+    )
     assert_refused(code, out, err, folder / "weights.npz")
     assert snapshot(folder) == before
 
@@ -265,8 +290,12 @@ edit = st.one_of(
     st.tuples(st.just("truncate"), st.sampled_from(NAMES), st.floats(0, 1, exclude_max=True)),
     st.tuples(st.just("swap"), st.sampled_from(NAMES), st.sampled_from(NAMES)),
     st.tuples(st.just("flip"), st.sampled_from(NAMES), st.floats(0, 1, exclude_max=True)),
-    st.tuples(st.just("field"), st.sampled_from(["config.json", "log.jsonl"]), st.sampled_from(FIELDS),
-              st.sampled_from(VALUES)),
+    st.tuples(
+        st.just("field"),
+        st.sampled_from(["config.json", "log.jsonl"]),
+        st.sampled_from(FIELDS),
+        st.sampled_from(VALUES),
+    ),
     st.tuples(st.just("link"), st.sampled_from(NAMES + [".lock"])),
 )
 
@@ -284,7 +313,7 @@ def apply_edit(folder, outside, change):
     if kind == "delete":
         path.unlink()
     elif kind == "truncate":
-        path.write_bytes(data[:int(rest[0] * len(data))])
+        path.write_bytes(data[: int(rest[0] * len(data))])
     elif kind == "swap" and (folder / rest[0]).is_file() and not (folder / rest[0]).is_symlink():
         path.write_bytes((folder / rest[0]).read_bytes())
         (folder / rest[0]).write_bytes(data)
@@ -309,16 +338,18 @@ def stopped_and_straight(tmp_path_factory):
     root = tmp_path_factory.mktemp("edits")
     archive = write_cifar10_archive(root, train_per_class=4, test_per_class=2, seed=0)
     for name, extra in (("stopped", ["--stop-after", 1]), ("straight", [])):
-        code, _, err = finished(minibasis("train", "--data", archive, *TINY, "--epochs", 3, *extra, "--out",
-                                          root / name))
+        code, _, err = finished(
+            minibasis("train", "--data", archive, *TINY, "--epochs", 3, *extra, "--out", root / name)
+        )
         assert code == 0, err
     return root / "stopped", root / "straight"
 
 
 @settings(max_examples=EDITS)
 @given(changes=st.lists(edit, min_size=1, max_size=3))
-def test_any_hand_edit_then_resume_continues_bit_identically_or_is_refused_naming_a_file(stopped_and_straight, kills,
-                                                                                         changes):
+def test_any_hand_edit_then_resume_continues_bit_identically_or_is_refused_naming_a_file(
+    stopped_and_straight, kills, changes
+):
     stopped, straight = stopped_and_straight
     folder = kills()
     shutil.copytree(stopped, folder)
@@ -337,7 +368,9 @@ def test_any_hand_edit_then_resume_continues_bit_identically_or_is_refused_namin
             assert_npz_identical(straight / name, folder / name)
         assert without_timing(read_log(folder)) == without_timing(read_log(straight))
         assert (folder / "config.json").read_text() == (straight / "config.json").read_text()
-        assert sorted(p.name for p in folder.iterdir()) == sorted(NAMES) and not any(p.is_symlink() for p in folder.iterdir())
+        assert sorted(p.name for p in folder.iterdir()) == sorted(NAMES) and not any(
+            p.is_symlink() for p in folder.iterdir()
+        )
     else:
         assert code == 1 and err.count("\n") == 1 and "Traceback" not in err, (changes, err)
         assert err.startswith("minibasis train: error: ") and str(folder) in err, (changes, err)

@@ -4,10 +4,9 @@ import autograd
 import autograd.numpy as anp
 import numpy as np
 import pytest
+from autograd.test_util import check_grads
 from hypothesis import given
 from hypothesis import strategies as st
-
-from autograd.test_util import check_grads
 
 from minibasis.layers import (
     batch_norm,
@@ -41,7 +40,11 @@ def test_batch_norm_train_mode_matches_its_formula_and_running_statistics(shape,
     x = rng.standard_normal(shape) * 3 + 1
     C = shape[1]
     gamma, beta = rng.standard_normal(C), rng.standard_normal(C)
-    state = {"running_mean": rng.standard_normal(C), "running_var": rng.uniform(0.5, 2, C), "num_batches_tracked": np.int64(7)}
+    state = {
+        "running_mean": rng.standard_normal(C),
+        "running_var": rng.uniform(0.5, 2, C),
+        "num_batches_tracked": np.int64(7),
+    }
     y, new = batch_norm(x, gamma, beta, state, train=True)
     n = shape[0] * shape[2] * shape[3]
     for c in range(C):
@@ -63,10 +66,16 @@ def test_batch_norm_eval_mode_uses_running_statistics(shape, seed):
     rng = np.random.default_rng(seed)
     x, C = rng.standard_normal(shape), shape[1]
     gamma, beta = rng.standard_normal(C), rng.standard_normal(C)
-    state = {"running_mean": rng.standard_normal(C), "running_var": rng.uniform(0.5, 2, C), "num_batches_tracked": np.int64(3)}
+    state = {
+        "running_mean": rng.standard_normal(C),
+        "running_var": rng.uniform(0.5, 2, C),
+        "num_batches_tracked": np.int64(3),
+    }
     y, new = batch_norm(x, gamma, beta, state, train=False)
     m, v = state["running_mean"][None, :, None, None], state["running_var"][None, :, None, None]
-    np.testing.assert_allclose(y, gamma[None, :, None, None] * (x - m) / np.sqrt(v + 1e-5) + beta[None, :, None, None], rtol=1e-12)
+    np.testing.assert_allclose(
+        y, gamma[None, :, None, None] * (x - m) / np.sqrt(v + 1e-5) + beta[None, :, None, None], rtol=1e-12
+    )
     assert new is state
 
 
@@ -91,7 +100,9 @@ def test_batch_norm_running_statistics_after_three_steps_equal_the_closed_form()
     assert state["num_batches_tracked"] == 3 and state["num_batches_tracked"].dtype == np.int64
     assert n == 24 and all(x.size == n * C for x in batches)  # n is the per-channel count used above
     # Without the n / (n − 1) correction the expectation would differ: n matters here.
-    assert not np.allclose(0.9**3 * np.ones(C) + sum(0.1 * 0.9 ** (2 - t) * biased[t] for t in range(3)), expected_var, rtol=1e-3)
+    assert not np.allclose(
+        0.9**3 * np.ones(C) + sum(0.1 * 0.9 ** (2 - t) * biased[t] for t in range(3)), expected_var, rtol=1e-3
+    )
 
 
 @given(shapes.filter(lambda s: s[0] * s[2] * s[3] > 1), st.booleans(), st.integers(0, 2**32 - 1))
@@ -99,7 +110,11 @@ def test_batch_norm_gradients_pass_finite_differences(shape, train, seed):
     rng = np.random.default_rng(seed)
     x, C = rng.standard_normal(shape), shape[1]
     gamma, beta = rng.standard_normal(C), rng.standard_normal(C)
-    state = {"running_mean": rng.standard_normal(C), "running_var": rng.uniform(0.5, 2, C), "num_batches_tracked": np.int64(0)}
+    state = {
+        "running_mean": rng.standard_normal(C),
+        "running_var": rng.uniform(0.5, 2, C),
+        "num_batches_tracked": np.int64(0),
+    }
     g = rng.standard_normal(shape)
 
     def loss(x, gamma, beta):
@@ -164,7 +179,12 @@ def test_every_layer_keeps_float32():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, 4, 4, 4)).astype(np.float32)
     state = batch_norm_state(4)
-    params = {"g": np.ones(4, np.float32), "b": np.zeros(4, np.float32), "w": rng.standard_normal((3, 8)).astype(np.float32), "fb": np.zeros(3, np.float32)}
+    params = {
+        "g": np.ones(4, np.float32),
+        "b": np.zeros(4, np.float32),
+        "w": rng.standard_normal((3, 8)).astype(np.float32),
+        "fb": np.zeros(3, np.float32),
+    }
 
     def loss(params, x):
         h, _ = batch_norm(x, params["g"], params["b"], state, train=True)
@@ -189,7 +209,10 @@ def test_every_layer_keeps_float32():
         (lambda: cross_entropy(np.zeros(3), np.array([0])), "logits"),
         (lambda: shortcut_a(np.zeros((1, 4, 2, 2)), out_channels=7), "out_channels"),
         (lambda: batch_norm(np.zeros((1, 2, 1, 1)), np.ones(2), np.zeros(2), batch_norm_state(2), train=True), "x"),
-        (lambda: batch_norm(np.zeros((2, 2, 2, 2)), np.ones(3), np.zeros(2), batch_norm_state(2), train=True), "weight"),
+        (
+            lambda: batch_norm(np.zeros((2, 2, 2, 2)), np.ones(3), np.zeros(2), batch_norm_state(2), train=True),
+            "weight",
+        ),
         (lambda: batch_norm(np.zeros((2, 2, 2)), np.ones(2), np.zeros(2), batch_norm_state(2), train=True), "x"),
         (lambda: linear(np.zeros((2, 3)), np.zeros((4, 2)), np.zeros(4)), "weight"),
         (lambda: linear(np.zeros((2, 3)), np.zeros((4, 3)), np.zeros(3)), "bias"),
@@ -207,7 +230,11 @@ def test_batch_norm_with_fused_relu_equals_batch_norm_then_relu(shape, train, se
     rng = np.random.default_rng(seed)
     x, C = rng.standard_normal(shape), shape[1]
     gamma, beta, g = rng.standard_normal(C), rng.standard_normal(C), rng.standard_normal(shape)
-    state = {"running_mean": rng.standard_normal(C), "running_var": rng.uniform(0.5, 2, C), "num_batches_tracked": np.int64(0)}
+    state = {
+        "running_mean": rng.standard_normal(C),
+        "running_var": rng.uniform(0.5, 2, C),
+        "num_batches_tracked": np.int64(0),
+    }
 
     def fused(x, gamma, beta):
         return anp.sum(batch_norm(x, gamma, beta, state, train=train, relu=True)[0] * g)
@@ -216,7 +243,9 @@ def test_batch_norm_with_fused_relu_equals_batch_norm_then_relu(shape, train, se
         return anp.sum(relu(batch_norm(x, gamma, beta, state, train=train)[0]) * g)
 
     assert fused(x, gamma, beta) == pytest.approx(separate(x, gamma, beta), rel=1e-12, abs=1e-12)
-    for a, b in zip(autograd.grad(fused, (0, 1, 2))(x, gamma, beta), autograd.grad(separate, (0, 1, 2))(x, gamma, beta)):
+    for a, b in zip(
+        autograd.grad(fused, (0, 1, 2))(x, gamma, beta), autograd.grad(separate, (0, 1, 2))(x, gamma, beta)
+    ):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
     check_gradients(fused, x, gamma, beta, rtol=1e-5, atol=1e-8)
 
@@ -232,7 +261,11 @@ def test_batch_norm_forms_agree_on_outputs_state_and_gradients(relu_after, shape
     rng = np.random.default_rng(seed)
     x, C = rng.standard_normal(shape) * 2 + 1, shape[1]
     gamma, beta, g = rng.standard_normal(C), rng.standard_normal(C), rng.standard_normal(shape)
-    state = {"running_mean": rng.standard_normal(C), "running_var": rng.uniform(0.5, 2, C), "num_batches_tracked": np.int64(0)}
+    state = {
+        "running_mean": rng.standard_normal(C),
+        "running_var": rng.uniform(0.5, 2, C),
+        "num_batches_tracked": np.int64(0),
+    }
 
     def run():
         def loss(x, gamma, beta):
@@ -269,13 +302,19 @@ def test_training_batch_norm_passes_check_grads_to_second_order(form, relu_after
 def test_relu6_and_sigmoid_values_and_gradients():
     x = np.array([-7.0, -1.0, 0.0, 1e-3, 2.5, 5.999, 6.0, 6.001, 30.0, 1e17])
     np.testing.assert_array_equal(relu6(x), np.clip(x, 0, 6))
-    np.testing.assert_array_equal(relu6(x.astype(np.float32)), np.clip(x, 0, 6).astype(np.float32))  # no cancellation at 1e9
-    np.testing.assert_array_equal(autograd.elementwise_grad(relu6)(x), ((x > 0) & (x < 6)).astype(float))  # 0 at 0 and 6, as PyTorch
+    np.testing.assert_array_equal(
+        relu6(x.astype(np.float32)), np.clip(x, 0, 6).astype(np.float32)
+    )  # no cancellation at 1e9
+    np.testing.assert_array_equal(
+        autograd.elementwise_grad(relu6)(x), ((x > 0) & (x < 6)).astype(float)
+    )  # 0 at 0 and 6, as PyTorch
     z = np.array([-800.0, -30.0, -1.0, 0.0, 2.0, 800.0])
     with np.errstate(over="ignore"):
         expected = 1 / (1 + np.exp(-z))
     np.testing.assert_allclose(sigmoid(z), expected, rtol=4e-15, atol=1e-300)  # a few ulps, also where tiny
-    np.testing.assert_allclose(autograd.elementwise_grad(sigmoid)(z), expected * (1 - expected), rtol=1e-12, atol=1e-300)
+    np.testing.assert_allclose(
+        autograd.elementwise_grad(sigmoid)(z), expected * (1 - expected), rtol=1e-12, atol=1e-300
+    )
     assert relu6(x.astype(np.float32)).dtype == sigmoid(z.astype(np.float32)).dtype == np.float32
 
 
@@ -295,8 +334,12 @@ def naive_max_pool(x, k, s, p):
 
 
 @given(
-    st.integers(1, 2), st.integers(1, 3), st.integers(1, 7), st.integers(1, 7),
-    st.sampled_from([(3, 2, 1), (2, 2, 0), (3, 1, 1), (1, 1, 0)]), st.integers(0, 2**32 - 1),
+    st.integers(1, 2),
+    st.integers(1, 3),
+    st.integers(1, 7),
+    st.integers(1, 7),
+    st.sampled_from([(3, 2, 1), (2, 2, 0), (3, 1, 1), (1, 1, 0)]),
+    st.integers(0, 2**32 - 1),
 )
 def test_max_pool_values_and_gradient_go_to_the_arg_max(N, C, H, W, ksp, seed):
     k, s, p = ksp
@@ -334,7 +377,9 @@ def test_dropout_masks_from_the_generator_and_is_the_identity_without_one():
     assert dropout(x, rate=0.2) is x and dropout(x, rate=0.0, rng=np.random.default_rng(5)) is x
     assert not np.any(dropout(x, rate=1.0, rng=np.random.default_rng(5)))  # all dropped: zeros, not 0/0
     mask = (y != 0) / 0.8
-    np.testing.assert_allclose(autograd.grad(lambda x: anp.sum(dropout(x, rate=0.2, rng=np.random.default_rng(5))))(x), mask)
+    np.testing.assert_allclose(
+        autograd.grad(lambda x: anp.sum(dropout(x, rate=0.2, rng=np.random.default_rng(5))))(x), mask
+    )
 
 
 def naive_eca(x, w):
@@ -358,7 +403,9 @@ def test_efficient_channel_attention_values_and_gradients(N, C, k, seed):
     x, w = rng.standard_normal((N, C, 2, 3)), rng.standard_normal((1, 1, k))
     np.testing.assert_allclose(efficient_channel_attention(x, w), naive_eca(x, w), rtol=1e-12, atol=1e-14)
     g = rng.standard_normal(x.shape)
-    check_gradients(lambda x, w: anp.sum(efficient_channel_attention(x, w) * g), x, w, mode="elementwise", rtol=1e-6, atol=1e-8)
+    check_gradients(
+        lambda x, w: anp.sum(efficient_channel_attention(x, w) * g), x, w, mode="elementwise", rtol=1e-6, atol=1e-8
+    )
 
 
 @pytest.mark.parametrize(
@@ -366,7 +413,12 @@ def test_efficient_channel_attention_values_and_gradients(N, C, k, seed):
     [
         (lambda: max_pool2d(np.zeros((1, 1, 4, 4)), padding=2), "padding"),
         (lambda: max_pool2d(np.zeros((1, 1, 4, 4)), stride=0), "stride"),
-        (lambda: max_pool2d(np.zeros((1, 4, 4)),), "x"),
+        (
+            lambda: max_pool2d(
+                np.zeros((1, 4, 4)),
+            ),
+            "x",
+        ),
         (lambda: dropout(np.zeros(3), rate=1.5, rng=np.random.default_rng(0)), "rate"),
         (lambda: dropout(np.zeros(3), rate=0.5, rng=0), "rng"),
         (lambda: efficient_channel_attention(np.zeros((1, 4, 2, 2)), np.zeros((1, 1, 2))), "weight"),

@@ -32,7 +32,9 @@ def perturbed(model, seed):
     params, state = model.init(seed, dtype=np.float64)
     rng = np.random.default_rng(seed)
     params = tree_map(lambda v: v + 0.1 * rng.standard_normal(v.shape), params)
-    state = unflatten({k: v + rng.uniform(0.1, 0.5, v.shape) if v.dtype.kind == "f" else v for k, v in flatten(state).items()})
+    state = unflatten(
+        {k: v + rng.uniform(0.1, 0.5, v.shape) if v.dtype.kind == "f" else v for k, v in flatten(state).items()}
+    )
     return params, state
 
 
@@ -44,14 +46,25 @@ def training_step(model, params, state, x, labels):
         return cross_entropy(logits, labels) + 10.0 * model.orthogonality(params)
 
     logits, new_state = model.apply(params, state, x, train=True)
-    return {"logits": logits, "loss": loss(params), **{f"grad {k}": g for k, g in flatten(autograd.grad(loss)(params)).items()},
-            **{f"state {k}": v for k, v in flatten(new_state).items()}}
+    return {
+        "logits": logits,
+        "loss": loss(params),
+        **{f"grad {k}": g for k, g in flatten(autograd.grad(loss)(params)).items()},
+        **{f"state {k}": v for k, v in flatten(new_state).items()},
+    }
 
 
 @pytest.mark.parametrize(
     "spec, size",
-    [("resnet14", 8), ("resnet14-s2u1", 8), ("resnet14-single-s2u1", 8), ("resnet14-s2u0", 8), ("resnet14-s0u2", 8),
-     ("imagenet-mobilenetv2-shared++", 32), ("imagenet-resnet50-shared++", 32)],
+    [
+        ("resnet14", 8),
+        ("resnet14-s2u1", 8),
+        ("resnet14-single-s2u1", 8),
+        ("resnet14-s2u0", 8),
+        ("resnet14-s0u2", 8),
+        ("imagenet-mobilenetv2-shared++", 32),
+        ("imagenet-resnet50-shared++", 32),
+    ],
 )
 def test_a_training_step_is_the_same_in_both_modes(spec, size):
     """Logits, loss, every gradient and the BN state: 1e-10 of each array's scale in float64,
@@ -70,7 +83,9 @@ def test_a_training_step_is_the_same_in_both_modes(spec, size):
     largest_gradient = max(np.max(np.abs(v)) for k, v in reference.items() if k.startswith("grad"))
     for key in fast:
         floor = 1e-13 * largest_gradient if key.startswith("grad") else 0.0
-        assert np.max(np.abs(np.asarray(fast[key]) - reference[key])) <= 1e-10 * np.max(np.abs(reference[key])) + floor, key
+        assert (
+            np.max(np.abs(np.asarray(fast[key]) - reference[key])) <= 1e-10 * np.max(np.abs(reference[key])) + floor
+        ), key
 
 
 @pytest.mark.parametrize("form", ["reference", "fast"])
@@ -121,14 +136,23 @@ def test_reference_mode_is_scoped_and_nests():
 @pytest.mark.parametrize("value, expected", [("1", "True"), ("0", "False"), ("", "False")])
 def test_the_environment_variable_switches_a_whole_process(value, expected):
     env = {**os.environ, "MINIBASIS_REFERENCE": value}
-    out = subprocess.run([sys.executable, "-c", "from minibasis.mode import is_reference; print(is_reference())"], env=env, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", "from minibasis.mode import is_reference; print(is_reference())"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert out.stdout.strip() == expected, out.stderr
 
 
 def test_a_bad_environment_value_is_one_clear_line():
     env = {**os.environ, "MINIBASIS_REFERENCE": "yes"}
-    out = subprocess.run([sys.executable, "-c", "import minibasis; minibasis.mode.is_reference()"], env=env,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", "import minibasis; minibasis.mode.is_reference()"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode != 0  # read at the first use, not at import (so that the CLI says it in one line: test_cli)
     assert "MINIBASIS_REFERENCE: expected '1' (reference mode), '0' or unset, got 'yes'" in out.stderr
 
@@ -184,8 +208,12 @@ def test_fused_batch_norm_equals_the_reference_formulation(shape, seed):
             assert statistic.dtype == dtype and np.allclose(statistic, expected, rtol=tol * 10, atol=tol * 10)
         np.testing.assert_allclose(ref_mean, x.mean(axis=(0, 2, 3)), rtol=tol * 10, atol=tol * 10)
         np.testing.assert_allclose(ref_var, var[0, :, 0, 0], rtol=tol * 10, atol=tol * 10)
-        grads_fast = autograd.grad(lambda *a: anp.sum(layers_fast.batch_norm_train(*a, eps=1e-5)[0] * gd), argnum=(0, 1, 2))(*args)
-        grads_ref = autograd.grad(lambda *a: anp.sum(layers.batch_norm_train(*a, eps=1e-5)[0] * gd), argnum=(0, 1, 2))(*args)
+        grads_fast = autograd.grad(
+            lambda *a: anp.sum(layers_fast.batch_norm_train(*a, eps=1e-5)[0] * gd), argnum=(0, 1, 2)
+        )(*args)
+        grads_ref = autograd.grad(lambda *a: anp.sum(layers.batch_norm_train(*a, eps=1e-5)[0] * gd), argnum=(0, 1, 2))(
+            *args
+        )
         scales = (dx_scale, np.abs(g * xhat).sum(axis=(0, 2, 3)) + 1, np.abs(g).sum(axis=(0, 2, 3)) + 1)
         for f, r, scale in zip(grads_fast, grads_ref, scales):
             assert f.dtype == dtype
@@ -224,11 +252,19 @@ def test_kernels_on_several_workers_equal_their_reference_forms(workers, many_pi
     dy = rng.standard_normal(y_shape)
     loss = lambda x, w: np.sum(conv2d(x, w, **hyper) * dy)
     with reference_mode():
-        expected = [conv2d(x, w, **hyper), conv2d_input_grad(dy, w, x_shape=x_shape, **hyper), conv2d_weight_grad(x, dy, w_shape=w_shape, **hyper)]
+        expected = [
+            conv2d(x, w, **hyper),
+            conv2d_input_grad(dy, w, x_shape=x_shape, **hyper),
+            conv2d_weight_grad(x, dy, w_shape=w_shape, **hyper),
+        ]
     workers(3)
     with reference_mode(False):
         fused = autograd.grad(loss, (0, 1))(x, w)  # both gradients at first order
-        got = [conv2d(x, w, **hyper), conv2d_input_grad(dy, w, x_shape=x_shape, **hyper), conv2d_weight_grad(x, dy, w_shape=w_shape, **hyper)]
+        got = [
+            conv2d(x, w, **hyper),
+            conv2d_input_grad(dy, w, x_shape=x_shape, **hyper),
+            conv2d_weight_grad(x, dy, w_shape=w_shape, **hyper),
+        ]
     for a, b in zip(got + list(fused), expected + expected[1:]):
         np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-11 * np.abs(b).max())
     assert max(many_pieces.values()) > 1, many_pieces

@@ -14,14 +14,12 @@ from hypothesis import strategies as st
 
 from minibasis.optim import SCHEDULES, cosine_lr, learning_rate, sgd_step, step_lr
 from minibasis.tree import flatten, unflatten
-
 from support.run_files import assert_trees_equal
 
 # ------------------------------------------------------------------------------ helpers
 
 
-def reference_sgd(params_flat, grads_flat, bufs_flat, *, lr, momentum, weight_decay,
-                  nesterov, dampening):
+def reference_sgd(params_flat, grads_flat, bufs_flat, *, lr, momentum, weight_decay, nesterov, dampening):
     """PyTorch's documented SGD, one scalar at a time, on flat ``{name: array}`` dicts.
 
     ``bufs_flat`` is ``None`` on the first step. Returns new flat params and buffers (as
@@ -31,8 +29,7 @@ def reference_sgd(params_flat, grads_flat, bufs_flat, *, lr, momentum, weight_de
     for name, p_arr in params_flat.items():
         p_in = onp.asarray(p_arr, dtype=onp.float64).ravel().tolist()
         g_in = onp.asarray(grads_flat[name], dtype=onp.float64).ravel().tolist()
-        b_in = None if bufs_flat is None else (
-            onp.asarray(bufs_flat[name], dtype=onp.float64).ravel().tolist())
+        b_in = None if bufs_flat is None else (onp.asarray(bufs_flat[name], dtype=onp.float64).ravel().tolist())
         p_out, b_out = [], []
         for i, (p, g) in enumerate(zip(p_in, g_in)):
             if weight_decay != 0:
@@ -83,8 +80,7 @@ def spec_dtypes(spec):
 
 def random_tree(spec, rng, scale=1.0):
     return {
-        k: random_tree(v, rng, scale) if isinstance(v, dict)
-        else (scale * rng.standard_normal(v[0])).astype(v[1])
+        k: random_tree(v, rng, scale) if isinstance(v, dict) else (scale * rng.standard_normal(v[0])).astype(v[1])
         for k, v in spec.items()
     }
 
@@ -118,8 +114,7 @@ OPTION_GRID = [
 # --------------------------------------------------------------------- SGD vs reference
 
 
-@given(spec=tree_specs(), options=sgd_options(), steps=st.integers(1, 4),
-       seed=st.integers(0, 2**32 - 1))
+@given(spec=tree_specs(), options=sgd_options(), steps=st.integers(1, 4), seed=st.integers(0, 2**32 - 1))
 def test_sgd_matches_reference_loop(spec, options, steps, seed):
     rng = onp.random.default_rng(seed)
     params = random_tree(spec, rng)
@@ -147,8 +142,7 @@ def test_sgd_matches_reference_loop(spec, options, steps, seed):
             assert list(got_bufs) == list(ref_bufs)
             for name, buf in got_bufs.items():
                 assert buf.dtype == got[name].dtype and buf.shape == got[name].shape, name
-                onp.testing.assert_allclose(buf, ref_bufs[name], err_msg=name,
-                                            **tolerance(buf.dtype))
+                onp.testing.assert_allclose(buf, ref_bufs[name], err_msg=name, **tolerance(buf.dtype))
                 ref_bufs[name] = buf.astype(onp.float64)
 
 
@@ -184,15 +178,18 @@ def test_zero_momentum_passes_buffers_through():
 @pytest.mark.parametrize("options", OPTION_GRID)
 def test_float32_stays_float32(options):
     rng = onp.random.default_rng(1)
-    p = {"w": rng.standard_normal((2, 3)).astype(onp.float32),
-         "s": onp.array(1.5, dtype=onp.float32)}
+    p = {"w": rng.standard_normal((2, 3)).astype(onp.float32), "s": onp.array(1.5, dtype=onp.float32)}
     bufs = None
     for _ in range(3):
         # float64 gradients and NumPy float64 hyper-parameters must not upcast the params.
         g = {"w": rng.standard_normal((2, 3)), "s": onp.asarray(0.25)}
-        p, bufs = sgd_step(p, g, bufs, lr=onp.float64(0.1),
-                           **{k: (onp.float64(v) if isinstance(v, float) else v)
-                              for k, v in options.items()})
+        p, bufs = sgd_step(
+            p,
+            g,
+            bufs,
+            lr=onp.float64(0.1),
+            **{k: (onp.float64(v) if isinstance(v, float) else v) for k, v in options.items()},
+        )
         for name, leaf in flatten(p).items():
             assert isinstance(leaf, onp.ndarray) and leaf.dtype == onp.float32, name
         if bufs is not None:
@@ -239,10 +236,14 @@ G = {"layer1": {"0": {"weight": onp.ones((2, 3))}}, "fc": {"bias": onp.ones(4)}}
         (dict(lr=True), "lr: expected a finite real number ≥ 0, got True"),
         (dict(lr=0.1, momentum=-0.5), "momentum: expected a finite real number ≥ 0, got -0.5"),
         (dict(lr=0.1, weight_decay=-1e-4), "weight_decay: expected a finite real number ≥ 0, got -0.0001"),
-        (dict(lr=0.1, momentum=0.0, nesterov=True),
-         "nesterov: expected momentum > 0 and dampening == 0 with nesterov=True, got momentum=0.0, dampening=0.0"),
-        (dict(lr=0.1, nesterov=True, dampening=0.1),
-         "nesterov: expected momentum > 0 and dampening == 0 with nesterov=True, got momentum=0.9, dampening=0.1"),
+        (
+            dict(lr=0.1, momentum=0.0, nesterov=True),
+            "nesterov: expected momentum > 0 and dampening == 0 with nesterov=True, got momentum=0.0, dampening=0.0",
+        ),
+        (
+            dict(lr=0.1, nesterov=True, dampening=0.1),
+            "nesterov: expected momentum > 0 and dampening == 0 with nesterov=True, got momentum=0.9, dampening=0.1",
+        ),
         (dict(lr=0.1, nesterov="yes"), "nesterov: expected True or False, got 'yes'"),
         (dict(lr=0.1, dampening=float("inf")), "dampening: expected a finite real number, got inf"),
     ],
@@ -261,15 +262,31 @@ def test_lr_is_required():
 @pytest.mark.parametrize(
     "grads, error, message",
     [
-        ({"layer1": {"0": {"weight": onp.ones((3, 2))}}, "fc": {"bias": onp.ones(4)}}, ValueError,
-         "grads['layer1.0.weight']: expected shape (2, 3) (as in params), got shape (3, 2)"),
-        ({"layer1": {"0": {}}, "fc": {"bias": onp.ones(4)}}, ValueError,
-         "grads['layer1.0.weight']: expected an array of shape (2, 3) (as in params), got no entry"),
-        ({"layer1": {"0": {"weight": onp.ones((2, 3))}}, "fc": {"bias": onp.ones(4), "weight": onp.ones(1)}}, ValueError,
-         "grads: expected only the keys of params, got the unexpected key 'fc.weight' (shape (1,))"),
-        ({"layer1": {"0": {"weight": onp.ones((2, 3))}}, "fc": onp.ones(4)}, ValueError,
-         "grads['fc.bias']: expected an array of shape (4,) (as in params), got no entry"),
-        ([onp.ones((2, 3)), onp.ones(4)], TypeError, "grads: expected a parameter tree (nested dict) like params, got list"),
+        (
+            {"layer1": {"0": {"weight": onp.ones((3, 2))}}, "fc": {"bias": onp.ones(4)}},
+            ValueError,
+            "grads['layer1.0.weight']: expected shape (2, 3) (as in params), got shape (3, 2)",
+        ),
+        (
+            {"layer1": {"0": {}}, "fc": {"bias": onp.ones(4)}},
+            ValueError,
+            "grads['layer1.0.weight']: expected an array of shape (2, 3) (as in params), got no entry",
+        ),
+        (
+            {"layer1": {"0": {"weight": onp.ones((2, 3))}}, "fc": {"bias": onp.ones(4), "weight": onp.ones(1)}},
+            ValueError,
+            "grads: expected only the keys of params, got the unexpected key 'fc.weight' (shape (1,))",
+        ),
+        (
+            {"layer1": {"0": {"weight": onp.ones((2, 3))}}, "fc": onp.ones(4)},
+            ValueError,
+            "grads['fc.bias']: expected an array of shape (4,) (as in params), got no entry",
+        ),
+        (
+            [onp.ones((2, 3)), onp.ones(4)],
+            TypeError,
+            "grads: expected a parameter tree (nested dict) like params, got list",
+        ),
     ],
 )
 def test_mismatching_grads_raise(grads, error, message):
@@ -280,7 +297,9 @@ def test_mismatching_grads_raise(grads, error, message):
 
 def test_mismatching_buffers_raise():
     bufs = {"layer1": {"0": {"weight": onp.ones((2, 3))}}, "fc": {"bias": onp.ones(5)}}
-    with pytest.raises(ValueError, match=r"^momentum_buffers\['fc\.bias'\]: expected shape \(4,\) \(as in params\), got shape \(5,\)$"):
+    with pytest.raises(
+        ValueError, match=r"^momentum_buffers\['fc\.bias'\]: expected shape \(4,\) \(as in params\), got shape \(5,\)$"
+    ):
         sgd_step(P, G, bufs, lr=0.1, momentum=0.9)
     # Without momentum the buffers are not used, so they are not checked either.
     assert sgd_step(P, G, bufs, lr=0.1, momentum=0.0)[1] is bufs
@@ -363,8 +382,7 @@ def test_cosine_lr_endpoints_and_midpoint():
 
 
 def test_constant_schedule():
-    assert all(learning_rate("constant", e, base_lr=0.1, epochs=300) == 0.1
-               for e in (0, 150, 299))
+    assert all(learning_rate("constant", e, base_lr=0.1, epochs=300) == 0.1 for e in (0, 150, 299))
     assert set(SCHEDULES) == {"step", "cosine", "constant"}
 
 
@@ -375,18 +393,30 @@ def test_constant_schedule():
         (lambda: step_lr(1.5, base_lr=0.1, epochs=300), "epoch: expected an int ≥ 0, got 1.5"),
         (lambda: step_lr(0, base_lr=0.1, epochs=0), "epochs: expected an int ≥ 1, got 0"),
         (lambda: step_lr(0, base_lr=-0.1, epochs=300), "base_lr: expected a finite real number ≥ 0, got -0.1"),
-        (lambda: step_lr(0, base_lr=0.1, epochs=300, milestones=(150, 225)),
-         "milestones: expected a sequence of fractions of the epochs in [0, 1] (e.g. (0.5, 0.75)), got (150, 225)"),
-        (lambda: step_lr(0, base_lr=0.1, epochs=300, milestones=0.5),
-         "milestones: expected a sequence of fractions of the epochs in [0, 1] (e.g. (0.5, 0.75)), got 0.5"),
+        (
+            lambda: step_lr(0, base_lr=0.1, epochs=300, milestones=(150, 225)),
+            "milestones: expected a sequence of fractions of the epochs in [0, 1] (e.g. (0.5, 0.75)), got (150, 225)",
+        ),
+        (
+            lambda: step_lr(0, base_lr=0.1, epochs=300, milestones=0.5),
+            "milestones: expected a sequence of fractions of the epochs in [0, 1] (e.g. (0.5, 0.75)), got 0.5",
+        ),
         (lambda: step_lr(0, base_lr=0.1, epochs=300, gamma=0.0), "gamma: expected a real number > 0, got 0.0"),
         (lambda: cosine_lr(-2, base_lr=0.1, epochs=300), "epoch: expected an int ≥ 0, got -2"),
-        (lambda: cosine_lr(0, base_lr=0.1, epochs=300, eta_min=-1.0), "eta_min: expected a finite real number ≥ 0, got -1.0"),
+        (
+            lambda: cosine_lr(0, base_lr=0.1, epochs=300, eta_min=-1.0),
+            "eta_min: expected a finite real number ≥ 0, got -1.0",
+        ),
         (lambda: cosine_lr(0, base_lr=0.1, epochs=True), "epochs: expected an int ≥ 1, got True"),
         (lambda: learning_rate("constant", -1, base_lr=0.1, epochs=3), "epoch: expected an int ≥ 0, got -1"),
-        (lambda: learning_rate("constant", 0, base_lr=-1, epochs=3), "base_lr: expected a finite real number ≥ 0, got -1"),
-        (lambda: learning_rate("linear", 0, base_lr=0.1, epochs=3),
-         "schedule: expected one of 'step', 'cosine', 'constant', got 'linear'"),
+        (
+            lambda: learning_rate("constant", 0, base_lr=-1, epochs=3),
+            "base_lr: expected a finite real number ≥ 0, got -1",
+        ),
+        (
+            lambda: learning_rate("linear", 0, base_lr=0.1, epochs=3),
+            "schedule: expected one of 'step', 'cosine', 'constant', got 'linear'",
+        ),
     ],
 )
 def test_bad_schedule_arguments_raise(call, message):
@@ -402,11 +432,9 @@ def test_bad_schedule_arguments_raise(call, message):
 def test_sgd_matches_torch(options):
     torch = pytest.importorskip("torch")
     rng = onp.random.default_rng(2024)
-    shapes = {"conv.weight": (4, 3, 3, 3), "conv.bias": (4,), "fc.weight": (10, 4),
-              "scale": ()}
+    shapes = {"conv.weight": (4, 3, 3, 3), "conv.bias": (4,), "fc.weight": (10, 4), "scale": ()}
     params = unflatten({k: rng.standard_normal(s) for k, s in shapes.items()})
-    tensors = {k: torch.nn.Parameter(torch.tensor(v, dtype=torch.float64))
-               for k, v in flatten(params).items()}
+    tensors = {k: torch.nn.Parameter(torch.tensor(v, dtype=torch.float64)) for k, v in flatten(params).items()}
     opt = torch.optim.SGD(list(tensors.values()), lr=0.05, **options)
     bufs = None
     for _ in range(5):
@@ -416,12 +444,10 @@ def test_sgd_matches_torch(options):
         opt.step()
         params, bufs = sgd_step(params, unflatten(grads), bufs, lr=0.05, **options)
         for k, leaf in flatten(params).items():
-            onp.testing.assert_allclose(leaf, tensors[k].detach().numpy(), rtol=1e-12,
-                                        atol=1e-14, err_msg=k)
+            onp.testing.assert_allclose(leaf, tensors[k].detach().numpy(), rtol=1e-12, atol=1e-14, err_msg=k)
             state = opt.state[tensors[k]].get("momentum_buffer")
             if options["momentum"]:
-                onp.testing.assert_allclose(flatten(bufs)[k], state.numpy(), rtol=1e-12,
-                                            atol=1e-14, err_msg=k)
+                onp.testing.assert_allclose(flatten(bufs)[k], state.numpy(), rtol=1e-12, atol=1e-14, err_msg=k)
             else:
                 assert bufs is None and state is None
 
@@ -451,10 +477,8 @@ def test_schedules_match_torch(epochs):
     onp.testing.assert_allclose(got, expected, rtol=1e-12)
 
     for eta_min in (0.0, 1e-3):
-        expected = torch_lrs(
-            torch, lambda o: CosineAnnealingLR(o, T_max=epochs, eta_min=eta_min), epochs, base)
-        got = [cosine_lr(e, base_lr=base, epochs=epochs, eta_min=eta_min)
-               for e in range(epochs + 1)]
+        expected = torch_lrs(torch, lambda o: CosineAnnealingLR(o, T_max=epochs, eta_min=eta_min), epochs, base)
+        got = [cosine_lr(e, base_lr=base, epochs=epochs, eta_min=eta_min) for e in range(epochs + 1)]
         # torch applies the cosine recursively; allow its accumulated rounding.
         onp.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-15)
     assert math.isclose(cosine_lr(epochs, base_lr=base, epochs=epochs), 0.0, abs_tol=1e-16)

@@ -5,7 +5,6 @@ classes; see its README.md) or minibasis itself."""
 import autograd
 import numpy as np
 import pytest
-from support.golden import SPECS, golden_file, golden_state_dict
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -25,9 +24,18 @@ from minibasis.oracle import (
 )
 from minibasis.tree import flatten, unflatten
 from minibasis.weights import from_state_dict, save_weights, state_dict_layout
+from support.golden import SPECS, golden_file, golden_state_dict
 
 # golden file -> minibasis spec, for the CIFAR-10 models used here
-GOLDEN_SPECS = {stem: SPECS[stem] for stem in ("cifar10-ResNet20", "cifar10-ResNet32_DoubleShared-s16u1", "cifar10-ResNet32_SingleShared-s16u1", "cifar10-ResNet32_SharedOnly-s16")}
+GOLDEN_SPECS = {
+    stem: SPECS[stem]
+    for stem in (
+        "cifar10-ResNet20",
+        "cifar10-ResNet32_DoubleShared-s16u1",
+        "cifar10-ResNet32_SingleShared-s16u1",
+        "cifar10-ResNet32_SharedOnly-s16",
+    )
+}
 SHARED_GOLDEN = [name for name in GOLDEN_SPECS if "Shared" in name]
 
 
@@ -53,20 +61,27 @@ def parameter_style(f, arrays):
 # ------------------------------------------------------------------ relative_difference
 
 
-@pytest.mark.parametrize("value, reference, expected", [
-    ([1.0, 2.0], [1.0, 2.5], 0.5 / 2.5),  # large reference: relative
-    ([0.1], [0.3], 0.2),  # below 1: absolute
-    ([[3e6, 0.0]], [[3e6 + 3, 1.0]], 3 / (3e6 + 3)),
-    (np.zeros((0, 4)), np.zeros((0, 4)), 0.0),
-    (7, 7, 0.0),
-])
+@pytest.mark.parametrize(
+    "value, reference, expected",
+    [
+        ([1.0, 2.0], [1.0, 2.5], 0.5 / 2.5),  # large reference: relative
+        ([0.1], [0.3], 0.2),  # below 1: absolute
+        ([[3e6, 0.0]], [[3e6 + 3, 1.0]], 3 / (3e6 + 3)),
+        (np.zeros((0, 4)), np.zeros((0, 4)), 0.0),
+        (7, 7, 0.0),
+    ],
+)
 def test_relative_difference_by_hand(value, reference, expected):
     assert relative_difference(value, reference) == pytest.approx(expected, rel=1e-12)
 
 
-@given(reference=hnp.arrays(np.float64, hnp.array_shapes(max_dims=4, max_side=5),
-                            elements=st.integers(-1000, 1000).map(float)),
-       where=st.integers(0, 10**6), delta=st.sampled_from([2.0**-20, -0.5, 3.0, 64.0]))
+@given(
+    reference=hnp.arrays(
+        np.float64, hnp.array_shapes(max_dims=4, max_side=5), elements=st.integers(-1000, 1000).map(float)
+    ),
+    where=st.integers(0, 10**6),
+    delta=st.sampled_from([2.0**-20, -0.5, 3.0, 64.0]),
+)
 def test_relative_difference_of_one_changed_entry(reference, where, delta):
     value = reference.copy()
     value.flat[where % value.size] += delta  # integers plus powers of two: exact
@@ -135,10 +150,15 @@ def test_compare_float64_against_float32_gradients(small):
 
 def test_compare_names_missing_unexpected_and_misshapen_keys():
     reference = {"a": {"weight": np.ones(2)}, "b": np.ones(3)}
-    with pytest.raises(ValueError, match=r"^other: expected the keys of reference, got 1 missing \['b'\], "
-                                         r"1 unexpected \['c'\]$"):
+    with pytest.raises(
+        ValueError,
+        match=r"^other: expected the keys of reference, got 1 missing \['b'\], "
+        r"1 unexpected \['c'\]$",
+    ):
         compare(reference, {"a.weight": np.ones(2), "c": np.ones(3)})
-    with pytest.raises(ValueError, match=r"^other\['b'\]: expected shape \(3,\) \(that of reference\), got shape \(1, 3\)$"):
+    with pytest.raises(
+        ValueError, match=r"^other\['b'\]: expected shape \(3,\) \(that of reference\), got shape \(1, 3\)$"
+    ):
         compare(reference, {"a.weight": np.ones(2), "b": np.ones((1, 3))})
     with pytest.raises(ValueError, match="reference: expected at least one array"):
         compare(reference, {}, key_map=lambda key: None)
@@ -163,7 +183,9 @@ def test_map_keys_by_dict_and_by_function():
     assert map_keys(arrays, None) == arrays
     assert map_keys(arrays, {"a.weight": "a", "c": None}) == {"a": 1, "b.weight": 2}
     assert map_keys(arrays, lambda key: key.upper()) == {"A.WEIGHT": 1, "B.WEIGHT": 2, "C": 3}
-    with pytest.raises(ValueError, match=r"^key_map: expected distinct new names, got 'a.weight' and 'b.weight' both renamed 'x'$"):
+    with pytest.raises(
+        ValueError, match=r"^key_map: expected distinct new names, got 'a.weight' and 'b.weight' both renamed 'x'$"
+    ):
         map_keys(arrays, {"a.weight": "x", "b.weight": "x"})
     with pytest.raises(TypeError, match=r"^key_map: expected None, a dict or a function, got list$"):
         map_keys(arrays, ["a"])
@@ -177,7 +199,9 @@ def test_shared_bases_as_parameters_on_the_authors_keys(name):
     blocks' copies dropped, each shared owner without ``.weight``, every other key kept."""
     f = golden_file(name)
     keys = f["keys"].tolist()
-    assert list(map_keys(dict.fromkeys(keys), shared_bases_as_parameters)) == list(parameter_style(f, dict.fromkeys(keys)))
+    assert list(map_keys(dict.fromkeys(keys), shared_bases_as_parameters)) == list(
+        parameter_style(f, dict.fromkeys(keys))
+    )
 
 
 @pytest.mark.parametrize("name", SHARED_GOLDEN)
@@ -199,7 +223,10 @@ def test_export_and_save_with_the_key_map(tmp_path, name):
         assert all(np.array_equal(saved[key], theirs[key]) for key in theirs)
     # Without the map the authors' layout: save_weights' file, which that model refuses.
     save_weights(tmp_path / "plain.npz", model, params, state)
-    with np.load(save_state_dict(tmp_path / "mapped-none.npz", model, params, state)) as a, np.load(tmp_path / "plain.npz") as b:
+    with (
+        np.load(save_state_dict(tmp_path / "mapped-none.npz", model, params, state)) as a,
+        np.load(tmp_path / "plain.npz") as b,
+    ):
         assert a.files == b.files == f["keys"].tolist()
     with pytest.raises(ValueError, match=r"missing \[.*'shared_basis_1.*\.weight'"):
         compare(export_state_dict(model, params, state), theirs)
@@ -220,7 +247,7 @@ def test_golden_logits_and_gradients_through_the_key_map():
         return cross_entropy(model.apply(p, state, x, train=True)[0], labels) + 10 * model.orthogonality(p)
 
     norms = {key: np.linalg.norm(g) for key, g in flatten(autograd.grad(loss_total)(params)).items()}
-    stored = {key[len("grad_norm:"):]: f[key] for key in f.files if key.startswith("grad_norm:")}
+    stored = {key[len("grad_norm:") :]: f[key] for key in f.files if key.startswith("grad_norm:")}
     result = compare(norms, parameter_style(f, stored), key_map=shared_bases_as_parameters)
     assert "shared_basis_1_1" in result.differences
     result.check(1e-8)
@@ -269,8 +296,10 @@ def test_random_weights_expose_a_swap_that_a_fresh_init_hides():
 
     def swap_changes_logits(params, state):
         flat = flatten(params)
-        swapped = dict(flat, **{"layer1.0.bn1.weight": flat["layer1.0.bn2.weight"],
-                                "layer1.0.bn2.weight": flat["layer1.0.bn1.weight"]})
+        swapped = dict(
+            flat,
+            **{"layer1.0.bn1.weight": flat["layer1.0.bn2.weight"], "layer1.0.bn2.weight": flat["layer1.0.bn1.weight"]},
+        )
         before = model.apply(params, state, x, train=False)[0]
         after = model.apply(unflatten(swapped), state, x, train=False)[0]
         return relative_difference(after, before) > 1e-6

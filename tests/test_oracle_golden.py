@@ -32,7 +32,11 @@ def smallest_size(spec):
     """The smallest image each family takes: its total stride (CIFAR-10 4, CIFAR-100 8, ImageNet 32);
     ResNeXt50's head is the authors' fixed 4×4 average pool of the stride-8 map: 32 px."""
     model = create_model(spec)
-    return 32 if model.spec.architecture == "resnext" else {"cifar10": 8, "cifar100": 8, "imagenet": 32}[model.spec.dataset]
+    return (
+        32
+        if model.spec.architecture == "resnext"
+        else {"cifar10": 8, "cifar100": 8, "imagenet": 32}[model.spec.dataset]
+    )
 
 
 def zoo():
@@ -145,7 +149,9 @@ def test_outputs_from_an_npz_file(tmp_path):
     np.savez(tmp_path / "mine.npz", **outputs)
     assert check_golden(path, tmp_path / "mine.npz").passed
     assert check_golden(path, str(tmp_path / "mine.npz")).passed
-    with pytest.raises(TypeError, match=r"^outputs: expected a non-empty dict of arrays \(or an \.npz\) .*, got an empty dict$"):
+    with pytest.raises(
+        TypeError, match=r"^outputs: expected a non-empty dict of arrays \(or an \.npz\) .*, got an empty dict$"
+    ):
         check_golden(path, {})
     with pytest.raises(FileNotFoundError, match="absent.npz: expected an .npz of your outputs"):
         check_golden(path, tmp_path / "absent.npz")

@@ -217,8 +217,10 @@ def outputs_in_float32(case, plant=None, monkeypatch=None):
     return arrays
 
 
-@pytest.mark.parametrize("spec, size, bn", [("resnet20-s16u1", 32, "layer2.1.basis_bn1"),
-                                            ("imagenet-mobilenetv2-shared", 64, "stage4.2.bn2")])
+@pytest.mark.parametrize(
+    "spec, size, bn",
+    [("resnet20-s16u1", 32, "layer2.1.basis_bn1"), ("imagenet-mobilenetv2-shared", 64, "stage4.2.bn2")],
+)
 def test_float32_tolerances_catch_one_bn_eps(monkeypatch, spec, size, bn):
     """float32: a correct run passes its measured tolerances (from the floor up, over an order of
     magnitude apart); a 1e-3 BN eps in one layer fails, with the first divergence at that layer."""

@@ -37,8 +37,7 @@ def fields(line):
         ("resnet56-s16u1", "fc", ["linear", "64→10", "10"], ""),
         ("imagenet-resnet50-shared", "bn1", ["bn", "64→64", "64×112×112"], "ReLU, max pool 3×3/2"),
         ("imagenet-resnet50-shared", "layer2.0.conv2", ["conv", "3×3", "2", "1", "1", "128→128", "128×28×28"], ""),
-        ("imagenet-resnet50-shared", "layer2.0.shortcut.0",
-         ["conv", "1×1", "2", "0", "1", "256→512", "512×28×28"], ""),
+        ("imagenet-resnet50-shared", "layer2.0.shortcut.0", ["conv", "1×1", "2", "0", "1", "256→512", "512×28×28"], ""),
         (
             "imagenet-resnet50-shared",
             "layer2.1.shared_basis",
@@ -48,8 +47,7 @@ def fields(line):
         ("imagenet-mobilenetv2-shared", "pre.0", ["conv", "3×3", "2", "1", "1", "3→32", "32×112×112"], ""),
         ("imagenet-mobilenetv2-shared", "pre.1", ["bn", "32→32", "32×112×112"], "ReLU6"),
         ("imagenet-mobilenetv2-shared", "stage2.0.bn1", ["bn", "96→96", "96×112×112"], "ReLU"),
-        ("imagenet-mobilenetv2-shared", "stage2.0.conv2",
-         ["conv", "3×3", "2", "1", "96", "96→96", "96×56×56"], ""),
+        ("imagenet-mobilenetv2-shared", "stage2.0.conv2", ["conv", "3×3", "2", "1", "96", "96→96", "96×56×56"], ""),
         (
             "imagenet-mobilenetv2-shared",
             "stage2.0.bn3",

@@ -8,9 +8,9 @@ import pytest
 torch = pytest.importorskip("torch")
 nn = torch.nn
 
-from minibasis.models import create_model
-from minibasis.oracle import check_torch, export_state_dict, random_weights
-from minibasis.torch_reference import build_torch_model
+from minibasis.models import create_model  # noqa: E402 (after importorskip)
+from minibasis.oracle import check_torch, export_state_dict, random_weights  # noqa: E402 (after importorskip)
+from minibasis.torch_reference import build_torch_model  # noqa: E402 (after importorskip)
 
 torch.set_num_threads(1)
 

@@ -1,7 +1,6 @@
 """Kernels on several worker threads: bit-identical results whatever the number of workers,
 and still equal to the reference forms."""
 
-
 import autograd
 import numpy as np
 import pytest
@@ -28,7 +27,10 @@ def two_training_steps(spec, dtype):
         grads, aux = step(params, state, x, y)
         state = aux[-1]
         params, momentum = sgd_step(params, grads, momentum, lr=0.1, momentum=0.9, weight_decay=5e-4)
-    return {**{f"param {k}": v for k, v in flatten(params).items()}, **{f"state {k}": v for k, v in flatten(state).items()}}
+    return {
+        **{f"param {k}": v for k, v in flatten(params).items()},
+        **{f"state {k}": v for k, v in flatten(state).items()},
+    }
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -50,12 +52,24 @@ def test_training_steps_are_bit_identical_with_1_2_and_3_workers(workers, many_p
 
 def test_batch_norm_on_several_workers_equals_one_worker(workers, many_pieces):
     rng = np.random.default_rng(3)
-    x, gamma, beta, g = rng.standard_normal((4, 40, 5, 5)), rng.standard_normal(40), rng.standard_normal(40), rng.standard_normal((4, 40, 5, 5))
-    loss = lambda x, gamma, beta: np.sum(batch_norm(x, gamma, beta, batch_norm_state(40, np.float64), train=True, relu=True)[0] * g)
+    x, gamma, beta, g = (
+        rng.standard_normal((4, 40, 5, 5)),
+        rng.standard_normal(40),
+        rng.standard_normal(40),
+        rng.standard_normal((4, 40, 5, 5)),
+    )
+    loss = lambda x, gamma, beta: np.sum(
+        batch_norm(x, gamma, beta, batch_norm_state(40, np.float64), train=True, relu=True)[0] * g
+    )
     outputs = []
     for count in (1, 3):
         workers(count)
-        outputs.append([batch_norm(x, gamma, beta, batch_norm_state(40, np.float64), train=True, relu=True)[0], *autograd.grad(loss, (0, 1, 2))(x, gamma, beta)])
+        outputs.append(
+            [
+                batch_norm(x, gamma, beta, batch_norm_state(40, np.float64), train=True, relu=True)[0],
+                *autograd.grad(loss, (0, 1, 2))(x, gamma, beta),
+            ]
+        )
     for a, b in zip(*outputs):
         np.testing.assert_array_equal(a, b)
     assert many_pieces["channel_stats"] > 1 and many_pieces["_vjp_in_place"] > 1
@@ -100,7 +114,9 @@ def test_import_minibasis_puts_blas_on_one_thread_before_any_kernel_runs():
     import sys
 
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "2"}  # OpenBLAS would start 2 threads without minibasis
-    run = subprocess.run([sys.executable, "-c", _BLAS_THREADS_AT_IMPORT], env=env, capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-c", _BLAS_THREADS_AT_IMPORT], env=env, capture_output=True, text=True, timeout=120
+    )
     if "StopIteration" in run.stderr:
         pytest.skip("NumPy's BLAS is not OpenBLAS here")
     assert run.returncode == 0, run.stderr

@@ -44,7 +44,11 @@ def test_every_zero_is_a_line_per_update_and_none_is_silent():
     progress = Progress("eval", 3, every=0, stream=stream, clock=Clock())
     for done in (1, 2, 3):
         progress.update(done)
-    assert [line.split(":")[1].split(",")[0] for line in stream.getvalue().splitlines()] == [" 1/3 images", " 2/3 images", " 3/3 images"]
+    assert [line.split(":")[1].split(",")[0] for line in stream.getvalue().splitlines()] == [
+        " 1/3 images",
+        " 2/3 images",
+        " 3/3 images",
+    ]
     assert stream.getvalue().splitlines()[0] == "eval: 1/3 images, ? img/s, ETA ?"  # no time has passed: no rate yet
 
     for tty in (False, True):
@@ -70,11 +74,14 @@ def test_a_bar_on_a_terminal():
     )
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"every": -1}, "every: expected a finite real number ≥ 0, got -1"),
-    ({"every": "5"}, "every: expected a finite real number ≥ 0, got '5'"),
-    ({"total": -3}, "total: expected an int ≥ 0, got -3"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"every": -1}, "every: expected a finite real number ≥ 0, got -1"),
+        ({"every": "5"}, "every: expected a finite real number ≥ 0, got '5'"),
+        ({"total": -3}, "total: expected an int ≥ 0, got -3"),
+    ],
+)
 def test_bad_arguments(kwargs, message):
     with pytest.raises(ValueError) as info:
         Progress(**{"label": "x", "total": 3, **kwargs})

@@ -14,7 +14,9 @@ torch = pytest.importorskip("torch")
 from minibasis.torch_reference import build_torch_model  # noqa: E402
 
 
-@pytest.mark.parametrize("spec", ["resnet14", "resnet14-s2u1", "resnet14-single-s2u1", "resnet14-s2u0", "resnet14-s0u1", "resnet20-s4u1"])
+@pytest.mark.parametrize(
+    "spec", ["resnet14", "resnet14-s2u1", "resnet14-single-s2u1", "resnet14-s2u0", "resnet14-s0u1", "resnet20-s4u1"]
+)
 def test_logits_loss_and_gradients_equal_pytorch_in_float64(spec):
     model = create_model(spec)
     params, state = model.init(3, dtype=np.float64)
@@ -49,7 +51,15 @@ def test_logits_loss_and_gradients_equal_pytorch_in_float64(spec):
         np.testing.assert_allclose(value, torch_state[key].numpy(), rtol=1e-12, atol=1e-12, err_msg=key)
 
 
-@pytest.mark.parametrize("spec", ["imagenet-resnet50-shared", "imagenet-resnet50-shared++", "imagenet-mobilenetv2-shared", "imagenet-mobilenetv2-shared++"])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "imagenet-resnet50-shared",
+        "imagenet-resnet50-shared++",
+        "imagenet-mobilenetv2-shared",
+        "imagenet-mobilenetv2-shared++",
+    ],
+)
 def test_the_zoo_models_equal_pytorch_in_float64(spec):
     """The ImageNet ResNet50 "Shared" and MobileNetV2 models of torch_reference against minibasis:
     train-mode logits and every gradient (dropout off on both sides)."""

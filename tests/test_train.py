@@ -28,21 +28,43 @@ from minibasis.data import DATASETS
 from minibasis.files import FolderBusy, folder_lock
 from minibasis.models import create_model
 from minibasis.tree import flatten, unflatten
-
 from support.cifar_files import write_cifar10_archive
-from support.run_files import (DAMAGES, assert_npz_identical, damage, files_of, logits_by_hand, loss_and_accuracy, npz_arrays,
-                       read_log, without_timing)
+from support.run_files import (
+    DAMAGES,
+    assert_npz_identical,
+    damage,
+    files_of,
+    logits_by_hand,
+    loss_and_accuracy,
+    npz_arrays,
+    read_log,
+    without_timing,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
-LOG_KEYS = {"epoch", "epochs", "train_loss", "train_acc", "test_loss", "test_acc", "orthogonality", "lr", "lam",
-            "seconds", "images_per_second"}
+LOG_KEYS = {
+    "epoch",
+    "epochs",
+    "train_loss",
+    "train_acc",
+    "test_loss",
+    "test_acc",
+    "orthogonality",
+    "lr",
+    "lam",
+    "seconds",
+    "images_per_second",
+}
 
 
 def saved_config(config, archive, **changes):
     """What config.json must hold for a run of ``config`` on ``archive``: the format, the
     fields with λ resolved, the data's identity (computed here from the file) and extensions."""
-    data = {"path": str(Path(archive).absolute()), "sha256": hashlib.sha256(Path(archive).read_bytes()).hexdigest(),
-            "bytes": Path(archive).stat().st_size}
+    data = {
+        "path": str(Path(archive).absolute()),
+        "sha256": hashlib.sha256(Path(archive).read_bytes()).hexdigest(),
+        "bytes": Path(archive).stat().st_size,
+    }
     fields = {**asdict(config), "lam": 10.0 if config.lam is None and "-s" in config.model else config.lam or 0.0}
     return {"format": "minibasis run 2", **fields, "data": data, "extensions": [], **changes}
 
@@ -69,13 +91,36 @@ def quiet_train(config, out, archive, **kwargs):
 
 def cli_args(config, out, archive):
     """`minibasis train` arguments that give exactly ``config``."""
-    args = ["train", "--data", str(archive), "--out", str(out), "--quiet",
-            "--model", config.model, "--dataset", config.dataset,
-            "--train-size", str(config.train_size or 0), "--test-size", str(config.test_size or 0),
-            "--epochs", str(config.epochs), "--batch-size", str(config.batch_size),
-            "--lr", repr(config.lr), "--momentum", repr(config.momentum),
-            "--weight-decay", repr(config.weight_decay), "--schedule", config.schedule,
-            "--seed", str(config.seed)]
+    args = [
+        "train",
+        "--data",
+        str(archive),
+        "--out",
+        str(out),
+        "--quiet",
+        "--model",
+        config.model,
+        "--dataset",
+        config.dataset,
+        "--train-size",
+        str(config.train_size or 0),
+        "--test-size",
+        str(config.test_size or 0),
+        "--epochs",
+        str(config.epochs),
+        "--batch-size",
+        str(config.batch_size),
+        "--lr",
+        repr(config.lr),
+        "--momentum",
+        repr(config.momentum),
+        "--weight-decay",
+        repr(config.weight_decay),
+        "--schedule",
+        config.schedule,
+        "--seed",
+        str(config.seed),
+    ]
     args += ["--nesterov"] if config.nesterov else []
     args += [] if config.augment else ["--no-augment"]
     args += [] if config.lam is None else ["--lam", repr(config.lam)]
@@ -116,8 +161,14 @@ def test_resume_in_new_process_is_bit_identical(archive, straight, first_epoch, 
     assert runs.load_checkpoint(run / "checkpoint.npz", create_model(SHARED.model)).epoch == 1
 
     # The remaining epoch in a fresh interpreter, through the command line.
-    proc = subprocess.run([sys.executable, "-m", "minibasis.cli", *cli_args(SHARED, run, archive), "--resume"],
-                          cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "minibasis.cli", *cli_args(SHARED, run, archive), "--resume"],
+        cwd=ROOT,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "epoch   2/2" in proc.stdout
 
@@ -152,13 +203,16 @@ def test_resume_in_process_and_finished_run(archive, straight, first_epoch, tmp_
     assert len(said) == 1 and "already complete (2 of 2 epochs)" in said[0] and "--epochs" in said[0], said
 
 
-@pytest.mark.parametrize("change, field", [
-    ({"lr": 0.05}, "lr"),
-    ({"seed": 1}, "seed"),
-    ({"lam": 1.0}, "lam"),
-    ({"augment": False}, "augment"),
-    ({"model": "resnet14-single-s2u1"}, "model"),
-])
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        ({"lr": 0.05}, "lr"),
+        ({"seed": 1}, "seed"),
+        ({"lam": 1.0}, "lam"),
+        ({"augment": False}, "augment"),
+        ({"model": "resnet14-single-s2u1"}, "model"),
+    ],
+)
 def test_resume_with_other_config_is_refused(archive, first_epoch, tmp_path, change, field):
     run = copy_run(first_epoch, tmp_path)
     before = files_of(run)
@@ -181,7 +235,9 @@ def test_resume_cannot_shorten_a_run(archive, first_epoch, tmp_path):
 
 
 def test_resume_without_a_run(archive, tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"^out_dir: expected the folder of a run to resume, got .*does not exist"):
+    with pytest.raises(
+        FileNotFoundError, match=r"^out_dir: expected the folder of a run to resume, got .*does not exist"
+    ):
         quiet_train(TINY, tmp_path / "missing", archive, resume=True)
     assert not (tmp_path / "missing").exists()  # a typo in the folder's name creates nothing
     (tmp_path / "empty").mkdir()
@@ -206,18 +262,24 @@ def test_extending_a_finished_run(archive, straight, tmp_path):
     assert [r["lr"] for r in records] == pytest.approx([0.1, 0.01, 0.01, 0.001], rel=1e-12)
     assert "from 2 to 4 epochs" in said[0] and "epochs 3–4" in said[0] and "lr 0.01, 0.001" in said[0], said[0]
     extension = {"at_epoch": 2, "from_epochs": 2, "to_epochs": 4}
-    assert json.loads((run / "config.json").read_text()) == saved_config(SHARED, archive, epochs=4,
-                                                                         extensions=[extension])
+    assert json.loads((run / "config.json").read_text()) == saved_config(
+        SHARED, archive, epochs=4, extensions=[extension]
+    )
     checkpoint = runs.load_checkpoint(run / "checkpoint.npz", create_model(SHARED.model))
     assert checkpoint.epoch == 4 and checkpoint.config["epochs"] == 4 and checkpoint.extensions == [extension]
     assert read_log(run) == records
 
     # Extended once more, the history grows; a resume with the same epochs is complete.
     quiet_train(replace(SHARED, epochs=5), run, archive, resume=True)
-    assert json.loads((run / "config.json").read_text())["extensions"] == [extension, {"at_epoch": 4, "from_epochs": 4, "to_epochs": 5}]
+    assert json.loads((run / "config.json").read_text())["extensions"] == [
+        extension,
+        {"at_epoch": 4, "from_epochs": 4, "to_epochs": 5},
+    ]
 
 
-def test_an_extension_interrupted_before_its_first_checkpoint_resumes_identically(archive, straight, tmp_path, monkeypatch):
+def test_an_extension_interrupted_before_its_first_checkpoint_resumes_identically(
+    archive, straight, tmp_path, monkeypatch
+):
     """Killed (here: an error) inside the first extra epoch, then resumed with the same epochs:
     the same files as an extension that ran through."""
     straight_run, _ = straight
@@ -244,7 +306,9 @@ def test_an_extension_interrupted_before_its_first_checkpoint_resumes_identicall
 # ------------------------------------------------------------------ the run folder's rules
 
 
-@pytest.mark.parametrize("name", ["checkpoint.npz", "weights.npz", "log.jsonl", "config.json", ".checkpoint.npz.1a2b3c4d.tmp"])
+@pytest.mark.parametrize(
+    "name", ["checkpoint.npz", "weights.npz", "log.jsonl", "config.json", ".checkpoint.npz.1a2b3c4d.tmp"]
+)
 @pytest.mark.parametrize("overwrite", [False, True])
 def test_a_fresh_run_refuses_a_folder_holding_any_run_file(archive, tmp_path, name, overwrite):
     """A fresh run refuses a folder holding any run file, not only checkpoint.npz, so a run whose
@@ -260,10 +324,17 @@ def test_a_fresh_run_refuses_a_folder_holding_any_run_file(archive, tmp_path, na
             quiet_train(TINY, run, archive, overwrite=True)
             assert not (run / name).exists() and (run / "notes.txt").read_text() == "mine"
             return
-        expected = rf"^{re.escape(str(run))}: expected a folder without a run, got one holding {re.escape(name)};.*resume.*overwrite"
+        expected = (
+            rf"^{re.escape(str(run))}: expected a folder without a run, "
+            rf"got one holding {re.escape(name)};.*resume.*overwrite"
+        )
     else:
-        expected = (rf"^{re.escape(str(run / name))}: expected a folder without a run, or a run's {re.escape(name)} that minibasis "
-                    r"wrote, got a file minibasis did not write \(or one damaged since\); move it away or choose another folder \(--out\); nothing was changed$")
+        expected = (
+            rf"^{re.escape(str(run / name))}: expected a folder without a run, "
+            rf"or a run's {re.escape(name)} that minibasis wrote, "
+            r"got a file minibasis did not write \(or one damaged since\); "
+            r"move it away or choose another folder \(--out\); nothing was changed$"
+        )
     with pytest.raises(FileExistsError, match=expected):
         quiet_train(TINY, run, archive, overwrite=overwrite)
     assert (run / name).read_bytes() == b"a user's file"
@@ -290,8 +361,13 @@ def test_overwrite_replaces_a_run(archive, straight, tmp_path):
     assert without_timing(records) == without_timing(quiet_train(TINY, fresh, archive))
     for name in ("weights.npz", "checkpoint.npz"):
         assert_npz_identical(run / name, fresh / name)
-    assert sorted(p.name for p in run.iterdir()) == ["checkpoint.npz", "config.json", "log.jsonl", "notes.txt",
-                                                     "weights.npz"]
+    assert sorted(p.name for p in run.iterdir()) == [
+        "checkpoint.npz",
+        "config.json",
+        "log.jsonl",
+        "notes.txt",
+        "weights.npz",
+    ]
     with pytest.raises(ValueError, match=r"^overwrite: expected False with resume=True"):
         quiet_train(TINY, run, archive, overwrite=True, resume=True)
 
@@ -303,7 +379,11 @@ def test_a_locked_folder_is_refused_and_untouched(archive, first_epoch, tmp_path
     before = files_of(run)
     with folder_lock(run):
         for kwargs in ({"resume": True}, {}, {"overwrite": True}):
-            with pytest.raises(FolderBusy, match=rf"^{re.escape(str(run))}: expected a folder no other process is using, got one locked by PID {os.getpid()}$"):
+            with pytest.raises(
+                FolderBusy,
+                match=rf"^{re.escape(str(run))}: expected a folder no other process is using, "
+                rf"got one locked by PID {os.getpid()}$",
+            ):
                 quiet_train(SHARED, run, archive, **kwargs)
     assert files_of(run) == before
     assert [r["epoch"] for r in quiet_train(SHARED, run, archive, resume=True)] == [1, 2]  # released
@@ -357,9 +437,11 @@ def test_a_run_killed_before_its_first_checkpoint_resumes_from_the_start(archive
 def test_sizes_larger_than_the_data_are_refused(archive, tmp_path):
     """Sizes larger than the data (or not a multiple of the classes) are refused before the folder
     is made, never silently trained on the images there are."""
-    for change, message in (({"train_size": 50}, "train_size: expected at most 40, the images there"),
-                            ({"test_size": 30}, "test_size: expected at most 20, the images there"),
-                            ({"train_size": 15}, "train_size: expected a multiple of the 10 classes")):
+    for change, message in (
+        ({"train_size": 50}, "train_size: expected at most 40, the images there"),
+        ({"test_size": 30}, "test_size: expected at most 20, the images there"),
+        ({"train_size": 15}, "train_size: expected a multiple of the 10 classes"),
+    ):
         with pytest.raises(ValueError, match=f"^{re.escape(message)}"):
             quiet_train(replace(TINY, **change), tmp_path / "run", archive)
         assert not (tmp_path / "run").exists()  # refused before the folder is made
@@ -414,14 +496,26 @@ def inject(monkeypatch, call, where, value=np.nan):
     monkeypatch.setattr(T, "gradient_and_aux", patched)
 
 
-@pytest.mark.parametrize("where, call, expected", [
-    ("ce", 3, r"non-finite cross-entropy loss at epoch 2, step 1 \(global step 3\)"),
-    ("r", 4, r"non-finite orthogonality R at epoch 2, step 2 \(global step 4\)"),
-    ("grads.layer1.1.coeff_conv1.weight", 3,
-     r"non-finite gradient of 'layer1.1.coeff_conv1.weight' \(the loss, [\d.]+, was finite\) at epoch 2, step 1"),
-    ("state.bn1.running_var", 4, r"non-finite BN statistic 'bn1.running_var' after the SGD update with lr 0.01 at epoch 2, step 2"),
-])
-def test_non_finite_value_stops_and_keeps_the_last_checkpoint(archive, first_epoch, tmp_path, monkeypatch, where, call, expected):
+@pytest.mark.parametrize(
+    "where, call, expected",
+    [
+        ("ce", 3, r"non-finite cross-entropy loss at epoch 2, step 1 \(global step 3\)"),
+        ("r", 4, r"non-finite orthogonality R at epoch 2, step 2 \(global step 4\)"),
+        (
+            "grads.layer1.1.coeff_conv1.weight",
+            3,
+            r"non-finite gradient of 'layer1.1.coeff_conv1.weight' \(the loss, [\d.]+, was finite\) at epoch 2, step 1",
+        ),
+        (
+            "state.bn1.running_var",
+            4,
+            r"non-finite BN statistic 'bn1.running_var' after the SGD update with lr 0.01 at epoch 2, step 2",
+        ),
+    ],
+)
+def test_non_finite_value_stops_and_keeps_the_last_checkpoint(
+    archive, first_epoch, tmp_path, monkeypatch, where, call, expected
+):
     """Each value is checked and named (a gradient overflow is a non-finite gradient, with the
     finite loss beside it, not a "non-finite loss"); the checkpoint of epoch 1 stays, the run resumes."""
     inject(monkeypatch, call, where)
@@ -453,7 +547,9 @@ def test_a_huge_learning_rate_stops_at_the_first_parameter_that_overflows(archiv
     """--lr 1e40: the loss and gradients of step 1 are finite, the updated parameters are not; the
     run stops naming the first of them, and no checkpoint or weights holding NaN/inf is written."""
     run = tmp_path / "run"
-    with pytest.raises(T.NonFiniteValue, match=r"^non-finite parameter '[\w.]+' after the SGD update with lr 1e\+40 at epoch 1, step 1"):
+    with pytest.raises(
+        T.NonFiniteValue, match=r"^non-finite parameter '[\w.]+' after the SGD update with lr 1e\+40 at epoch 1, step 1"
+    ):
         quiet_train(replace(TINY, lr=1e40, epochs=2), run, archive)
     assert not (run / "checkpoint.npz").exists() and not (run / "weights.npz").exists()
 
@@ -517,7 +613,9 @@ def test_evaluate_uses_running_statistics():
     labels = np.arange(4, dtype=np.int64)
     mean, std = DATASETS["cifar10"].mean, DATASETS["cifar10"].std
     whole = T.evaluate(model, params, state, images, labels, mean=mean, std=std)
-    singles = [T.evaluate(model, params, state, images[i:i + 1], labels[i:i + 1], mean=mean, std=std) for i in range(4)]
+    singles = [
+        T.evaluate(model, params, state, images[i : i + 1], labels[i : i + 1], mean=mean, std=std) for i in range(4)
+    ]
     assert whole[0] == pytest.approx(np.mean([s[0] for s in singles]), rel=1e-5)
     assert whole[1] == np.mean([s[1] for s in singles])
 
@@ -580,14 +678,17 @@ def test_interrupted_between_checkpoint_and_weights_then_resumed(archive, straig
 # ------------------------------------------------------------------------ config checks
 
 
-@pytest.mark.parametrize("spec, expected", [
-    ("resnet20-s16u1", 10.0),          # double
-    ("resnet20-double-s16u1", 10.0),
-    ("resnet20-single-s16u1", 10.0),   # single
-    ("resnet20-s16u0", 10.0),          # shared_only
-    ("resnet20", 0.0),                 # original
-    ("resnet20-s0u1", 0.0),            # NonShared
-])
+@pytest.mark.parametrize(
+    "spec, expected",
+    [
+        ("resnet20-s16u1", 10.0),  # double
+        ("resnet20-double-s16u1", 10.0),
+        ("resnet20-single-s16u1", 10.0),  # single
+        ("resnet20-s16u0", 10.0),  # shared_only
+        ("resnet20", 0.0),  # original
+        ("resnet20-s0u1", 0.0),  # NonShared
+    ],
+)
 def test_default_lambda(spec, expected):
     config = T.TrainConfig(model=spec)
     assert config.lam is None
@@ -602,22 +703,28 @@ def test_default_config_is_valid():
     assert T.TrainConfig().resolved_lambda() == T.DEFAULT_LAMBDA == 10.0
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"epochs": 0}, "epochs: expected an int ≥ 1, got 0"),
-    ({"epochs": -1}, "epochs: expected an int ≥ 1, got -1"),
-    ({"epochs": 2.5}, "epochs: expected an int ≥ 1, got 2.5"),
-    ({"batch_size": 0}, "batch_size: expected an int ≥ 1, got 0"),
-    ({"train_size": 0}, "train_size: expected an int ≥ 1, got 0"),
-    ({"schedule": "linear"}, "schedule: expected one of 'step', 'cosine', 'constant', got 'linear'"),
-    ({"dataset": "cifar20"}, "dataset: expected one of 'cifar10', 'cifar100', got 'cifar20'"),
-    ({"lam": -1.0}, "lam: expected a finite real number ≥ 0, got -1.0"),
-    ({"lam": float("nan")}, "lam: expected a finite real number ≥ 0, got nan"),
-    ({"lr": float("inf")}, "lr: expected a finite real number ≥ 0, got inf"),
-    ({"nesterov": 1}, "nesterov: expected True or False, got 1"),
-    ({"nesterov": True, "momentum": 0.0}, "nesterov: expected a momentum > 0 with Nesterov momentum, got momentum 0.0"),
-    ({"seed": -1}, "seed: expected an int ≥ 0, got -1"),
-    ({"augment": "no"}, "augment: expected True or False, got 'no'"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"epochs": 0}, "epochs: expected an int ≥ 1, got 0"),
+        ({"epochs": -1}, "epochs: expected an int ≥ 1, got -1"),
+        ({"epochs": 2.5}, "epochs: expected an int ≥ 1, got 2.5"),
+        ({"batch_size": 0}, "batch_size: expected an int ≥ 1, got 0"),
+        ({"train_size": 0}, "train_size: expected an int ≥ 1, got 0"),
+        ({"schedule": "linear"}, "schedule: expected one of 'step', 'cosine', 'constant', got 'linear'"),
+        ({"dataset": "cifar20"}, "dataset: expected one of 'cifar10', 'cifar100', got 'cifar20'"),
+        ({"lam": -1.0}, "lam: expected a finite real number ≥ 0, got -1.0"),
+        ({"lam": float("nan")}, "lam: expected a finite real number ≥ 0, got nan"),
+        ({"lr": float("inf")}, "lr: expected a finite real number ≥ 0, got inf"),
+        ({"nesterov": 1}, "nesterov: expected True or False, got 1"),
+        (
+            {"nesterov": True, "momentum": 0.0},
+            "nesterov: expected a momentum > 0 with Nesterov momentum, got momentum 0.0",
+        ),
+        ({"seed": -1}, "seed: expected an int ≥ 0, got -1"),
+        ({"augment": "no"}, "augment: expected True or False, got 'no'"),
+    ],
+)
 def test_bad_config_values(change, message, tmp_path):
     config = replace(T.TrainConfig(), **change)
     with pytest.raises(ValueError) as info:
@@ -670,11 +777,11 @@ def test_log_has_one_json_line_per_epoch_and_step_schedule(archive, tmp_path):
         assert record["orthogonality"] == 0.0  # resnet8: no bases
         assert record["test_acc"] * config.test_size == round(record["test_acc"] * config.test_size)
     # Step schedule: ×0.1 at epochs ⌈0.5·4⌉ = 2 and ⌈0.75·4⌉ = 3 (0-based), to the bit.
-    assert [r["lr"] for r in logged] == [0.05, 0.05, 0.05 * 0.1 ** 1, 0.05 * 0.1 ** 2]
+    assert [r["lr"] for r in logged] == [0.05, 0.05, 0.05 * 0.1**1, 0.05 * 0.1**2]
     assert [re.match(r"epoch +(\d+)/4 ", line).group(1) for line in printed] == ["1", "2", "3", "4"]
 
 
-@pytest.mark.parametrize("epochs, lrs", [(1, [0.1]), (2, [0.1, 0.1 * 0.1 ** 1]), (3, [0.1, 0.1, 0.1 * 0.1 ** 1])])
+@pytest.mark.parametrize("epochs, lrs", [(1, [0.1]), (2, [0.1, 0.1 * 0.1**1]), (3, [0.1, 0.1, 0.1 * 0.1**1])])
 def test_short_runs_train_at_the_given_lr(archive, tmp_path, epochs, lrs):
     """Short runs start at the given lr: a 1-epoch run trains at lr, a 2-epoch run's second epoch
     at lr/10 (never lr/100)."""
@@ -688,7 +795,7 @@ def test_log_of_shared_model(straight, archive):
     assert logged == records and [r["epoch"] for r in logged] == [1, 2]
     assert all(r["orthogonality"] > 0 for r in logged)  # the basis regulariser is reported
     # epochs=2: milestones ⌈1.0⌉ = 1 and ⌈1.5⌉ = 2, so the 2nd epoch runs at lr/10.
-    assert [r["lr"] for r in logged] == [0.1, 0.1 * 0.1 ** 1]
+    assert [r["lr"] for r in logged] == [0.1, 0.1 * 0.1**1]
     assert json.loads((run / "config.json").read_text()) == saved_config(SHARED, archive)
 
 
@@ -714,9 +821,11 @@ def test_a_first_round_run_resumes_and_equivalent_lambdas_are_equal(archive, fir
     run = copy_run(first_epoch, tmp_path)
     arrays = npz_arrays(run / "checkpoint.npz")
     config = {**json.loads(str(arrays["config"])), "lam": None}
-    np.savez(run / "checkpoint.npz", **{k: v for k, v in arrays.items() if k not in ("format", "log", "data",
-                                                                                     "kernels", "config")},
-             config=np.array(json.dumps(config)))
+    np.savez(
+        run / "checkpoint.npz",
+        **{k: v for k, v in arrays.items() if k not in ("format", "log", "data", "kernels", "config")},
+        config=np.array(json.dumps(config)),
+    )
     (run / "config.json").write_text(json.dumps({**config, "extensions": []}))
     (run / ".lock").write_text("4321\n")  # the older format's lock file: a PID alone
     records = quiet_train(replace(SHARED, lam=10), run, archive, resume=True)

@@ -17,8 +17,15 @@ from minibasis.models import create_model
 from minibasis.tree import flatten, unflatten
 from minibasis.weights import from_state_dict, load_weights, save_weights, state_dict_layout, to_state_dict
 
-VARIANT_SPECS = ["resnet20", "resnet20-s16u1", "resnet20-single-s8u1", "resnet20-single-s4u0",
-                 "resnet20-s16u0", "resnet20-s0u1", "resnet32-s4u2"]
+VARIANT_SPECS = [
+    "resnet20",
+    "resnet20-s16u1",
+    "resnet20-single-s8u1",
+    "resnet20-single-s4u0",
+    "resnet20-s16u0",
+    "resnet20-s0u1",
+    "resnet32-s4u2",
+]
 
 
 from support.authors_layout import authors_state_dict_keys  # noqa: E402
@@ -171,7 +178,12 @@ def test_all_problems_are_named_in_one_error(good_state_dict, tmp_path):
         with pytest.raises(ValueError) as info:
             attempt()
         message = str(info.value)
-        for key in ("layer1.2.bn2.running_var", "extra.weight", "layer3.0.conv1.weight", "layer1.1.shared_basis_2.weight"):
+        for key in (
+            "layer1.2.bn2.running_var",
+            "extra.weight",
+            "layer3.0.conv1.weight",
+            "layer1.1.shared_basis_2.weight",
+        ):
             assert repr(key) in message, key
 
 
@@ -204,6 +216,7 @@ def test_a_failed_save_leaves_the_old_file_and_no_temp_file(tmp_path, monkeypatc
 
         monkeypatch.setattr(np, "savez", savez)
     else:
+
         def replace(src, dst):
             raise Crash("power cut")
 
@@ -243,7 +256,7 @@ def official_logits(official, stop):
     model, params, state, images, _, done = official
     while len(done) * EVAL_BATCH < stop:
         start = len(done) * EVAL_BATCH
-        x = normalize(images[start:start + EVAL_BATCH], CIFAR10.mean, CIFAR10.std)
+        x = normalize(images[start : start + EVAL_BATCH], CIFAR10.mean, CIFAR10.std)
         logits, _ = model.apply(params, state, x, train=False)
         assert logits.dtype == np.float32 and logits.shape == (len(x), 10)
         done.append(logits)

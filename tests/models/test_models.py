@@ -30,11 +30,9 @@ from minibasis.tree import flatten, tree_map, unflatten
 pytestmark = pytest.mark.reference  # also run with MINIBASIS_REFERENCE=1 (see README)
 
 from support.authors_layout import (  # noqa: E402
-    MULTIPLIERS,
     WIDTHS,
     authors_buffers,
     authors_macs,
-    authors_modules,
     authors_parameters,
     shared_owner_names,
 )
@@ -75,7 +73,17 @@ def authors_args(spec):
     minibasis.models.parse_spec) so that the re-derivation's side stays independent."""
     depth, single, s, u = re.fullmatch(r"resnet(\d+)(?:-(single-)?s(\d+)u(\d+))?", spec).groups()
     s, u = int(s or 0), int(u or 0)
-    variant = "original" if not (s or u) else "single" if single else "non_shared" if not s else "shared_only" if not u else "double"
+    variant = (
+        "original"
+        if not (s or u)
+        else "single"
+        if single
+        else "non_shared"
+        if not s
+        else "shared_only"
+        if not u
+        else "double"
+    )
     return int(depth), variant, s, u
 
 
@@ -105,7 +113,9 @@ spec_draws = st.builds(
 
 
 def make_spec(depth, variant, s, u, classes):
-    s, u = {"original": (0, 0), "double": (s, u), "single": (s, u), "shared_only": (s, 0), "non_shared": (0, u)}[variant]
+    s, u = {"original": (0, 0), "double": (s, u), "single": (s, u), "shared_only": (s, 0), "non_shared": (0, u)}[
+        variant
+    ]
     return ModelSpec(depth, variant, s, u, classes)
 
 
@@ -147,8 +157,13 @@ def test_valid_specs_parse_to_variant_and_ranks(text, expected):
 @given(spec_draws)
 def test_spec_names_round_trip(draw):
     spec = make_spec(*draw)
-    text = f"resnet{spec.depth}" if spec.variant == "original" else (
-        f"resnet{spec.depth}{'-single' if spec.variant == 'single' else ''}-s{spec.shared_rank}u{spec.unique_rank}")
+    text = (
+        f"resnet{spec.depth}"
+        if spec.variant == "original"
+        else (
+            f"resnet{spec.depth}{'-single' if spec.variant == 'single' else ''}-s{spec.shared_rank}u{spec.unique_rank}"
+        )
+    )
     assert parse_spec(text, num_classes=spec.num_classes) == spec
     assert parse_spec(spec.name, num_classes=spec.num_classes) == spec
 
@@ -156,10 +171,24 @@ def test_spec_names_round_trip(draw):
 @pytest.mark.parametrize(
     "text",
     [
-        "resnet57", "resnet56-s16", "vgg16", "resnet56-single-s0u1", "resnet56-s0u0", "resnet",
-        "", "resnet56-u1s16", "resnet56-s16u1-single", "resnet56_s16u1", "resnet56-s-1u1",
-        "resnet56-singles16u1", "resnet56-double-s16u0", "resnet56-double-s0u1", "resnet2",
-        "resnet56-s16u1x", "resnet56-triple-s16u1", "resnet56--s16u1",
+        "resnet57",
+        "resnet56-s16",
+        "vgg16",
+        "resnet56-single-s0u1",
+        "resnet56-s0u0",
+        "resnet",
+        "",
+        "resnet56-u1s16",
+        "resnet56-s16u1-single",
+        "resnet56_s16u1",
+        "resnet56-s-1u1",
+        "resnet56-singles16u1",
+        "resnet56-double-s16u0",
+        "resnet56-double-s0u1",
+        "resnet2",
+        "resnet56-s16u1x",
+        "resnet56-triple-s16u1",
+        "resnet56--s16u1",
     ],
 )
 def test_malformed_specs_raise_listing_the_valid_forms(text):
@@ -204,17 +233,38 @@ def test_names_of_resnet20_s16u1_are_the_authors():
     params, state = create_model("resnet20-s16u1").init(seed=0)
     names = list(flatten(params))
     assert names[:32] == [
-        "conv1.weight", "bn1.weight", "bn1.bias",
-        "shared_basis_1_1.weight", "shared_basis_1_2.weight",
-        "layer1.0.conv1.weight", "layer1.0.bn1.weight", "layer1.0.bn1.bias",
-        "layer1.0.conv2.weight", "layer1.0.bn2.weight", "layer1.0.bn2.bias",
-        "layer1.1.basis_conv1.weight", "layer1.1.basis_bn1.weight", "layer1.1.basis_bn1.bias",
-        "layer1.1.coeff_conv1.weight", "layer1.1.bn1.weight", "layer1.1.bn1.bias",
-        "layer1.1.basis_conv2.weight", "layer1.1.basis_bn2.weight", "layer1.1.basis_bn2.bias",
-        "layer1.1.coeff_conv2.weight", "layer1.1.bn2.weight", "layer1.1.bn2.bias",
-        "layer1.2.basis_conv1.weight", "layer1.2.basis_bn1.weight", "layer1.2.basis_bn1.bias",
-        "layer1.2.coeff_conv1.weight", "layer1.2.bn1.weight", "layer1.2.bn1.bias",
-        "layer1.2.basis_conv2.weight", "layer1.2.basis_bn2.weight", "layer1.2.basis_bn2.bias",
+        "conv1.weight",
+        "bn1.weight",
+        "bn1.bias",
+        "shared_basis_1_1.weight",
+        "shared_basis_1_2.weight",
+        "layer1.0.conv1.weight",
+        "layer1.0.bn1.weight",
+        "layer1.0.bn1.bias",
+        "layer1.0.conv2.weight",
+        "layer1.0.bn2.weight",
+        "layer1.0.bn2.bias",
+        "layer1.1.basis_conv1.weight",
+        "layer1.1.basis_bn1.weight",
+        "layer1.1.basis_bn1.bias",
+        "layer1.1.coeff_conv1.weight",
+        "layer1.1.bn1.weight",
+        "layer1.1.bn1.bias",
+        "layer1.1.basis_conv2.weight",
+        "layer1.1.basis_bn2.weight",
+        "layer1.1.basis_bn2.bias",
+        "layer1.1.coeff_conv2.weight",
+        "layer1.1.bn2.weight",
+        "layer1.1.bn2.bias",
+        "layer1.2.basis_conv1.weight",
+        "layer1.2.basis_bn1.weight",
+        "layer1.2.basis_bn1.bias",
+        "layer1.2.coeff_conv1.weight",
+        "layer1.2.bn1.weight",
+        "layer1.2.bn1.bias",
+        "layer1.2.basis_conv2.weight",
+        "layer1.2.basis_bn2.weight",
+        "layer1.2.basis_bn2.bias",
     ]
     assert names[-2:] == ["fc.weight", "fc.bias"]
     assert "shared_basis_2_1.weight" in names and "shared_basis_3_2.weight" in names
@@ -227,8 +277,17 @@ def test_names_of_resnet20_s16u1_are_the_authors():
 
 @pytest.mark.parametrize(
     "spec",
-    ["resnet20", "resnet20-s16u1", "resnet20-double-s8u2", "resnet20-single-s8u1", "resnet20-single-s4u0",
-     "resnet20-s16u0", "resnet20-s0u1", "resnet32-s4u2", "resnet14-s0u3"],
+    [
+        "resnet20",
+        "resnet20-s16u1",
+        "resnet20-double-s8u2",
+        "resnet20-single-s8u1",
+        "resnet20-single-s4u0",
+        "resnet20-s16u0",
+        "resnet20-s0u1",
+        "resnet32-s4u2",
+        "resnet14-s0u3",
+    ],
 )
 def test_parameter_and_state_names_and_shapes_are_the_authors(spec):
     model = create_model(spec)
@@ -242,7 +301,9 @@ def test_parameter_and_state_names_and_shapes_are_the_authors(spec):
     assert has(r"^shared_basis_\d_[12]\.") == (variant in ("double", "shared_only"))
     assert has(r"^shared_basis_\d\.") == (variant == "single")
     blocks = (model.spec.depth - 2) // 6
-    assert has(r"basis_conv\d") == (variant in ("double", "single", "non_shared") and model.spec.unique_rank > 0 and blocks > 1)
+    assert has(r"basis_conv\d") == (
+        variant in ("double", "single", "non_shared") and model.spec.unique_rank > 0 and blocks > 1
+    )
     assert not has(r"^layer.*shared_basis")  # a shared basis is one array, owned by the model
     assert not any("running" in n or "num_batches" in n for n in names)
     for key, value in flatten(state).items():
@@ -283,7 +344,9 @@ def test_convs_are_kaiming_normal_fan_out(spec):
     assert abs(big.std() / math.sqrt(2 / (64 * 9)) - 1) < 0.03
 
 
-@pytest.mark.parametrize("spec", ["resnet20-s16u1", "resnet20-single-s8u1", "resnet20-s16u0", "resnet20-s0u1", "resnet20"])
+@pytest.mark.parametrize(
+    "spec", ["resnet20-s16u1", "resnet20-single-s8u1", "resnet20-s16u0", "resnet20-s0u1", "resnet20"]
+)
 def test_bn_fc_and_state_init(spec):
     model = create_model(spec)
     params, state = model.init(seed=0)
@@ -335,7 +398,9 @@ def test_square_shared_bases_are_orthogonal_matrices():
     # orthogonal_) the joint matrix has orthonormal columns
     params, _ = create_model("resnet14-s73u0").init(seed=0, dtype=np.float64)
     for g in (1, 2, 3):
-        joint = np.concatenate([params[f"shared_basis_{g}_{i}"]["weight"].reshape(73 * 2 ** (g - 1), -1) for i in (1, 2)])
+        joint = np.concatenate(
+            [params[f"shared_basis_{g}_{i}"]["weight"].reshape(73 * 2 ** (g - 1), -1) for i in (1, 2)]
+        )
         np.testing.assert_allclose(joint.T @ joint, np.eye(joint.shape[1]), atol=1e-12)
 
 
@@ -366,8 +431,10 @@ def test_init_dtype_float64():
 def perturbed(params, state, seed):
     """Params and state as after training: BN affine and running statistics away from 1/0."""
     rng = np.random.default_rng(seed)
-    flat_p = {k: (v + 0.2 * rng.standard_normal(v.shape)).astype(v.dtype) if re.search(r"bn\d?\.", k) else v
-              for k, v in flatten(params).items()}
+    flat_p = {
+        k: (v + 0.2 * rng.standard_normal(v.shape)).astype(v.dtype) if re.search(r"bn\d?\.", k) else v
+        for k, v in flatten(params).items()
+    }
     flat_s = {}
     for k, v in flatten(state).items():
         if k.endswith("running_mean"):
@@ -380,7 +447,9 @@ def perturbed(params, state, seed):
     return unflatten(flat_p), unflatten(flat_s)
 
 
-@pytest.mark.parametrize("spec", ["resnet20-s16u1", "resnet20-single-s8u1", "resnet20-s8u0", "resnet20-s0u1", "resnet20"])
+@pytest.mark.parametrize(
+    "spec", ["resnet20-s16u1", "resnet20-single-s8u1", "resnet20-s8u0", "resnet20-s0u1", "resnet20"]
+)
 def test_forward_shapes_dtypes_and_state(spec):
     model = create_model(spec)
     params, state = model.init(seed=0)
@@ -442,12 +511,16 @@ def trained_like(model, seed):
     """float64 params and state away from init, unique bases with unit-norm rows (as the
     orthogonality term drives them): keeps the loss O(1), so central differences are sharp."""
     params, state = perturbed(*model.init(seed=0, dtype=np.float64), seed=seed)
-    flat = {k: v / np.linalg.norm(v.reshape(v.shape[0], -1), axis=1)[:, None, None, None] if "basis_conv" in k else v
-            for k, v in flatten(params).items()}
+    flat = {
+        k: v / np.linalg.norm(v.reshape(v.shape[0], -1), axis=1)[:, None, None, None] if "basis_conv" in k else v
+        for k, v in flatten(params).items()
+    }
     return unflatten(flat), state
 
 
-@pytest.mark.parametrize("spec", ["resnet14-s2u1", "resnet14-single-s2u1", "resnet14-s2u0", "resnet14-s0u1", "resnet14"])
+@pytest.mark.parametrize(
+    "spec", ["resnet14-s2u1", "resnet14-single-s2u1", "resnet14-s2u0", "resnet14-s0u1", "resnet14"]
+)
 def test_training_loss_gradient_of_every_parameter_array(spec):
     """Depth 14: one plain block and one basis block per stage; 2 images of 8×8 px (2×2 px in
     stage 3). Every parameter array is checked on its own (leafwise)."""
@@ -463,7 +536,8 @@ def test_training_loss_gradient_of_every_parameter_array(spec):
     check_gradients(loss, params, mode="directional", directions=2, eps=1e-5, rtol=1e-6, atol=1e-9, seed=3)
     grads = autograd.grad(loss)(params)
     assert [(k, v.shape, v.dtype) for k, v in flatten(grads).items()] == [
-        (k, v.shape, v.dtype) for k, v in flatten(params).items()]
+        (k, v.shape, v.dtype) for k, v in flatten(params).items()
+    ]
 
 
 def test_shift_before_a_training_mode_bn_gets_no_gradient():
@@ -473,7 +547,9 @@ def test_shift_before_a_training_mode_bn_gets_no_gradient():
     params, state = trained_like(model, seed=4)
     x, labels = random_images(6, 2, 8), np.array([2, 5])
     for train in (True, False):
-        grads = flatten(autograd.grad(lambda p: cross_entropy(model.apply(p, state, x, train=train)[0], labels))(params))
+        grads = flatten(
+            autograd.grad(lambda p: cross_entropy(model.apply(p, state, x, train=train)[0], labels))(params)
+        )
         biases = [v for k, v in grads.items() if re.search(r"basis_bn\d\.bias$", k)]
         assert len(biases) == 12
         if train:
@@ -534,8 +610,12 @@ def test_shared_basis_gradient_is_the_sum_over_its_uses(spec):
     x, labels = random_images(3, 2, 8), np.array([1, 4])
     n = (model.spec.depth - 2) // 6
     variant = model.spec.variant
-    copies = {(g, b, layer): params[owner_of(variant, g, layer)]["weight"] + 0.0
-              for g in (1, 2, 3) for b in range(1, n) for layer in (1, 2)}
+    copies = {
+        (g, b, layer): params[owner_of(variant, g, layer)]["weight"] + 0.0
+        for g in (1, 2, 3)
+        for b in range(1, n)
+        for layer in (1, 2)
+    }
 
     def tied(params):
         return cross_entropy(model.apply(params, state, x, train=True)[0], labels)
@@ -548,7 +628,9 @@ def test_shared_basis_gradient_is_the_sum_over_its_uses(spec):
             uses = [grad_copies[key] for key in copies if owner_of(variant, key[0], key[2]) == owner and key[0] == g]
             assert len(uses) == (n - 1) * (2 if variant == "single" else 1)
             expected = np.sum(uses, axis=0)
-            np.testing.assert_allclose(grad_model[owner]["weight"], expected, rtol=1e-9, atol=1e-12 * np.abs(expected).max())
+            np.testing.assert_allclose(
+                grad_model[owner]["weight"], expected, rtol=1e-9, atol=1e-12 * np.abs(expected).max()
+            )
             assert not np.allclose(uses[0], uses[1])  # the uses contribute different gradients
     # a copy is not the owner: the model uses one array (no per-block copies in the tree)
     assert not any("shared" in k for k in flatten(grad_model) if k.startswith("layer"))
@@ -598,7 +680,9 @@ def test_orthogonality_vanishes_at_init_without_unique_bases(spec):
     model = create_model(spec)
     params, _ = model.init(seed=0, dtype=np.float64)
     assert model.orthogonality(params) < 1e-20
-    assert_orthonormal_rows(params["shared_basis_1_1" if "single" not in spec else "shared_basis_1"]["weight"], atol=1e-12)
+    assert_orthonormal_rows(
+        params["shared_basis_1_1" if "single" not in spec else "shared_basis_1"]["weight"], atol=1e-12
+    )
 
 
 def test_orthogonality_formula_by_hand_for_one_stage_layout():
@@ -631,9 +715,9 @@ def test_orthogonality_formula_by_hand_for_one_stage_layout():
 # ---- the building blocks of the CIFAR-100 DenseNet121 and ResNeXt50 ------------------------------
 # (their whole networks are compared with the authors' PyTorch classes in test_zoo.py)
 
+import autograd.numpy as anp  # noqa: E402
 from autograd.test_util import check_grads  # noqa: E402
 
-import autograd.numpy as anp  # noqa: E402
 from minibasis.basis import basis_conv  # noqa: E402
 from minibasis.layers import avg_pool2d, batch_norm_state  # noqa: E402
 from minibasis.mode import reference_mode  # noqa: E402
@@ -831,7 +915,9 @@ def test_a_resnext_basis_block_with_grouped_bases_passes_gradient_checks(form):
         check_grads(f, modes=["rev"], order=2)(x, params)
 
 
-@pytest.mark.parametrize("spec", ["cifar100-densenet121-single-s16u1", "cifar100-resnext50-single-s64u4", "cifar100-mobilenetv2-shared++"])
+@pytest.mark.parametrize(
+    "spec", ["cifar100-densenet121-single-s16u1", "cifar100-resnext50-single-s64u4", "cifar100-mobilenetv2-shared++"]
+)
 def test_the_cifar100_families_initialise_as_the_authors_classes(spec):
     """PyTorch's defaults (uniform ±1/√fan_in, fan_in = C_in/groups·kh·kw) for every conv and linear
     weight; ResNext50_32x4d_SingleShared alone re-initialises its shared bases orthogonally."""

@@ -4,10 +4,10 @@ answers which arrays a layer uses; its counts agree with the basis layer's formu
 import numpy as np
 import pytest
 
-from support.golden import SPECS, golden_file
 from minibasis.basis import basis_layer_params
 from minibasis.models import StageBases, create_model
 from minibasis.models.info import ZOO
+from support.golden import SPECS, golden_file
 
 ZOO_SPECS = [spec for spec, _, _ in ZOO] + ["resnet20-s16u1", "resnet32-single-s8u1", "resnet20-s16u0", "resnet20-s0u1"]
 # the specs with two-layer basis blocks (CIFAR ResNets, ResNet34s)
@@ -42,7 +42,10 @@ def test_the_stages_of_double_shared_resnet20():
     stage = create_model("resnet20-s16u1").stages["layer2"]
     assert stage == StageBases(
         "layer2",
-        [("shared_basis_1", "shared_basis_2_1", (32, 32, 3, 3)), ("shared_basis_2", "shared_basis_2_2", (32, 32, 3, 3))],
+        [
+            ("shared_basis_1", "shared_basis_2_1", (32, 32, 3, 3)),
+            ("shared_basis_2", "shared_basis_2_2", (32, 32, 3, 3)),
+        ],
         ["layer2.1", "layer2.2"],
         unique_rows=2,
         init="joint",
@@ -52,14 +55,25 @@ def test_the_stages_of_double_shared_resnet20():
 
 def test_which_arrays_a_layer_uses():
     double = create_model("resnet20-s16u1").stages["layer1"]
-    assert double.arrays_used("layer1.1", 2) == ["layer1.1.basis_conv2.weight", "shared_basis_1_2.weight", "layer1.1.coeff_conv2.weight"]
+    assert double.arrays_used("layer1.1", 2) == [
+        "layer1.1.basis_conv2.weight",
+        "shared_basis_1_2.weight",
+        "layer1.1.coeff_conv2.weight",
+    ]
     single = create_model("resnet20-single-s16u1").stages["layer3"]
-    assert single.arrays_used("layer3.2", 1) == ["layer3.2.basis_conv1.weight", "shared_basis_3.weight", "layer3.2.coeff_conv1.weight"]
+    assert single.arrays_used("layer3.2", 1) == [
+        "layer3.2.basis_conv1.weight",
+        "shared_basis_3.weight",
+        "layer3.2.coeff_conv1.weight",
+    ]
     assert single.layer_basis(1) == single.layer_basis(2) == "shared_basis", "one basis for both layers"
     shared_only = create_model("resnet20-s16u0").stages["layer1"]
     assert shared_only.arrays_used("layer1.1", 1) == ["shared_basis_1_1.weight", "layer1.1.coeff_conv1.weight"]
     non_shared = create_model("resnet20-s0u1").stages["layer1"]
-    assert non_shared.arrays == () and non_shared.arrays_used("layer1.2", 1) == ["layer1.2.basis_conv1.weight", "layer1.2.coeff_conv1.weight"]
+    assert non_shared.arrays == () and non_shared.arrays_used("layer1.2", 1) == [
+        "layer1.2.basis_conv1.weight",
+        "layer1.2.coeff_conv1.weight",
+    ]
 
 
 def test_basis_layer_trees_stack_the_blocks_unique_and_the_stages_shared_basis():
@@ -109,8 +123,12 @@ def test_every_basis_layer_counts_what_the_formula_says(spec):
             for layer in (1, 2):
                 c_out, rank = shapes[f"{path}.coeff_conv{layer}"][:2]
                 c_in = shapes[f"{path}.bn{layer}"][0]  # a basis block keeps its width
-                owned = sum(counts.get(f"{path}.{name}{layer}", 0) for name in ("basis_conv", "basis_bn", "coeff_conv", "bn"))
+                owned = sum(
+                    counts.get(f"{path}.{name}{layer}", 0) for name in ("basis_conv", "basis_bn", "coeff_conv", "bn")
+                )
                 assert rank == bases.unique_rows + bases.basis_rows(layer)
-                assert owned == basis_layer_params(c_in, c_out, bases.unique_rows, bases.basis_rows(layer)), f"{path} layer {layer}"
+                assert owned == basis_layer_params(c_in, c_out, bases.unique_rows, bases.basis_rows(layer)), (
+                    f"{path} layer {layer}"
+                )
                 checked += 1
     assert checked > 0

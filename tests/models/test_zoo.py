@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from support.golden import SPECS, golden_file, golden_state_dict
 from minibasis.layers import cross_entropy
 from minibasis.models import create_model, info_table, parse_spec
 from minibasis.tree import flatten, unflatten
 from minibasis.weights import from_state_dict, load_weights, save_weights, state_dict_layout
+from support.golden import SPECS, golden_file, golden_state_dict
 
 pytestmark = pytest.mark.reference  # also run with MINIBASIS_REFERENCE=1 (see README)
 
@@ -62,9 +62,15 @@ def test_info_lists_every_family_with_its_counts():
         line = next((line for line in table.splitlines() if line.split()[:1] == [spec]), None)
         if line is not None:
             assert str(params) in line and str(macs) in line, line
-    families = ("resnet56-s16u1", "cifar100-resnet34-single-s32u1", "imagenet-resnet50-shared++",
-                "imagenet-mobilenetv2-shared++", "cifar100-densenet121-single-s16u1", "cifar100-resnext50-single-s64u4",
-                "cifar100-mobilenetv2-shared++")
+    families = (
+        "resnet56-s16u1",
+        "cifar100-resnet34-single-s32u1",
+        "imagenet-resnet50-shared++",
+        "imagenet-mobilenetv2-shared++",
+        "cifar100-densenet121-single-s16u1",
+        "cifar100-resnext50-single-s64u4",
+        "cifar100-mobilenetv2-shared++",
+    )
     for family in families:
         assert family in table
 
@@ -104,7 +110,14 @@ def golden_outputs(model, params, state, x, labels):
         return cross_entropy(logits, labels) + LAMBDA * model.orthogonality(params)
 
     grads = flatten(autograd.grad(loss_total)(params))
-    return logits_eval, logits_train, cross_entropy(logits_train, labels), model.orthogonality(params), grads, flatten(after)
+    return (
+        logits_eval,
+        logits_train,
+        cross_entropy(logits_train, labels),
+        model.orthogonality(params),
+        grads,
+        flatten(after),
+    )
 
 
 @pytest.mark.parametrize("stem", SPECS, ids=list(SPECS))
@@ -135,17 +148,30 @@ def test_outputs_gradients_and_statistics_equal_the_authors_pytorch_in_float64(s
 # ---- weight files ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("spec", ["cifar100-resnet34-single-s32u1", "imagenet-resnet50-shared++", "imagenet-mobilenetv2-shared++"])
+@pytest.mark.parametrize(
+    "spec", ["cifar100-resnet34-single-s32u1", "imagenet-resnet50-shared++", "imagenet-mobilenetv2-shared++"]
+)
 def test_weight_files_round_trip_with_the_authors_keys(tmp_path, spec):
     model = create_model(spec)
     params, state = model.init(seed=1)
     rng = np.random.default_rng(0)
-    state = unflatten({k: (v + rng.uniform(0, 1, v.shape).astype(v.dtype)) if v.dtype.kind == "f" else v + 3 for k, v in flatten(state).items()})
+    state = unflatten(
+        {
+            k: (v + rng.uniform(0, 1, v.shape).astype(v.dtype)) if v.dtype.kind == "f" else v + 3
+            for k, v in flatten(state).items()
+        }
+    )
     path = save_weights(tmp_path / "w.npz", model, params, state)
     with np.load(path) as f:
         keys = list(f.files)
-        copies = [key for key, _, where, source in state_dict_layout(model) if where == "params" and not source.startswith(key.rsplit(".", 1)[0])]
-        assert copies and all(np.array_equal(f[key], f[source]) for key, _, _, source in state_dict_layout(model) if key in copies)
+        copies = [
+            key
+            for key, _, where, source in state_dict_layout(model)
+            if where == "params" and not source.startswith(key.rsplit(".", 1)[0])
+        ]
+        assert copies and all(
+            np.array_equal(f[key], f[source]) for key, _, _, source in state_dict_layout(model) if key in copies
+        )
     assert keys == [key for key, *_ in state_dict_layout(model)]
     loaded_params, loaded_state = load_weights(path, model)
     for a, b in ((params, loaded_params), (state, loaded_state)):
@@ -159,7 +185,10 @@ def test_a_block_copy_of_a_shared_conv_that_differs_is_refused(tmp_path):
     arrays = dict(np.load(path))
     arrays["stage4.2.shared_basis1.weight"] = arrays["stage4.2.shared_basis1.weight"] + 1
     np.savez(tmp_path / "bad.npz", **arrays)
-    with pytest.raises(ValueError, match=r"bad.npz: .*'stage4.2.shared_basis1.weight': expected a copy identical to 'shared_basis_2.weight'"):
+    with pytest.raises(
+        ValueError,
+        match=r"bad.npz: .*'stage4.2.shared_basis1.weight': expected a copy identical to 'shared_basis_2.weight'",
+    ):
         load_weights(tmp_path / "bad.npz", model)
 
 
@@ -189,7 +218,10 @@ def test_resnet_init_is_the_authors(spec):
         np.testing.assert_allclose(gram, np.eye(len(gram)), atol=1e-12, err_msg=name)
     if model.spec.variant == "double":  # the two bases of a stage are orthogonal to each other too
         for g in (1, 2, 3, 4):
-            cross = flat[f"shared_basis_{g}_1.weight"].reshape(48 * 2 ** (g - 1), -1) @ flat[f"shared_basis_{g}_2.weight"].reshape(48 * 2 ** (g - 1), -1).T
+            cross = (
+                flat[f"shared_basis_{g}_1.weight"].reshape(48 * 2 ** (g - 1), -1)
+                @ flat[f"shared_basis_{g}_2.weight"].reshape(48 * 2 ** (g - 1), -1).T
+            )
             np.testing.assert_allclose(cross, 0, atol=1e-12)
     assert all(np.all(v == 0) for k, v in flatten(state).items() if k.endswith("running_mean"))
 
@@ -199,7 +231,13 @@ def test_mobilenet_init_is_pytorchs_default():
     uniform ±1/√fan_in (fan_in = C_in/groups·kh·kw), the shared convs too (no orthogonal init)."""
     params, _ = create_model("imagenet-mobilenetv2-shared").init(seed=0, dtype=np.float64)
     flat = flatten(params)
-    for name in ("stage5.0.conv1.weight", "stage5.0.conv2.weight", "shared_basis_3.weight", "classifier.1.weight", "conv1.0.bias"):
+    for name in (
+        "stage5.0.conv1.weight",
+        "stage5.0.conv2.weight",
+        "shared_basis_3.weight",
+        "classifier.1.weight",
+        "conv1.0.bias",
+    ):
         w = flat[name]
         fan_in = {"conv1.0.bias": 320, "classifier.1.weight": 1280}.get(name, int(np.prod(w.shape[1:])))
         bound = 1 / np.sqrt(fan_in)
@@ -225,24 +263,42 @@ def test_mobilenet_dropout_draws_from_the_rng_only_in_training():
 
 def test_apply_with_another_models_params_names_the_leaf():
     params, state = create_model("resnet20-s16u1").init(seed=0)
-    with pytest.raises(ValueError, match=r"params: expected the leaves of resnet20-single-s16u1, among them 'shared_basis_1.weight'"):
+    with pytest.raises(
+        ValueError, match=r"params: expected the leaves of resnet20-single-s16u1, among them 'shared_basis_1.weight'"
+    ):
         create_model("resnet20-single-s16u1").apply(params, state, np.zeros((1, 3, 8, 8), np.float32), train=False)
-    with pytest.raises(ValueError, match=r"params: expected only the leaves of resnet20, got an unexpected leaf 'shared_basis_1_1.weight'"):
+    with pytest.raises(
+        ValueError,
+        match=r"params: expected only the leaves of resnet20, got an unexpected leaf 'shared_basis_1_1.weight'",
+    ):
         p20, s20 = create_model("resnet20").init(seed=0)
-        create_model("resnet20").apply({**p20, **{k: v for k, v in params.items() if k.startswith("shared")}}, s20, np.zeros((1, 3, 8, 8), np.float32), train=False)
+        create_model("resnet20").apply(
+            {**p20, **{k: v for k, v in params.items() if k.startswith("shared")}},
+            s20,
+            np.zeros((1, 3, 8, 8), np.float32),
+            train=False,
+        )
 
 
 def test_a_float64_input_to_a_float32_model_says_how_to_cast():
     model = create_model("resnet20")
     params, state = model.init(seed=0)
-    with pytest.raises(ValueError, match=r"x: expected dtype float32, that of the model's parameters \(conv1.weight\); cast .*x.astype\(numpy.float32\).*model.init\(seed, dtype=numpy.float64\), got float64"):
+    with pytest.raises(
+        ValueError,
+        match=r"x: expected dtype float32, that of the model's parameters \(conv1.weight\); cast "
+        r".*x.astype\(numpy.float32\).*model.init\(seed, dtype=numpy.float64\), got float64",
+    ):
         model.apply(params, state, np.zeros((1, 3, 8, 8)), train=False)
 
 
 # ---- specs -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("spec", list(COUNTS) + ["imagenet-resnet18", "cifar100-resnet18-single-s8u1", "imagenet-resnet18-s8u1", "imagenet-resnet101"])
+@pytest.mark.parametrize(
+    "spec",
+    list(COUNTS)
+    + ["imagenet-resnet18", "cifar100-resnet18-single-s8u1", "imagenet-resnet18-s8u1", "imagenet-resnet101"],
+)
 def test_spec_names_round_trip(spec):
     assert parse_spec(spec).name == spec
     assert create_model(spec).spec.num_classes == (100 if spec.startswith("cifar100") else 1000)

@@ -37,8 +37,11 @@ def authors_modules(depth, variant, s=0, u=0, num_classes=10):
     for g, (planes, m) in enumerate(zip(WIDTHS, MULTIPLIERS), start=1):
         S, U = s * m, u * m
         owners = shared_owner_names(variant, g)
-        local = {"double": ["shared_basis_1", "shared_basis_2"], "shared_only": ["shared_basis_1", "shared_basis_2"],
-                 "single": ["shared_basis"]}.get(variant, [])  # a block's attributes referencing them
+        local = {
+            "double": ["shared_basis_1", "shared_basis_2"],
+            "shared_only": ["shared_basis_1", "shared_basis_2"],
+            "single": ["shared_basis"],
+        }.get(variant, [])  # a block's attributes referencing them
         for name in owners:
             mods.append((name, "conv", (S, planes, 3, 3), False, []))
         for b in range(n):
@@ -87,14 +90,22 @@ def authors_buffers(*args, **kwargs):
     out = []
     for name, kind, shape, _, _ in authors_modules(*args, **kwargs):
         if kind == "bn":
-            out += [(f"{name}.running_mean", shape), (f"{name}.running_var", shape), (f"{name}.num_batches_tracked", ())]
+            out += [
+                (f"{name}.running_mean", shape),
+                (f"{name}.running_var", shape),
+                (f"{name}.num_batches_tracked", ()),
+            ]
     return out
 
 
 def authors_macs(*args, **kwargs):
     """Conv and linear multiply-accumulates on one 3×32×32 image, a shared basis at each use."""
-    return sum(int(np.prod(shape)) * pixels for _, kind, shape, _, uses in authors_modules(*args, **kwargs)
-               if kind != "bn" for pixels in uses)
+    return sum(
+        int(np.prod(shape)) * pixels
+        for _, kind, shape, _, uses in authors_modules(*args, **kwargs)
+        if kind != "bn"
+        for pixels in uses
+    )
 
 
 def authors_state_dict_keys(depth, variant, unique_rank=1):

@@ -25,7 +25,6 @@ from minibasis.files import folder_lock
 from minibasis.models import create_model
 from minibasis.train import TrainConfig, train
 from minibasis.tree import flatten, unflatten
-
 from support.cifar_files import make_batch, write_cifar10_archive, write_hostile_archive
 from support.run_files import damage, npz_arrays
 
@@ -49,7 +48,9 @@ class World:
 
     def __init__(self, root):
         self.root = root
-        self.archive = write_cifar10_archive(root / "data", train_per_class=4, test_per_class=2, seed=0)  # 40 / 20 images
+        self.archive = write_cifar10_archive(
+            root / "data", train_per_class=4, test_per_class=2, seed=0
+        )  # 40 / 20 images
         self.run = root / "run"  # a 2-epoch run stopped after its first epoch
         assert cli.main(["train", *self.tiny, "--epochs", "2", "--stop-after", "1", "--out", str(self.run)]) == 0
         self.here, self.count, self.locks = None, 0, []
@@ -57,8 +58,21 @@ class World:
     @property
     def tiny(self):
         """Options of a valid 1-epoch run of a plain ResNet8 on the tiny archive."""
-        return ["--data", str(self.archive), "--model", "resnet8", "--train-size", "10", "--test-size", "10",
-                "--epochs", "1", "--batch-size", "10", "--quiet"]
+        return [
+            "--data",
+            str(self.archive),
+            "--model",
+            "resnet8",
+            "--train-size",
+            "10",
+            "--test-size",
+            "10",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "10",
+            "--quiet",
+        ]
 
     def folder(self):
         """A new empty folder, remembered as ``here``."""
@@ -224,5 +238,7 @@ def placed(text, w):
 
 
 def params(rows):
-    return [pytest.param(row, id=row.bad, marks=[pytest.mark.xfail(reason=row.pending, strict=True)] if row.pending else [])
-            for row in rows]
+    return [
+        pytest.param(row, id=row.bad, marks=[pytest.mark.xfail(reason=row.pending, strict=True)] if row.pending else [])
+        for row in rows
+    ]

@@ -19,15 +19,15 @@ import numpy as np
 
 FOLDER = "cifar-10-batches-py"
 ARCHIVE = "cifar-10-python.tar.gz"
-CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer",
-                 "dog", "frog", "horse", "ship", "truck"]
+CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
 def to_rows(images):
     """(N, 3, 32, 32) -> N x 3072 rows as documented: 1024 R, then 1024 G, then 1024 B,
     each plane row-major. Written with explicit planes, independently of the loader."""
-    return np.stack([np.concatenate([img[0].ravel(), img[1].ravel(), img[2].ravel()])
-                     for img in images]).astype(np.uint8)
+    return np.stack([np.concatenate([img[0].ravel(), img[1].ravel(), img[2].ravel()]) for img in images]).astype(
+        np.uint8
+    )
 
 
 def dump(obj, path):
@@ -49,8 +49,12 @@ def make_batch(rng, n, labels="cyclic", num_classes=10):
         labels = rng.integers(0, num_classes, size=n)
     labels = np.asarray(labels, dtype=np.int64)
     assert labels.shape == (n,), labels.shape
-    batch = {b"batch_label": b"a tiny batch", b"labels": [int(v) for v in labels],
-             b"data": to_rows(images), b"filenames": [b"x.png"] * n}
+    batch = {
+        b"batch_label": b"a tiny batch",
+        b"labels": [int(v) for v in labels],
+        b"data": to_rows(images),
+        b"filenames": [b"x.png"] * n,
+    }
     return images, labels, batch
 
 
@@ -65,8 +69,10 @@ def write_cifar10(root, *, train=(("data_batch_1", 40),), test=20, labels="cycli
     rng = np.random.default_rng(seed)
     folder = Path(root) / FOLDER
     folder.mkdir(parents=True)
-    dump({b"num_cases_per_batch": 10000, b"label_names": [n.encode() for n in CIFAR10_NAMES],
-          b"num_vis": 3072}, folder / "batches.meta")
+    dump(
+        {b"num_cases_per_batch": 10000, b"label_names": [n.encode() for n in CIFAR10_NAMES], b"num_vis": 3072},
+        folder / "batches.meta",
+    )
     train_images, train_labels = [], []
     for name, n in train:
         images, batch_labels, batch = make_batch(rng, n, labels)
@@ -77,8 +83,12 @@ def write_cifar10(root, *, train=(("data_batch_1", 40),), test=20, labels="cycli
     dump(batch, folder / "test_batch")
     for name in skip:
         (folder / name).unlink()
-    expected = {"train_images": np.concatenate(train_images), "train_labels": np.concatenate(train_labels),
-                "test_images": test_images, "test_labels": test_labels}
+    expected = {
+        "train_images": np.concatenate(train_images),
+        "train_labels": np.concatenate(train_labels),
+        "test_images": test_images,
+        "test_labels": test_labels,
+    }
     return folder, expected
 
 
@@ -97,8 +107,9 @@ def make_tar(folder, path, order=None):
 def write_cifar10_archive(root, *, train_per_class, test_per_class, seed=0):
     """``root/cifar-10-python.tar.gz`` alone (the folder is removed): one training batch of
     ``10 * train_per_class`` images and a test batch of ``10 * test_per_class``, cyclic labels."""
-    folder, _ = write_cifar10(root, train=(("data_batch_1", 10 * train_per_class),),
-                              test=10 * test_per_class, seed=seed)
+    folder, _ = write_cifar10(
+        root, train=(("data_batch_1", 10 * train_per_class),), test=10 * test_per_class, seed=seed
+    )
     archive = make_tar(folder, Path(root) / ARCHIVE)
     shutil.rmtree(folder)
     return archive
@@ -111,12 +122,25 @@ def write_cifar100_archive(root, *, train_per_class, test_per_class, seed=0):
     rng = np.random.default_rng(seed)
     folder = Path(root) / "cifar-100-python"
     folder.mkdir(parents=True)
-    dump({b"fine_label_names": [f"class{i:03d}".encode() for i in range(100)],
-          b"coarse_label_names": [f"super{i}".encode() for i in range(20)]}, folder / "meta")
+    dump(
+        {
+            b"fine_label_names": [f"class{i:03d}".encode() for i in range(100)],
+            b"coarse_label_names": [f"super{i}".encode() for i in range(20)],
+        },
+        folder / "meta",
+    )
     for split, per_class in (("train", train_per_class), ("test", test_per_class)):
         images, labels, _ = make_batch(rng, 100 * per_class, num_classes=100)
-        dump({b"filenames": [b"f.png"] * len(labels), b"batch_label": split.encode(), b"fine_labels": [int(v) for v in labels],
-              b"coarse_labels": [int(v) // 5 for v in labels], b"data": to_rows(images)}, folder / split)
+        dump(
+            {
+                b"filenames": [b"f.png"] * len(labels),
+                b"batch_label": split.encode(),
+                b"fine_labels": [int(v) for v in labels],
+                b"coarse_labels": [int(v) // 5 for v in labels],
+                b"data": to_rows(images),
+            },
+            folder / split,
+        )
     archive = make_tar(folder, Path(root) / "cifar-100-python.tar.gz")
     shutil.rmtree(folder)
     return archive

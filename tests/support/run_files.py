@@ -62,7 +62,9 @@ def assert_npz_identical(a, b):
     checkpoint's ``log`` entry (the log records, JSON) compared without its timings."""
     arrays_a, arrays_b = npz_arrays(a), npz_arrays(b)
     if "log" in arrays_a and "log" in arrays_b:
-        assert without_timing(json.loads(str(arrays_a.pop("log")))) == without_timing(json.loads(str(arrays_b.pop("log"))))
+        assert without_timing(json.loads(str(arrays_a.pop("log")))) == without_timing(
+            json.loads(str(arrays_b.pop("log")))
+        )
     assert sorted(arrays_a) == sorted(arrays_b)
     assert_trees_equal({k: arrays_a[k] for k in sorted(arrays_a)}, {k: arrays_b[k] for k in sorted(arrays_b)})
 
@@ -108,9 +110,20 @@ def damage(run, what):
     return "log.jsonl" if what.startswith("log") else "config.json" if what.startswith("config") else "checkpoint.npz"
 
 
-DAMAGES = ["truncated checkpoint", "empty checkpoint", "bit-flipped checkpoint", "checkpoint without epoch",
-           "checkpoint epoch out of range", "garbage RNG state", "NaN in the checkpoint", "checkpoint missing a weight",
-           "log line without epoch", "log line not JSON", "log that disagrees with the checkpoint", "config not JSON"]
+DAMAGES = [
+    "truncated checkpoint",
+    "empty checkpoint",
+    "bit-flipped checkpoint",
+    "checkpoint without epoch",
+    "checkpoint epoch out of range",
+    "garbage RNG state",
+    "NaN in the checkpoint",
+    "checkpoint missing a weight",
+    "log line without epoch",
+    "log line not JSON",
+    "log that disagrees with the checkpoint",
+    "config not JSON",
+]
 
 
 # ------------------------------------------------------------------------- evaluation by hand
