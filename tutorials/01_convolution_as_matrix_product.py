@@ -320,7 +320,7 @@ if plt is not None:
     ax1.set_xlabel("weight index (c, i, j)")
     ax1.set_title("im2col(x): one row per output pixel, one column per filter weight", fontsize=9)
     fig.tight_layout()
-    save_figure(fig, "01_im2col_matrix.png")
+    save_figure(fig, "01_im2col_matrix.png", {"x": x_tiny, "im2col": X_col})
 
 # %% [markdown]
 # Multiply this matrix by a filter flattened in the same (c, i, j) order and each row gives one

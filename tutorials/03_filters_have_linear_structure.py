@@ -265,7 +265,8 @@ if plt is not None:
     for ax in axes:
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    save_figure(fig, "03_spectra.png")
+    save_figure(fig, "03_spectra.png", {"spectra": spectra, "errors": errors, "stacked": stacked_spectra,
+                                        "random_basis": random_points})
 
 # %% [markdown]
 # ## 4. What truncation costs in accuracy
@@ -349,7 +350,8 @@ else:
         ax.legend(fontsize=9, loc="center left")
         ax.grid(alpha=0.3)
         fig.tight_layout()
-        save_figure(fig, "03_accuracy_vs_rank.png")
+        save_figure(fig, "03_accuracy_vs_rank.png", {"fraction": fs, "accuracy": [accuracy[f] for f in fs],
+                                                     "untruncated": base_acc})
 
 # %% [markdown]
 # Truncation is expensive. In the full run (1,000 images; each accuracy ± 1.2–1.5 points, its

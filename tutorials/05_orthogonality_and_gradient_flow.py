@@ -356,7 +356,11 @@ if plt is not None:  # without matplotlib the figure is skipped; the claims abov
                 arrowprops=dict(arrowstyle="->", lw=0.8))
     ax.legend(fontsize=9, loc="upper right", bbox_to_anchor=(1.0, 0.66))
     fig.tight_layout()
-    save_figure(fig, "05_gradient_flow.png")
+    plotted = {"a_matrix_rms": {name: p["rms"] for name, p in profiles.items()},
+               "a_conv": {name: p / p[-1] for name, p in conv_profiles.items()},
+               "b": {label: {"max": p["max"], "min": p["min"]} for label, p, _ in cases},
+               "c": {f"lam={lam:g}": {"R": h["R"], "mse": h["mse"]} for lam, (_, _, h) in trained.items()}}
+    save_figure(fig, "05_gradient_flow.png", plotted)
 
 # %% [markdown]
 # ## Summary

@@ -226,7 +226,9 @@ if plt is not None:  # without matplotlib the figure is skipped; the claims abov
     fig.suptitle(f"{SIZES['train_size']:,} training / {N_TEST:,} test images, batch {SIZES['batch_size']}, "
                  f"{seeds_said}; shaded: ± 1 {band_said}", fontsize=10)
     fig.tight_layout()
-    save_figure(fig, "06_learning_curves.png")
+    fields = ("train_loss", "test_loss", "test_acc", "orthogonality")
+    plotted = {name: {field: curve(name, field)[1] for field in fields[: 3 if name == PLAIN_RUN else 4]} for name in NAMES}
+    save_figure(fig, "06_learning_curves.png", plotted)
 
 # %% [markdown]
 # ## 5. The table
