@@ -341,7 +341,7 @@ if plt is not None:
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
     plotted = {f"s={s},u={u}": errs for (s, u), errs in results.items() if (s, u) != (24, 0)}
-    save_figure(fig, "04_shared_decomposition.png", dict(plotted, refined=refined, own=own_errors))
+    save_figure(fig, "04_shared_decomposition.png", dict(plotted, refined=refined))  # own_errors: rounding
 
 # %% [markdown]
 # (The network's own error, ~1e-16, lies far below the plot's floor: the ▼ on the axis.) The lesson for training:

@@ -34,8 +34,8 @@ minibasis.parallel.pin_blas()  # before the tutorial's first SVD, not at the fir
 
 FAST = os.environ.get("MINIBASIS_FAST") == "1"
 DATA = ROOT.parent / "shared" / "data"
-FIGURES = Path(os.environ.get("MINIBASIS_FIGURES") or Path(tempfile.gettempdir()) / f"minibasis-figures-{getpass.getuser()}")
-FIGURES = FIGURES.resolve()
+SCRATCH_FIGURES = Path(tempfile.gettempdir()) / f"minibasis-figures-{getpass.getuser()}"  # one per user: no clash
+FIGURES = Path(os.environ.get("MINIBASIS_FIGURES") or SCRATCH_FIGURES).resolve()
 STARTED = time.perf_counter()
 
 try:
@@ -84,11 +84,11 @@ def save_figure(fig, name, data, max_bytes=150_000):
     plt.close(fig)
     png = png.getvalue()
     assert len(png) < max_bytes, f"figures stay small: {name} has {len(png):,} bytes, expected < {max_bytes:,}"
-    script = Path(sys.argv[0]).resolve()
+    script = getattr(sys.modules["__main__"], "__file__", None)  # None in a notebook: no fingerprint
     record = {
         "figure": name,
-        "tutorial": script.name,
-        "code_sha256": code_fingerprint(script),
+        "tutorial": script and Path(script).name,
+        "code_sha256": script and code_fingerprint(script),
         "png_sha256": hashlib.sha256(png).hexdigest(),
         "mode": "fast" if FAST else "full",
         "seconds": round(time.perf_counter() - STARTED, 1),
