@@ -17,7 +17,8 @@
 #
 # **Time.** Full mode about 3 s on a 2-core laptop (most of it in the Python loops);
 # `MINIBASIS_FAST=1` about 1 s.
-# Output: `tutorials/figures/01_im2col_matrix.png` (fast mode writes to a temporary folder).
+# Output: `01_im2col_matrix.png` and its plotted data (`.json`) in `MINIBASIS_FIGURES` (a temporary
+# folder unless given; the committed figure: `MINIBASIS_FIGURES=tutorials/figures`, full mode).
 
 # %%
 import time

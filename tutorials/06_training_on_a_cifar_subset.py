@@ -33,7 +33,8 @@
 #
 # Needs the CIFAR-10 subset at `../shared/data/cifar-10-subset-python.tar.gz` (relative to the
 # project root); without it the training part is skipped with a message.
-# Output: `tutorials/figures/06_learning_curves.png` (fast mode: in `$TMPDIR/minibasis-tutorial-figures/`).
+# Output: `06_learning_curves.png` and its plotted data (`.json`) in `MINIBASIS_FIGURES` (a temporary
+# folder unless given; the committed figure: `MINIBASIS_FIGURES=tutorials/figures`, full mode).
 
 # %%
 import json
@@ -50,7 +51,6 @@ from minibasis.models import create_model
 from minibasis.train import TrainConfig, train
 
 ARCHIVE = DATA / "cifar-10-subset-python.tar.gz"
-# Full mode draws the figure kept in the repository; fast mode draws into a scratch folder.
 START = time.perf_counter()
 
 if FAST:
