@@ -13,9 +13,9 @@
 #    truncated SVD is the best rank-r approximation, better than any other basis of r filters;
 # 4. measure what truncation costs in test accuracy on real CIFAR-10 images.
 #
-# **Time.** Full mode (1,000 test images, 5 ranks) about 50 s on an idle 2-core machine, almost
+# **Time.** Full mode (1,000 test images, 5 ranks) about 45 s on an idle 2-core machine, almost
 # all of it in the 6 network evaluations; `MINIBASIS_FAST=1` (10 images, 2 ranks) about 3 s.
-# Beside a busy process it takes about twice as long (the evaluations share the cores); NumPy's
+# Beside a busy process it took 1.9× as long (the evaluations share the cores); NumPy's
 # BLAS runs on one thread from the first line (`tutorial_setup`), so its spinning threads no
 # longer make the SVDs 40× slower. README, "Tutorials", gives the measurements. Needs
 # `../shared/data/` (the official weights and the CIFAR-10 subset); without it, the parts that

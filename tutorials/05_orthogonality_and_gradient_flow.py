@@ -17,7 +17,8 @@
 #   (`minibasis.basis.shared_orthogonality_loss`) drives R toward 0 and restores a nearly
 #   flat, well-conditioned gradient flow; training **without** it does not.
 #
-# **Time.** Full mode about 6 s on a 2-core machine; `MINIBASIS_FAST=1` about 4 s.
+# **Time.** Full mode about 6 s on an idle 2-core machine (11 s beside a busy process);
+# `MINIBASIS_FAST=1` about 3 s.
 # Output: `05_gradient_flow.png` and its plotted data (`.json`) in `MINIBASIS_FIGURES` (a temporary
 # folder unless given; the committed figure: `MINIBASIS_FIGURES=tutorials/figures`, full mode).
 
