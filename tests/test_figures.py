@@ -20,6 +20,7 @@ Redraw with ``MINIBASIS_FIGURES=tutorials/figures python tutorials/NN_….py`` (
 """
 
 import hashlib
+import importlib.util
 import json
 import os
 import subprocess
@@ -108,6 +109,7 @@ def assert_same_curves(got, recorded, where):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not DATA.is_dir(), reason="the committed figures are drawn with ../shared/data")
+@pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None, reason="needs matplotlib to draw")
 @pytest.mark.parametrize("number", cheap_tutorials())
 def test_a_cheap_tutorial_draws_its_committed_data_again(number, tmp_path):
     env = dict(os.environ, MINIBASIS_FIGURES=str(tmp_path), MPLBACKEND="Agg")
