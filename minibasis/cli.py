@@ -30,6 +30,7 @@ from .checks import fail, integer, real
 from .data import DATASETS, default_cache_dir
 from .files import FolderBusy
 from .mode import is_reference
+from .machine import describe as machine_speed
 from .models import SPEC_HELP, create_model, info_table
 from .optim import SCHEDULES
 from .backend import available_cores, set_threads
@@ -79,6 +80,9 @@ def build_parser():
     i.add_argument("--image-size", type=int, help=_help("image side the MACs are counted for", "32 for CIFAR, 224 for ImageNet"))
     i.add_argument("--layers", action="store_true", help=_help(
         "every layer, with kind, kernel, stride, padding, groups, channels, output shape, activation, sharing", "per stage"))
+    i.add_argument("--machine", action="store_true", help=_help(
+        "this machine's speed, measured now (GEMM GFLOP/s, training img/s, load): what the README's times are "
+        "stated with", "off"))
     return parser
 
 
@@ -257,6 +261,11 @@ def _eval(args):
 
 
 def _info(args):
+    if args.machine:
+        if args.spec is not None:
+            fail("--machine", "no model spec (it measures the machine)", args.spec)
+        print(machine_speed())
+        return
     if args.spec is None:
         for name, value in (("--num-classes", args.num_classes), ("--image-size", args.image_size), ("--layers", args.layers or None)):
             if value is not None:

@@ -20,3 +20,15 @@ def test_ci_runs_exactly_the_readme_test_command():
 def test_the_readme_starts_with_install_and_the_main_job():
     first = bash_blocks((ROOT / "README.md").read_text(encoding="utf-8"))[0].strip()
     assert first.startswith("pip install -e . && minibasis train")
+
+
+def test_the_readme_python_snippets_run_in_order(tmp_path, monkeypatch):
+    """The Library snippet, then the reference-mode one, as a reader pastes them into one session."""
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(encoding="utf-8"), flags=re.S)
+    assert len(blocks) >= 2, "README.md: expected the Library and the reference-mode snippets"
+    monkeypatch.chdir(tmp_path)  # the snippet saves w.npz into the current folder
+    session = {}
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), session)
+    assert (tmp_path / "w.npz").is_file()
+    assert session["logits"].shape == (2, 1000), "the last snippet applies the ImageNet MobileNetV2 to 2 images"

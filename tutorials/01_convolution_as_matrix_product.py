@@ -17,7 +17,8 @@
 #
 # **Time.** Full mode about 3 s on a 2-core laptop (most of it in the Python loops);
 # `MINIBASIS_FAST=1` about 1 s.
-# Output: `tutorials/figures/01_im2col_matrix.png` (fast mode writes to a temporary folder).
+# Output: `01_im2col_matrix.png` and its plotted data (`.json`) in `MINIBASIS_FIGURES` (a temporary
+# folder unless given; the committed figure: `MINIBASIS_FIGURES=tutorials/figures`, full mode).
 
 # %%
 import time
@@ -320,7 +321,7 @@ if plt is not None:
     ax1.set_xlabel("weight index (c, i, j)")
     ax1.set_title("im2col(x): one row per output pixel, one column per filter weight", fontsize=9)
     fig.tight_layout()
-    save_figure(fig, "01_im2col_matrix.png")
+    save_figure(fig, "01_im2col_matrix.png", {"x": x_tiny, "im2col": X_col})
 
 # %% [markdown]
 # Multiply this matrix by a filter flattened in the same (c, i, j) order and each row gives one

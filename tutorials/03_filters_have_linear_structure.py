@@ -13,14 +13,16 @@
 #    truncated SVD is the best rank-r approximation, better than any other basis of r filters;
 # 4. measure what truncation costs in test accuracy on real CIFAR-10 images.
 #
-# **Time.** Full mode (1,000 test images, 5 ranks) about 1 minute on a 2-core laptop, almost
-# all of it in the 6 network evaluations (~10 s each); `MINIBASIS_FAST=1` (10 images, 2 ranks)
-# about 3 s. On a busy machine set `OPENBLAS_NUM_THREADS=1`: with the cores shared by other
-# jobs, oversubscribed BLAS threads slowed the evaluations down 4× and small SVDs up to 40× in
-# our measurements (full mode then took 3–5 minutes). Needs `../shared/data/` (the official weights and the CIFAR-10 subset); without
-# it, the parts that need it are skipped with a message.
-# Output: `tutorials/figures/03_spectra.png`, `tutorials/figures/03_accuracy_vs_rank.png` (fast
-# mode writes to a temporary folder).
+# **Time.** Full mode (1,000 test images, 5 ranks) about 45 s on an idle 2-core machine, almost
+# all of it in the 6 network evaluations; `MINIBASIS_FAST=1` (10 images, 2 ranks) about 3 s.
+# Beside a busy process it took 1.9× as long (the evaluations share the cores); NumPy's
+# BLAS runs on one thread from the first line (`tutorial_setup`), so its spinning threads no
+# longer make the SVDs 40× slower. README, "Tutorials", gives the measurements. Needs
+# `../shared/data/` (the official weights and the CIFAR-10 subset); without it, the parts that
+# need it are skipped with a message.
+# Output: `03_spectra.png`, `03_accuracy_vs_rank.png` and their plotted data (`.json`) in
+# `MINIBASIS_FIGURES` (a temporary folder unless given; the committed figures:
+# `MINIBASIS_FIGURES=tutorials/figures`, full mode).
 
 # %%
 import time
@@ -265,7 +267,8 @@ if plt is not None:
     for ax in axes:
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    save_figure(fig, "03_spectra.png")
+    save_figure(fig, "03_spectra.png", {"spectra": spectra, "errors": errors, "stacked": stacked_spectra,
+                                        "random_basis": random_points})
 
 # %% [markdown]
 # ## 4. What truncation costs in accuracy
@@ -349,7 +352,8 @@ else:
         ax.legend(fontsize=9, loc="center left")
         ax.grid(alpha=0.3)
         fig.tight_layout()
-        save_figure(fig, "03_accuracy_vs_rank.png")
+        save_figure(fig, "03_accuracy_vs_rank.png", {"fraction": fs, "accuracy": [accuracy[f] for f in fs],
+                                                     "untruncated": base_acc})
 
 # %% [markdown]
 # Truncation is expensive. In the full run (1,000 images; each accuracy ± 1.2–1.5 points, its

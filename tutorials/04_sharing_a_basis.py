@@ -13,10 +13,12 @@
 # 3. fold a basis layer (basis conv → BN → 1×1 coefficients → BN) back into a single
 #    convolution with a bias, `fold_basis_layer`, and check it against the layer.
 #
-# **Time.** Full mode about 2 s on a 2-core laptop; `MINIBASIS_FAST=1` about 1 s.
+# **Time.** Full mode about 2 s on an idle 2-core machine, and beside a busy process (its SVDs
+# run with NumPy's BLAS on one thread, set by `tutorial_setup`); `MINIBASIS_FAST=1` about 1 s.
 # Section 2 uses the authors' trained weights from `../shared/data/official/` when present and
-# a freshly initialised model otherwise. Output: `tutorials/figures/04_shared_decomposition.png`
-# (fast mode writes to a temporary folder).
+# a freshly initialised model otherwise. Output: `04_shared_decomposition.png`
+# and its plotted data (`.json`) in `MINIBASIS_FIGURES` (a temporary folder unless given; the
+# committed figure: `MINIBASIS_FIGURES=tutorials/figures`, full mode).
 
 # %%
 import time
@@ -342,7 +344,8 @@ if plt is not None:
     ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1))
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
-    save_figure(fig, "04_shared_decomposition.png")
+    plotted = {f"s={s},u={u}": errs for (s, u), errs in results.items() if (s, u) != (24, 0)}
+    save_figure(fig, "04_shared_decomposition.png", dict(plotted, refined=refined))  # own_errors: rounding
 
 # %% [markdown]
 # (The network's own error, ~1e-16, lies far below the plot's floor: the ▼ on the axis.) The lesson for training:
