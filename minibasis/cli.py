@@ -26,14 +26,14 @@ from pathlib import Path
 
 from . import backend, runs
 from . import train as training
+from .backend import available_cores, set_threads
 from .checks import fail, integer, real
 from .data import DATASETS, default_cache_dir
 from .files import FolderBusy
-from .mode import is_reference
 from .machine import describe as machine_speed
+from .mode import is_reference
 from .models import SPEC_HELP, create_model, info_table
 from .optim import SCHEDULES
-from .backend import available_cores, set_threads
 from .progress import DEFAULT_EVERY, Progress
 from .weights import load_weights
 
@@ -72,32 +72,59 @@ def build_parser():
     _train_parser(sub)
     _eval_parser(sub)
     _golden_parser(sub)
-    i = sub.add_parser("info", formatter_class=_Formatter,
-                       help="the zoo, or the parameters and MACs of one model per stage or per layer",
-                       description="Without a spec: every model of the authors' zoo with its counts. " + SPEC_HELP)
+    i = sub.add_parser(
+        "info",
+        formatter_class=_Formatter,
+        help="the zoo, or the parameters and MACs of one model per stage or per layer",
+        description="Without a spec: every model of the authors' zoo with its counts. " + SPEC_HELP,
+    )
     i.add_argument("spec", nargs="?", help="model spec, e.g. resnet56-s16u1 (default: list the zoo)")
-    i.add_argument("--num-classes", type=int, help=_help("classes of the final layer", "10, 100 or 1000 by the spec's dataset"))
-    i.add_argument("--image-size", type=int, help=_help("image side the MACs are counted for", "32 for CIFAR, 224 for ImageNet"))
-    i.add_argument("--layers", action="store_true", help=_help(
-        "every layer, with kind, kernel, stride, padding, groups, channels, output shape, activation, sharing", "per stage"))
-    i.add_argument("--machine", action="store_true", help=_help(
-        "this machine's speed, measured now (GEMM GFLOP/s, training img/s, load): what the README's times are "
-        "stated with", "off"))
+    i.add_argument(
+        "--num-classes", type=int, help=_help("classes of the final layer", "10, 100 or 1000 by the spec's dataset")
+    )
+    i.add_argument(
+        "--image-size", type=int, help=_help("image side the MACs are counted for", "32 for CIFAR, 224 for ImageNet")
+    )
+    i.add_argument(
+        "--layers",
+        action="store_true",
+        help=_help(
+            "every layer, with kind, kernel, stride, padding, groups, channels, output shape, activation, sharing",
+            "per stage",
+        ),
+    )
+    i.add_argument(
+        "--machine",
+        action="store_true",
+        help=_help(
+            "this machine's speed, measured now (GEMM GFLOP/s, training img/s, load): what the README's times are "
+            "stated with",
+            "off",
+        ),
+    )
+    _threads_option(i)  # --machine measures a training step on them
     return parser
 
 
 def _golden_parser(sub):
     g = sub.add_parser(
-        "golden", help="write a golden file: minibasis' outputs, module by module, to check another implementation",
+        "golden",
+        help="write a golden file: minibasis' outputs, module by module, to check another implementation",
         description="Write inputs, weights, every module's output in both modes, logits, loss, R, the full gradient "
-        "and the BN state after a train pass, with a JSON manifest, to one .npz (minibasis.oracle.golden). " + SPEC_HELP)
+        "and the BN state after a train pass, with a JSON manifest, to one .npz (minibasis.oracle.golden). "
+        + SPEC_HELP,
+    )
     g.add_argument("spec", help="model spec, e.g. resnet56-s16u1")
     g.add_argument("--out", required=True, help="the .npz to write (an existing file is refused without --overwrite)")
     g.add_argument("--batch", type=int, default=2, help=_help("probe images (at least 2: train-mode BN)", 2))
     g.add_argument("--image-size", type=int, help=_help("image side", "32 for CIFAR, 224 for ImageNet"))
     g.add_argument("--seed", type=int, default=0, help=_help("seed of the weights, the inputs and the labels", 0))
-    g.add_argument("--dtype", default="float64", choices=("float64", "float32"),
-                   help=_help("dtype of the weights and inputs", "float64"))
+    g.add_argument(
+        "--dtype",
+        default="float64",
+        choices=("float64", "float32"),
+        help=_help("dtype of the weights and inputs", "float64"),
+    )
     g.add_argument("--overwrite", action="store_true", help=_help("replace an existing --out", "refuse"))
     _threads_option(g)
 
@@ -106,75 +133,172 @@ def _golden(args):
     from .oracle import write_golden
 
     integer("seed", args.seed, 0)
-    path = write_golden(args.out, args.spec, batch=args.batch, image_size=args.image_size, seed=args.seed,
-                        dtype=args.dtype, overwrite=args.overwrite)
+    path = write_golden(
+        args.out,
+        args.spec,
+        batch=args.batch,
+        image_size=args.image_size,
+        seed=args.seed,
+        dtype=args.dtype,
+        overwrite=args.overwrite,
+    )
     print(f"{path}: golden file of {args.spec} ({args.batch} images, seed {args.seed}, {args.dtype})")
 
 
 def _threads_option(p):
-    p.add_argument("--threads", type=int, default=available_cores(), help=_help(
-        "worker threads of the kernels; results are bit-identical for any number", "the cores this process may use"))
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=available_cores(),
+        help=_help(
+            "worker threads of the kernels; results are bit-identical for any number", "the cores this process may use"
+        ),
+    )
 
 
 def _train_parser(sub):
     """The train options. Each defaults to None, meaning "not given": a fresh run takes the
     TrainConfig default (shown in --help), a resumed run the run's own value."""
-    t = sub.add_parser("train", formatter_class=_Formatter, help="train a model on a CIFAR subset",
-                       description="Train a model on a CIFAR subset into a run folder. " + SPEC_HELP)
+    t = sub.add_parser(
+        "train",
+        formatter_class=_Formatter,
+        help="train a model on a CIFAR subset",
+        description="Train a model on a CIFAR subset into a run folder. " + SPEC_HELP,
+    )
     t.add_argument("--model", help=_help("model spec", DEFAULTS.model))
     _data_options(t)
-    t.add_argument("--train-size", type=int, help=_help("stratified training subset (0: every image; more than the data holds is an error)", DEFAULTS.train_size))
+    t.add_argument(
+        "--train-size",
+        type=int,
+        help=_help(
+            "stratified training subset (0: every image; more than the data holds is an error)", DEFAULTS.train_size
+        ),
+    )
     t.add_argument("--test-size", type=int, help=_help("stratified test subset (0: every image)", DEFAULTS.test_size))
-    t.add_argument("--epochs", type=int, help=_help("epochs; with --resume, more than the run's extend it: the remaining epochs "
-                                                    "follow the schedule of a run of the new length", DEFAULTS.epochs))
+    t.add_argument(
+        "--epochs",
+        type=int,
+        help=_help(
+            "epochs; with --resume, more than the run's extend it: the remaining epochs "
+            "follow the schedule of a run of the new length",
+            DEFAULTS.epochs,
+        ),
+    )
     t.add_argument("--batch-size", type=int, help=_help("images per SGD step", DEFAULTS.batch_size))
     t.add_argument("--lr", type=float, help=_help("learning rate", DEFAULTS.lr))
     t.add_argument("--momentum", type=float, help=_help("SGD momentum", DEFAULTS.momentum))
     t.add_argument("--weight-decay", type=float, help=_help("L2 weight decay", DEFAULTS.weight_decay))
     t.add_argument("--nesterov", action="store_const", const=True, help=_help("Nesterov momentum", "off"))
-    t.add_argument("--schedule", choices=SCHEDULES, help=_help(
-        "lr schedule over E epochs. step: lr x 0.1 from epoch ceil(E/2) and x 0.01 from ceil(3E/4) (0-based; the authors' "
-        "150 and 225 of 300, and the first epoch always at --lr); cosine: from --lr down to 0; constant", DEFAULTS.schedule))
-    t.add_argument("--lam", type=float, help=_help("orthogonality weight λ", "10 for the shared variants, 0 for the original and NonShared"))
-    t.add_argument("--no-augment", dest="augment", action="store_const", const=False, help=_help("no random crop and flip", "augment"))
-    t.add_argument("--seed", type=int, help=_help("seed of the initial weights, the subsets and the batches", DEFAULTS.seed))
+    t.add_argument(
+        "--schedule",
+        choices=SCHEDULES,
+        help=_help(
+            "lr schedule over E epochs. step: lr x 0.1 from epoch ceil(E/2) and x 0.01 from ceil(3E/4) "
+            "(0-based; the authors' 150 and 225 of 300, and the first epoch always at --lr); "
+            "cosine: from --lr down to 0; constant",
+            DEFAULTS.schedule,
+        ),
+    )
+    t.add_argument(
+        "--lam",
+        type=float,
+        help=_help("orthogonality weight λ", "10 for the shared variants, 0 for the original and NonShared"),
+    )
+    t.add_argument(
+        "--no-augment",
+        dest="augment",
+        action="store_const",
+        const=False,
+        help=_help("no random crop and flip", "augment"),
+    )
+    t.add_argument(
+        "--seed", type=int, help=_help("seed of the initial weights, the subsets and the batches", DEFAULTS.seed)
+    )
     t.add_argument("--out", help=_help("run folder", "runs/MODEL"))
-    t.add_argument("--resume", action="store_true", help=_help(
-        "continue the run in --out; options not given (--data included) are the run's", "a fresh run"))
-    t.add_argument("--allow-other-data", action="store_true", help=_help(
-        "with --resume, train on --data other than the run's (recorded)", "refuse data whose SHA-256 is not the run's"))
-    t.add_argument("--overwrite", action="store_true", help=_help(
-        "replace the run in --out (the run files minibasis wrote are deleted first)",
-        "refuse a folder that holds a run"))
-    t.add_argument("--stop-after", type=int, metavar="K", help=_help("leave after K epochs of this call (continue later with --resume)", "train to the last epoch"))
+    t.add_argument(
+        "--resume",
+        action="store_true",
+        help=_help("continue the run in --out; options not given (--data included) are the run's", "a fresh run"),
+    )
+    t.add_argument(
+        "--allow-other-data",
+        action="store_true",
+        help=_help(
+            "with --resume, train on --data other than the run's (recorded)",
+            "refuse data whose SHA-256 is not the run's",
+        ),
+    )
+    t.add_argument(
+        "--overwrite",
+        action="store_true",
+        help=_help(
+            "replace the run in --out (the run files minibasis wrote are deleted first)",
+            "refuse a folder that holds a run",
+        ),
+    )
+    t.add_argument(
+        "--stop-after",
+        type=int,
+        metavar="K",
+        help=_help("leave after K epochs of this call (continue later with --resume)", "train to the last epoch"),
+    )
     _progress_options(t)
-    t.add_argument("--device", default="cpu", choices=backend.NAMES, help=_help("where convolutions run (gpu: needs cupy and a CUDA GPU)", "cpu"))
+    t.add_argument(
+        "--device",
+        default="cpu",
+        choices=backend.NAMES,
+        help=_help("where convolutions run (gpu: needs cupy and a CUDA GPU)", "cpu"),
+    )
     _threads_option(t)
 
 
 def _eval_parser(sub):
-    e = sub.add_parser("eval", help="loss and accuracy of a weights file",
-                       description="Evaluate a weights .npz (the authors' state_dict keys); prints one JSON line.")
+    e = sub.add_parser(
+        "eval",
+        help="loss and accuracy of a weights file",
+        description="Evaluate a weights .npz (the authors' state_dict keys); prints one JSON line.",
+    )
     e.add_argument("weights", help="weights .npz (e.g. runs/NAME/weights.npz)")
     e.add_argument("--model", help=_help("model spec", "the run's, from config.json beside the weights"))
     _data_options(e, default_dataset=DEFAULTS.dataset)
     e.add_argument("--test-size", type=int, default=0, help=_help("stratified test subset (0: the whole test set)", 0))
-    e.add_argument("--seed", type=int, help=_help("seed of the subset", "the run's seed + 1, the images the run evaluated on"))
+    e.add_argument(
+        "--seed", type=int, help=_help("seed of the subset", "the run's seed + 1, the images the run evaluated on")
+    )
     e.add_argument("--batch-size", type=int, default=EVAL_BATCH, help=_help("images per forward pass", EVAL_BATCH))
     _progress_options(e)
     _threads_option(e)
 
 
 def _data_options(p, default_dataset=None):
-    p.add_argument("--data", metavar="PATH", help=_help("CIFAR archive (.tar.gz) or its extracted folder", f"the cache, {default_cache_dir()}"))
-    p.add_argument("--dataset", default=default_dataset, choices=sorted(DATASETS), help=_help("which CIFAR", DEFAULTS.dataset))
-    p.add_argument("--download", action="store_true", help=_help("download the official archive into the cache if it is missing", "never download"))
+    p.add_argument(
+        "--data",
+        metavar="PATH",
+        help=_help("CIFAR archive (.tar.gz) or its extracted folder", f"the cache, {default_cache_dir()}"),
+    )
+    p.add_argument(
+        "--dataset", default=default_dataset, choices=sorted(DATASETS), help=_help("which CIFAR", DEFAULTS.dataset)
+    )
+    p.add_argument(
+        "--download",
+        action="store_true",
+        help=_help("download the official archive into the cache if it is missing", "never download"),
+    )
 
 
 def _progress_options(p):
-    p.add_argument("--quiet", action="store_true", help=_help("no progress on stderr", "progress: a bar on a terminal, else a line every few seconds"))
-    p.add_argument("--progress-every", type=float, default=DEFAULT_EVERY, metavar="S",
-                   help=_help("seconds between progress lines when stderr is not a terminal (0: every batch)", DEFAULT_EVERY))
+    p.add_argument(
+        "--quiet",
+        action="store_true",
+        help=_help("no progress on stderr", "progress: a bar on a terminal, else a line every few seconds"),
+    )
+    p.add_argument(
+        "--progress-every",
+        type=float,
+        default=DEFAULT_EVERY,
+        metavar="S",
+        help=_help("seconds between progress lines when stderr is not a terminal (0: every batch)", DEFAULT_EVERY),
+    )
 
 
 # ---------------------------------------------------------------------------------- commands
@@ -185,10 +309,20 @@ def _train(args):
     out = _out_folder(args)
     base = (training.saved_config(out) if args.resume else None) or DEFAULTS
     config = replace(base, **given)
-    records = training.train(config, out, data_path=args.data, download=args.download, resume=args.resume,
-                             overwrite=args.overwrite, stop_after=args.stop_after, quiet=args.quiet,
-                             progress_every=args.progress_every, device=args.device, print_fn=_print_now,
-                             allow_other_data=args.allow_other_data)
+    records = training.train(
+        config,
+        out,
+        data_path=args.data,
+        download=args.download,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        stop_after=args.stop_after,
+        quiet=args.quiet,
+        progress_every=args.progress_every,
+        device=args.device,
+        print_fn=_print_now,
+        allow_other_data=args.allow_other_data,
+    )
     done = len(records)
     files = [name for name in reversed(runs.RUN_FILES) if (out / name).exists()]
     more = "" if done == config.epochs else f"; continue it with: {_resume_command(out)}"
@@ -253,10 +387,14 @@ def _eval(args):
     if seed is None:  # the images the run itself evaluated on
         images, labels = training.evaluation_subset(data, size, seed=run_seed)
     else:
-        images, labels = training.subset(data.test_images, data.test_labels, size, seed=seed, num_classes=data.num_classes, name="test_size")
+        images, labels = training.subset(
+            data.test_images, data.test_labels, size, seed=seed, num_classes=data.num_classes, name="test_size"
+        )
     progress = Progress("eval", len(labels), every=None if args.quiet else args.progress_every)
     mean, std = data.stats
-    loss, acc = training.evaluate(model, params, state, images, labels, mean=mean, std=std, batch_size=args.batch_size, progress=progress)
+    loss, acc = training.evaluate(
+        model, params, state, images, labels, mean=mean, std=std, batch_size=args.batch_size, progress=progress
+    )
     print(json.dumps({"model": model.spec.name, "images": int(len(labels)), "test_loss": loss, "test_acc": acc}))
 
 
@@ -267,7 +405,11 @@ def _info(args):
         print(machine_speed())
         return
     if args.spec is None:
-        for name, value in (("--num-classes", args.num_classes), ("--image-size", args.image_size), ("--layers", args.layers or None)):
+        for name, value in (
+            ("--num-classes", args.num_classes),
+            ("--image-size", args.image_size),
+            ("--layers", args.layers or None),
+        ):
             if value is not None:
                 fail(name, "a model spec to apply to (minibasis info SPEC …)", "none")
     print(info_table(args.spec, args.num_classes, args.layers, args.image_size))
@@ -282,7 +424,7 @@ def main(argv=None):
     previous = signal.signal(signal.SIGINT, _interrupt_once) if _main_thread() else None
     try:
         is_reference()  # a bad MINIBASIS_REFERENCE is one line for every command
-        threads = getattr(args, "threads", None)  # info has no kernels to thread
+        threads = getattr(args, "threads", None)  # golden and info --machine run kernels too
         set_threads(available_cores() if threads is None else threads)
         COMMANDS[args.command](args)
     except BrokenPipeError:  # e.g. `minibasis info … | head`

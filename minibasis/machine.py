@@ -58,6 +58,8 @@ def training_images_per_second(spec="resnet20-s16u1", batch=64, repeat=2):
 def describe():
     """The speed line, e.g. ``GEMM 61 GFLOP/s (float32 512³, 1 BLAS thread); training 96 img/s …``."""
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (f"GEMM {gemm_gflops():.0f} GFLOP/s (float32 512³, 1 BLAS thread); training "
-            f"{training_images_per_second():.0f} img/s (resnet20-s16u1 step, batch 64, {threads()} threads); "
-            f"load {load:.1f} on {available_cores()} cores")
+    return (
+        f"GEMM {gemm_gflops():.0f} GFLOP/s (float32 512³, 1 BLAS thread); training "
+        f"{training_images_per_second():.0f} img/s (resnet20-s16u1 step, batch 64, {threads()} threads); "
+        f"load {load:.1f} on {available_cores()} cores"
+    )

@@ -114,8 +114,9 @@ def assert_same_curves(got, recorded, where):
 def test_a_cheap_tutorial_draws_its_committed_data_again(number, tmp_path):
     env = dict(os.environ, MINIBASIS_FIGURES=str(tmp_path), MPLBACKEND="Agg")
     env.pop("MINIBASIS_FAST", None)
-    done = subprocess.run([sys.executable, str(tutorial(number))], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(
+        [sys.executable, str(tutorial(number))], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     for png in FIGURES.glob(f"{number}_*.png"):
         drawn = json.loads((tmp_path / png.name).with_suffix(".json").read_text(encoding="utf-8"))

@@ -76,8 +76,14 @@ def test_without_minibasis_figures_a_tutorial_draws_into_the_temporary_folder(tm
     before = checkout_figures()
     env = {key: value for key, value in os.environ.items() if key != "MINIBASIS_FIGURES"}
     tutorial = ROOT / "tutorials" / "04_sharing_a_basis.py"
-    done = subprocess.run([sys.executable, str(tutorial)], cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT_S,
-                          env=dict(env, MINIBASIS_FAST="1", MPLBACKEND="Agg", TMPDIR=str(tmp_path)))
+    done = subprocess.run(
+        [sys.executable, str(tutorial)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        env=dict(env, MINIBASIS_FAST="1", MPLBACKEND="Agg", TMPDIR=str(tmp_path)),
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     scratch = tmp_path / f"minibasis-figures-{getpass.getuser()}"
     assert (scratch / "04_shared_decomposition.png").is_file(), f"no figure in {scratch}: {done.stdout}"

@@ -25,8 +25,8 @@ import time
 
 import numpy as np
 
-from tutorial_setup import FAST, plt, save_figure  # this checkout's minibasis, the mode, the paths
 from minibasis import col2im, conv2d, im2col
+from tutorial_setup import FAST, plt, save_figure  # this checkout's minibasis, the mode, the paths
 
 START = time.perf_counter()
 rng = np.random.default_rng(0)
@@ -112,7 +112,8 @@ for size in range(3, 12):
                 fits = sum(1 for t in range(size + 2 * p) if t % s == 0 and t + k <= size + 2 * p)
                 got = conv2d(np.zeros((1, 1, size, size)), np.zeros((1, 1, k, k)), stride=s, padding=p).shape[2]
                 assert fits == out_size(size, k, s, p) == got, (
-                    f"H={size}, k={k}, s={s}, p={p}: brute force {fits}, formula {out_size(size, k, s, p)}, conv2d {got}"
+                    f"H={size}, k={k}, s={s}, p={p}: brute force {fits}, "
+                    f"formula {out_size(size, k, s, p)}, conv2d {got}"
                 )
                 checked += 1
 print(f"output-size formula checked on {checked} (H, k, s, p) combinations")
@@ -203,7 +204,11 @@ for xs, ws, s, p in configs:
     y_lib_cols = conv_gemm(x, w, s, p, im2col_fn=im2col)
     y_lib = conv2d(x, w, stride=s, padding=p)
     scale = np.abs(y_loops).max()
-    for name, y in (("our im2col + GEMM", y_ours), ("minibasis.im2col + GEMM", y_lib_cols), ("minibasis.conv2d", y_lib)):
+    for name, y in (
+        ("our im2col + GEMM", y_ours),
+        ("minibasis.im2col + GEMM", y_lib_cols),
+        ("minibasis.conv2d", y_lib),
+    ):
         assert y.shape == y_loops.shape, f"{name}: shape {y.shape}, loops {y_loops.shape}"
         err = np.abs(y - y_loops).max() / scale
         assert err < 1e-10, f"{name} disagrees with the loops by {err:.2e} for x {xs}, w {ws}, stride {s}, padding {p}"
@@ -250,10 +255,14 @@ def best_of(f, repeat=3):
 t_loops = best_of(lambda: conv_naive(x, w, 1, 1), repeat=1)
 t_ours = best_of(lambda: conv_gemm(x, w, 1, 1))
 t_lib = best_of(lambda: conv2d(x, w, padding=1))
-print(f"x {x.shape}, w {w.shape}: loops {t_loops * 1e3:.0f} ms, our im2col + GEMM {t_ours * 1e3:.1f} ms, "
-      f"minibasis.conv2d {t_lib * 1e3:.1f} ms")
+print(
+    f"x {x.shape}, w {w.shape}: loops {t_loops * 1e3:.0f} ms, our im2col + GEMM {t_ours * 1e3:.1f} ms, "
+    f"minibasis.conv2d {t_lib * 1e3:.1f} ms"
+)
 if not FAST:
-    assert t_lib * 10 < t_loops, f"expected conv2d to beat the Python loops by 10× at least: {t_lib:.3f} s vs {t_loops:.3f} s"
+    assert t_lib * 10 < t_loops, (
+        f"expected conv2d to beat the Python loops by 10× at least: {t_lib:.3f} s vs {t_loops:.3f} s"
+    )
 
 # %% [markdown]
 # `minibasis.conv2d` has two forms. Its *reference form* (`minibasis/conv_reference.py`, run
@@ -360,17 +369,26 @@ def col2im_scratch(cols, x_shape, kernel_size, stride=1, padding=0):
     xp = np.zeros((N, C, H + 2 * ph, W + 2 * pw), dtype=cols.dtype)
     for i in range(kh):
         for j in range(kw):
-            xp[:, :, i : i + sh * (Ho - 1) + 1 : sh, j : j + sw * (Wo - 1) + 1 : sw] += cols[:, :, :, :, i, j].transpose(0, 3, 1, 2)
+            xp[:, :, i : i + sh * (Ho - 1) + 1 : sh, j : j + sw * (Wo - 1) + 1 : sw] += cols[
+                :, :, :, :, i, j
+            ].transpose(0, 3, 1, 2)
     return xp[:, :, ph : ph + H, pw : pw + W]
 
 
-for xs, ks, s, p in [((2, 3, 7, 6), 3, 1, 1), ((2, 3, 7, 6), 3, 2, 1), ((1, 2, 9, 8), (2, 3), (2, 1), (1, 0)), ((3, 1, 5, 5), 5, 1, 2)]:
+for xs, ks, s, p in [
+    ((2, 3, 7, 6), 3, 1, 1),
+    ((2, 3, 7, 6), 3, 2, 1),
+    ((1, 2, 9, 8), (2, 3), (2, 1), (1, 0)),
+    ((3, 1, 5, 5), 5, 1, 2),
+]:
     x = rng.standard_normal(xs)
     cols = im2col(x, kernel_size=ks, stride=s, padding=p)
     c = rng.standard_normal(cols.shape)
     lhs = np.sum(cols * c)
     rhs = np.sum(x * col2im(c, x_shape=xs, kernel_size=ks, stride=s, padding=p))
-    assert abs(lhs - rhs) <= 1e-10 * (abs(lhs) + 1), f"⟨im2col(x), c⟩ = {lhs} but ⟨x, col2im(c)⟩ = {rhs} for x {xs}, k {ks}, s {s}, p {p}"
+    assert abs(lhs - rhs) <= 1e-10 * (abs(lhs) + 1), (
+        f"⟨im2col(x), c⟩ = {lhs} but ⟨x, col2im(c)⟩ = {rhs} for x {xs}, k {ks}, s {s}, p {p}"
+    )
     ours = col2im_scratch(c, xs, ks, s, p)
     assert np.allclose(ours, col2im(c, x_shape=xs, kernel_size=ks, stride=s, padding=p), rtol=0, atol=1e-12), (
         f"our scatter-add col2im and minibasis.col2im disagree for x {xs}, k {ks}, s {s}, p {p}"
@@ -385,12 +403,25 @@ print("⟨im2col(x), c⟩ = ⟨x, col2im(c)⟩ for random x, c, and our col2im =
 # %%
 xs, k, s, p = (1, 2, 4, 4), 3, 1, 1
 n_in = int(np.prod(xs))
-A = np.stack([im2col(np.eye(n_in)[m].reshape(xs), kernel_size=k, stride=s, padding=p).ravel() for m in range(n_in)], axis=1)
+A = np.stack(
+    [im2col(np.eye(n_in)[m].reshape(xs), kernel_size=k, stride=s, padding=p).ravel() for m in range(n_in)], axis=1
+)
 n_out = A.shape[0]
 cols_shape = (xs[0] * out_size(xs[2], k, s, p) * out_size(xs[3], k, s, p), xs[1] * k * k)
-B = np.stack([col2im(np.eye(n_out)[q].reshape(cols_shape), x_shape=xs, kernel_size=k, stride=s, padding=p).ravel() for q in range(n_out)], axis=1)
-print(f"im2col as a matrix: {A.shape}, entries in {{{', '.join(map(str, np.unique(A).astype(int)))}}}; col2im as a matrix: {B.shape}")
-assert set(np.unique(A)) <= {0.0, 1.0} and (A.sum(axis=1) <= 1).all(), "im2col should be a 0/1 matrix with at most one 1 per row"
+B = np.stack(
+    [
+        col2im(np.eye(n_out)[q].reshape(cols_shape), x_shape=xs, kernel_size=k, stride=s, padding=p).ravel()
+        for q in range(n_out)
+    ],
+    axis=1,
+)
+print(
+    f"im2col as a matrix: {A.shape}, entries in {{{', '.join(map(str, np.unique(A).astype(int)))}}}; "
+    f"col2im as a matrix: {B.shape}"
+)
+assert set(np.unique(A)) <= {0.0, 1.0} and (A.sum(axis=1) <= 1).all(), (
+    "im2col should be a 0/1 matrix with at most one 1 per row"
+)
 assert np.array_equal(B, A.T), "col2im should be exactly the transpose of im2col"
 # Aᵀ A is diagonal: its diagonal is the number of windows covering each pixel
 multiplicity = col2im(im2col(np.ones(xs), kernel_size=k, padding=p), x_shape=xs, kernel_size=k, padding=p)

@@ -32,10 +32,10 @@ from autograd.extend import defvjp, primitive
 from autograd.test_util import check_grads
 from autograd.tracer import getval
 
-from tutorial_setup import FAST  # this checkout's minibasis, the mode, the paths
 import minibasis
 from minibasis import col2im, conv2d, conv2d_input_grad, conv2d_weight_grad, im2col
 from minibasis.testing import GradientCheckError, check_gradients
+from tutorial_setup import FAST  # this checkout's minibasis, the mode, the paths
 
 START = time.perf_counter()
 rng = np.random.default_rng(0)
@@ -119,18 +119,28 @@ geometries = [
     ((1, 2, 5, 8), (3, 2, 2, 3), (1, 2), (0, 1)),
 ]
 if not FAST:
-    geometries += [((3, 8, 9, 9), (5, 8, 3, 3), 2, 0), ((2, 4, 8, 8), (6, 4, 1, 1), 1, 0), ((1, 3, 9, 9), (2, 3, 5, 5), 1, 2)]
+    geometries += [
+        ((3, 8, 9, 9), (5, 8, 3, 3), 2, 0),
+        ((2, 4, 8, 8), (6, 4, 1, 1), 1, 0),
+        ((1, 3, 9, 9), (2, 3, 5, 5), 1, 2),
+    ]
 for xs, ws, s, p in geometries:
     x, w = rng.standard_normal(xs), rng.standard_normal(ws)
     g = rng.standard_normal(conv2d(x, w, stride=s, padding=p).shape)
     dx, dw = input_grad_by_hand(g, w, xs, s, p), weight_grad_by_hand(x, g, ws, s, p)
-    assert rel_err(dx, conv2d_input_grad(g, w, x_shape=xs, stride=s, padding=p)) < 1e-10, f"dx vs the library, {xs} {ws} {s} {p}"
-    assert rel_err(dw, conv2d_weight_grad(x, g, w_shape=ws, stride=s, padding=p)) < 1e-10, f"dw vs the library, {xs} {ws} {s} {p}"
+    assert rel_err(dx, conv2d_input_grad(g, w, x_shape=xs, stride=s, padding=p)) < 1e-10, (
+        f"dx vs the library, {xs} {ws} {s} {p}"
+    )
+    assert rel_err(dw, conv2d_weight_grad(x, g, w_shape=ws, stride=s, padding=p)) < 1e-10, (
+        f"dw vs the library, {xs} {ws} {s} {p}"
+    )
     L = lambda x, w: anp.sum(g * conv2d(x, w, stride=s, padding=p))  # noqa: E731
     ag_dx, ag_dw = autograd.grad(L, (0, 1))(x, w)
     assert rel_err(dx, ag_dx) < 1e-10 and rel_err(dw, ag_dw) < 1e-10, f"hand VJPs vs autograd.grad, {xs} {ws} {s} {p}"
     worst = check_gradients(L, x, w, mode="directional", directions=4)
-    print(f"x {xs}, w {ws}, stride {s}, padding {p}: hand = library = autograd; finite differences agree to {worst:.1e}")
+    print(
+        f"x {xs}, w {ws}, stride {s}, padding {p}: hand = library = autograd; finite differences agree to {worst:.1e}"
+    )
 
 # %% [markdown]
 # A linear L is an easy case for finite differences (central differences are exact for
@@ -152,7 +162,10 @@ def two_layers(x, w1, w2):
 
 
 worst = check_gradients(two_layers, x, w1, w2, mode="elementwise")  # raises on any entry out of tolerance
-print(f"two conv layers with tanh, every entry of x, w1, w2 within |Δ| ≤ 1e-8 + 1e-5·|fd| (largest relative gap {worst:.1e})")
+print(
+    "two conv layers with tanh, every entry of x, w1, w2 within |Δ| ≤ 1e-8 + 1e-5·|fd| "
+    f"(largest relative gap {worst:.1e})"
+)
 if not FAST:
     x = rng.standard_normal((4, 8, 12, 12))
     w1, w2 = rng.standard_normal((16, 8, 3, 3)) * 0.2, rng.standard_normal((2, 16, 3, 3)) * 0.2
@@ -226,7 +239,12 @@ def input_grad_as_convolution(g, w, x_shape, stride, padding):
     return conv2d(up, np.ascontiguousarray(w_flipped))
 
 
-for xs, ws, s, p in [((2, 3, 6, 6), (4, 3, 3, 3), 1, 1), ((2, 3, 7, 7), (4, 3, 3, 3), 2, 1), ((1, 2, 8, 8), (3, 2, 3, 3), 2, 0), ((1, 2, 9, 9), (3, 2, 5, 5), 1, 2)]:
+for xs, ws, s, p in [
+    ((2, 3, 6, 6), (4, 3, 3, 3), 1, 1),
+    ((2, 3, 7, 7), (4, 3, 3, 3), 2, 1),
+    ((1, 2, 8, 8), (3, 2, 3, 3), 2, 0),
+    ((1, 2, 9, 9), (3, 2, 5, 5), 1, 2),
+]:
     x, w = rng.standard_normal(xs), rng.standard_normal(ws)
     g = rng.standard_normal(conv2d(x, w, stride=s, padding=p).shape)
     dx = input_grad_as_convolution(g, w, xs, s, p)
@@ -354,7 +372,9 @@ for xs, ws, s, p in [((2, 3, 6, 6), (4, 3, 3, 3), 2, 1), ((1, 2, 7, 5), (3, 2, 3
     v = rng.standard_normal(xs)  # a cotangent for conv2d_input_grad's output
     vjp_g, vjp_w = autograd.grad(lambda g, w: anp.sum(v * conv2d_input_grad(g, w, x_shape=xs, **hp)), (0, 1))(g, w)
     assert rel_err(vjp_g, conv2d(v, w, **hp)) < 1e-10, "VJP of conv2d_input_grad w.r.t. dy should be conv2d(·, w)"
-    assert rel_err(vjp_w, conv2d_weight_grad(v, g, w_shape=ws, **hp)) < 1e-10, "… w.r.t. w should be conv2d_weight_grad(·, dy)"
+    assert rel_err(vjp_w, conv2d_weight_grad(v, g, w_shape=ws, **hp)) < 1e-10, (
+        "… w.r.t. w should be conv2d_weight_grad(·, dy)"
+    )
     u = rng.standard_normal(ws)  # a cotangent for conv2d_weight_grad's output
     vjp_x, vjp_dy = autograd.grad(lambda x, g: anp.sum(u * conv2d_weight_grad(x, g, w_shape=ws, **hp)), (0, 1))(x, g)
     assert rel_err(vjp_x, conv2d_input_grad(g, u, x_shape=xs, **hp)) < 1e-10, "VJP of conv2d_weight_grad w.r.t. x"
@@ -372,8 +392,12 @@ xs, ws, hp = (1, 2, 5, 5), (3, 2, 3, 3), dict(stride=2, padding=1)
 x, w = rng.standard_normal(xs), rng.standard_normal(ws)
 dy = rng.standard_normal(conv2d(x, w, **hp).shape)
 check_grads(lambda x, w: conv2d(x, w, **hp), argnum=(0, 1), modes=["fwd", "rev"], order=2)(x, w)
-check_grads(lambda dy, w: conv2d_input_grad(dy, w, x_shape=xs, **hp), argnum=(0, 1), modes=["fwd", "rev"], order=2)(dy, w)
-check_grads(lambda x, dy: conv2d_weight_grad(x, dy, w_shape=ws, **hp), argnum=(0, 1), modes=["fwd", "rev"], order=2)(x, dy)
+check_grads(lambda dy, w: conv2d_input_grad(dy, w, x_shape=xs, **hp), argnum=(0, 1), modes=["fwd", "rev"], order=2)(
+    dy, w
+)
+check_grads(lambda x, dy: conv2d_weight_grad(x, dy, w_shape=ws, **hp), argnum=(0, 1), modes=["fwd", "rev"], order=2)(
+    x, dy
+)
 print("check_grads: conv2d, conv2d_input_grad, conv2d_weight_grad pass to second order, forward and reverse")
 
 # %% [markdown]
@@ -393,7 +417,9 @@ L = lambda w: 0.5 * anp.sum((conv2d(x, w, padding=1) - t) ** 2)  # noqa: E731
 hvp = autograd.grad(lambda w: anp.sum(autograd.grad(L)(w) * v))(w)
 by_hand = conv2d_weight_grad(x, conv2d(x, v, padding=1), w_shape=w.shape, padding=1)
 assert rel_err(hvp, by_hand) < 1e-10, f"Hessian-vector product: autograd and JᵀJv differ by {rel_err(hvp, by_hand):.1e}"
-print(f"Hessian-vector product by autograd = conv2d_weight_grad(x, conv2d(x, v)) (rel. err {rel_err(hvp, by_hand):.1e})")
+print(
+    f"Hessian-vector product by autograd = conv2d_weight_grad(x, conv2d(x, v)) (rel. err {rel_err(hvp, by_hand):.1e})"
+)
 
 # %% [markdown]
 # ## 5. Why the arrays are positional-only
@@ -466,8 +492,10 @@ vjp_calls["x"] = 0
 got = autograd.grad(lambda x: anp.sum(scale(w=w, x=x)))(x)
 assert vjp_calls["x"] == 0, "passed by keyword, x must bypass the primitive's VJP"
 assert np.allclose(got, expected), got
-print(f"scale(w=w, x=x):          gradient {got}, hand-written VJP called {vjp_calls['x']}× "
-      "(autograd traced the body's `*` instead)")
+print(
+    f"scale(w=w, x=x):          gradient {got}, hand-written VJP called {vjp_calls['x']}× "
+    "(autograd traced the body's `*` instead)"
+)
 
 # keyword, body that needs real numbers: an exception from deep inside the body
 vjp_calls["x"] = 0

@@ -29,13 +29,13 @@ import time
 
 import numpy as np
 
-from tutorial_setup import DATA, FAST, plt, save_figure  # this checkout's minibasis, the mode, the paths
 from minibasis import conv2d
 from minibasis.basis import decompose, fold_basis_layer, reconstruct
 from minibasis.data import CIFAR10, load_cifar, normalize
 from minibasis.models import create_model
 from minibasis.tree import flatten, tree_map, unflatten
 from minibasis.weights import load_weights
+from tutorial_setup import DATA, FAST, plt, save_figure  # this checkout's minibasis, the mode, the paths
 
 WEIGHTS = DATA / "official" / "resnet56-double-s16u1.npz"
 OFFICIAL_LOGITS = DATA / "official" / "resnet56-double-s16u1.logits.npz"
@@ -54,8 +54,10 @@ if WEIGHTS.exists():
 else:
     params, state = model.init(seed=0)
     TRAINED = False
-    print(f"{WEIGHTS} not found: the trained-network parts are skipped; the linear algebra runs on a "
-          "freshly initialised model instead (its filters are random, so their spectra are flat)")
+    print(
+        f"{WEIGHTS} not found: the trained-network parts are skipped; the linear algebra runs on a "
+        "freshly initialised model instead (its filters are random, so their spectra are flat)"
+    )
 
 PLAIN = [f"layer{g}.0.conv{c}" for g in (1, 2, 3) for c in (1, 2)]  # the plain 3×3 convs
 flat_params = flatten(params)  # {"layer2.0.conv2.weight": array, …}, the state_dict names
@@ -94,8 +96,10 @@ for r in (4, full):
     two_step = conv2d(conv2d(x, basis, padding=1), coefficients)
     one_step = conv2d(x, reconstruct(basis, coefficients), padding=1)
     assert np.abs(two_step - one_step).max() < 1e-10 * np.abs(one_step).max(), "basis-then-coefficients ≠ conv with W_r"
-    print(f"r = {r:2d}: basis {basis.shape}, coefficients {coefficients.shape}; "
-          f"conv(basis) then 1×1 conv(coefficients) = conv(W_r)")
+    print(
+        f"r = {r:2d}: basis {basis.shape}, coefficients {coefficients.shape}; "
+        f"conv(basis) then 1×1 conv(coefficients) = conv(W_r)"
+    )
     assert np.allclose(matrix(basis) @ matrix(basis).T, np.eye(r), atol=1e-12), "the basis rows should be orthonormal"
 exact = np.abs(conv2d(x, reconstruct(*decompose(W, full)), padding=1) - conv2d(x, W, padding=1)).max()
 assert exact < 1e-10, f"at full rank the basis layer should reproduce the conv exactly, error {exact:.1e}"
@@ -121,18 +125,27 @@ def energy_rank(sigma, level=0.9):
 
 
 gaussian = np.random.default_rng(1)
-print(f"{'layer':<16}{'W shape':>16}{'full rank':>11}{'90% energy':>12}{'(Gaussian)':>12}{'σ_1/σ_2':>9}{'σ_max/σ_min':>13}")
+print(
+    f"{'layer':<16}{'W shape':>16}{'full rank':>11}{'90% energy':>12}{'(Gaussian)':>12}"
+    f"{'σ_1/σ_2':>9}{'σ_max/σ_min':>13}"
+)
 for name, sigma in spectra.items():
     random_sigma = np.linalg.svd(gaussian.standard_normal(matrix(plain[name]).shape), compute_uv=False)
-    print(f"{name:<16}{str(plain[name].shape):>16}{len(sigma):>11}{energy_rank(sigma):>12}{energy_rank(random_sigma):>12}"
-          f"{sigma[0] / sigma[1]:>9.2f}{sigma[0] / sigma[-1]:>13.3g}")
+    print(
+        f"{name:<16}{str(plain[name].shape):>16}{len(sigma):>11}{energy_rank(sigma):>12}{energy_rank(random_sigma):>12}"
+        f"{sigma[0] / sigma[1]:>9.2f}{sigma[0] / sigma[-1]:>13.3g}"
+    )
     if TRAINED:
-        assert energy_rank(sigma) < energy_rank(random_sigma), f"{name}: trained filters should be more concentrated than random ones"
+        assert energy_rank(sigma) < energy_rank(random_sigma), (
+            f"{name}: trained filters should be more concentrated than random ones"
+        )
         assert energy_rank(sigma) < 0.8 * len(sigma), f"{name}: expected 90 % of the energy in < 80 % of the directions"
 if TRAINED:
     dead = np.linalg.norm(matrix(plain["layer1.0.conv2"]), axis=1) < 1e-3
-    print(f"layer1.0.conv2: {dead.sum()} filters are (almost) zero, rows {np.flatnonzero(dead).tolist()}; "
-          f"their BN scales: {params['layer1']['0']['bn2']['weight'][dead].tolist()}")
+    print(
+        f"layer1.0.conv2: {dead.sum()} filters are (almost) zero, rows {np.flatnonzero(dead).tolist()}; "
+        f"their BN scales: {params['layer1']['0']['bn2']['weight'][dead].tolist()}"
+    )
     assert dead.sum() == 2, "layer1.0.conv2 of the official model has two dead filters"
 
 # %% [markdown]
@@ -182,11 +195,16 @@ for g, m in zip((1, 2, 3), (1, 2, 4)):
     stacked_spectra[g] = sigma
     bound = (model.spec.shared_rank + len(blocks) * model.spec.unique_rank) * m
     per_layer = [energy_rank(np.linalg.svd(matrix(W), compute_uv=False)) for W in effective[g]]
-    print(f"stage {g}: first basis layers' W_eff {effective[g][0].shape}, 90%-energy ranks {per_layer}; "
-          f"stacked {stack.shape}: σ_{bound}/σ_1 = {sigma[bound - 1] / sigma[0]:.1e}, σ_{bound + 1}/σ_1 = {sigma[bound] / sigma[0]:.1e}")
+    print(
+        f"stage {g}: first basis layers' W_eff {effective[g][0].shape}, 90%-energy ranks {per_layer}; "
+        f"stacked {stack.shape}: σ_{bound}/σ_1 = {sigma[bound - 1] / sigma[0]:.1e}, "
+        f"σ_{bound + 1}/σ_1 = {sigma[bound] / sigma[0]:.1e}"
+    )
     assert sigma[bound] / sigma[0] < 1e-10, f"stage {g}: the stacked filters should have rank ≤ 16m + 8m = {bound}"
     if TRAINED:
-        assert sigma[bound - 1] / sigma[0] > 1e-4, f"stage {g}: the trained stacked filters should use all {bound} directions"
+        assert sigma[bound - 1] / sigma[0] > 1e-4, (
+            f"stage {g}: the trained stacked filters should use all {bound} directions"
+        )
         plain_ranks = [energy_rank(spectra[f"layer{g}.0.conv{c}"]) for c in (1, 2)]
         assert max(per_layer) < min(plain_ranks), f"stage {g}: W_eff {per_layer} vs plain convs {plain_ranks}"
 
@@ -203,6 +221,7 @@ for g, m in zip((1, 2, 3), (1, 2, 4)):
 # of ranks (1, 2, 3, 4, 8, …, full), against two other bases: r random orthonormal directions,
 # and r of the layer's own filters (the basis that "filter pruning + linear recombination"
 # would use). The curves in the figure use the formula, verified at those ranks.
+
 
 # %%
 def tail_error(sigma):
@@ -221,7 +240,9 @@ for name, W in plain.items():
     ranks = sorted({1, 2, 3} | {2**i for i in range(2, 7) if 2**i <= full_rank} | {full_rank // 2 + 1, full_rank})
     for r in ranks:  # a spread of ranks (an SVD each); the curves below use the formula verified here
         err = np.linalg.norm(M - matrix(reconstruct(*decompose(W, r)))) / norm
-        assert abs(err - errors[name][r - 1]) < 1e-10, f"{name}, r = {r}: error {err} ≠ √(Σ_(i>r) σ_i²)/‖W‖ = {errors[name][r - 1]}"
+        assert abs(err - errors[name][r - 1]) < 1e-10, (
+            f"{name}, r = {r}: error {err} ≠ √(Σ_(i>r) σ_i²)/‖W‖ = {errors[name][r - 1]}"
+        )
         Q = np.linalg.qr(rng.standard_normal((M.shape[1], r)))[0]  # a random r-dimensional basis (columns)
         err_random = np.linalg.norm(M - M @ Q @ Q.T) / norm
         F = np.linalg.qr(M[rng.choice(M.shape[0], r, replace=False)].T)[0]  # the span of r of the filters
@@ -235,8 +256,14 @@ for name, W in plain.items():
 name = "layer3.0.conv2"
 for r in (8, 16, 32):
     e = others[name, r]
-    print(f"{name}, r = {r:2d} of 64: relative error SVD {e[0]:.3f}, random basis {e[1]:.3f}, {r} of its own filters {e[2]:.3f}")
-print("Eckart–Young holds for every layer at every rank checked: the truncated SVD error is √(Σ_{i>r} σ_i²)/‖W‖ and the smallest")
+    print(
+        f"{name}, r = {r:2d} of 64: relative error SVD {e[0]:.3f}, random basis {e[1]:.3f}, "
+        f"{r} of its own filters {e[2]:.3f}"
+    )
+print(
+    "Eckart–Young holds for every layer at every rank checked: the truncated SVD error is √(Σ_{i>r} σ_i²)/‖W‖ "
+    "and the smallest"
+)
 
 # %%
 if plt is not None:
@@ -248,27 +275,49 @@ if plt is not None:
         axes[0].semilogy(np.arange(1, len(sigma) + 1), sigma / sigma[0], style, color=colors[g], label=name)
         axes[2].plot(np.arange(1, len(sigma) + 1) / len(sigma), errors[name], style, color=colors[g])
     random_points = sorted((r, e[1]) for (n, r), e in others.items() if n == "layer3.0.conv2")
-    axes[2].plot([r / 64 for r, _ in random_points], [e for _, e in random_points], "o:", ms=3, color="0.4",
-                 label="layer3.0.conv2, random basis\n(other lines: the layers on the left, SVD)")
-    axes[0].set(xlabel="i (index of the singular value)", ylabel=r"$\sigma_i \,/\, \sigma_1$ (log scale)",
-                title="plain 3×3 convs: singular values")
+    axes[2].plot(
+        [r / 64 for r, _ in random_points],
+        [e for _, e in random_points],
+        "o:",
+        ms=3,
+        color="0.4",
+        label="layer3.0.conv2, random basis\n(other lines: the layers on the left, SVD)",
+    )
+    axes[0].set(
+        xlabel="i (index of the singular value)",
+        ylabel=r"$\sigma_i \,/\, \sigma_1$ (log scale)",
+        title="plain 3×3 convs: singular values",
+    )
     axes[0].legend(fontsize=9)
     for g, sigma in stacked_spectra.items():
         m = 2 ** (g - 1)
-        axes[1].semilogy(np.arange(1, len(sigma) + 1), np.maximum(sigma / sigma[0], 1e-17), color=colors[g],
-                         label=f"stage {g}: 8 layers × {16 * m} filters")
+        axes[1].semilogy(
+            np.arange(1, len(sigma) + 1),
+            np.maximum(sigma / sigma[0], 1e-17),
+            color=colors[g],
+            label=f"stage {g}: 8 layers × {16 * m} filters",
+        )
         axes[1].axvline(24 * m, color=colors[g], lw=1, ls=":")
-    axes[1].set(xlabel="i (index of the singular value)", ylabel=r"$\sigma_i \,/\, \sigma_1$ (log scale)",
-                title="basis layers' $W_{\\rm eff}$, stacked per stage\n(dotted: 16m shared + 8·m unique = 24m)")
+    axes[1].set(
+        xlabel="i (index of the singular value)",
+        ylabel=r"$\sigma_i \,/\, \sigma_1$ (log scale)",
+        title="basis layers' $W_{\\rm eff}$, stacked per stage\n(dotted: 16m shared + 8·m unique = 24m)",
+    )
     axes[1].legend(fontsize=9)
-    axes[2].set(xlabel="rank r / full rank", ylabel=r"$\|W - W_r\|_F \,/\, \|W\|_F$",
-                title="truncated SVD: relative error")
-    axes[2].legend(fontsize=9, loc="upper right", bbox_to_anchor=(1, 0.9))  # the SVD lines share the left panel's colours and styles
+    axes[2].set(
+        xlabel="rank r / full rank", ylabel=r"$\|W - W_r\|_F \,/\, \|W\|_F$", title="truncated SVD: relative error"
+    )
+    axes[2].legend(
+        fontsize=9, loc="upper right", bbox_to_anchor=(1, 0.9)
+    )  # the SVD lines share the left panel's colours and styles
     for ax in axes:
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    save_figure(fig, "03_spectra.png", {"spectra": spectra, "errors": errors, "stacked": stacked_spectra,
-                                        "random_basis": random_points})
+    save_figure(
+        fig,
+        "03_spectra.png",
+        {"spectra": spectra, "errors": errors, "stacked": stacked_spectra, "random_basis": random_points},
+    )
 
 # %% [markdown]
 # ## 4. What truncation costs in accuracy
@@ -297,7 +346,9 @@ else:
     x_test = normalize(images, CIFAR10.mean, CIFAR10.std)
 
     def logits_of(p, batch=250):
-        return np.concatenate([model.apply(p, state, x_test[i : i + batch], train=False)[0] for i in range(0, N_TEST, batch)])
+        return np.concatenate(
+            [model.apply(p, state, x_test[i : i + batch], train=False)[0] for i in range(0, N_TEST, batch)]
+        )
 
     def with_plain_convs(fraction):
         """A copy of params whose six plain convs are truncated to rank = fraction · full rank."""
@@ -334,26 +385,40 @@ else:
         )
         assert accuracy[FRACTIONS[0]] < 0.3, f"at rank {FRACTIONS[0]:.3f}·full the network should be near chance"
         assert accuracy[1 / 2] < accuracy[1] - 0.05, "even half rank should cost more than 5 points"
-        assert all(a <= base_acc + 0.02 for a in accuracy.values()), "truncation should not improve accuracy by > 2 points"
+        assert all(a <= base_acc + 0.02 for a in accuracy.values()), (
+            "truncation should not improve accuracy by > 2 points"
+        )
 
     if plt is not None:
         fig, ax = plt.subplots(figsize=(6.5, 4.2))
         fs = list(accuracy)
         se = [100 * np.sqrt(accuracy[f] * (1 - accuracy[f]) / N_TEST) for f in fs]  # binomial standard error
-        ax.errorbar(fs, [100 * accuracy[f] for f in fs], yerr=se, fmt="o-", capsize=3,
-                    label="six plain convs truncated to rank f·full\n(bars: ± 1 binomial standard error)")
+        ax.errorbar(
+            fs,
+            [100 * accuracy[f] for f in fs],
+            yerr=se,
+            fmt="o-",
+            capsize=3,
+            label="six plain convs truncated to rank f·full\n(bars: ± 1 binomial standard error)",
+        )
         ax.axhline(100 * base_acc, color="0.5", ls="--", label="untruncated")
         ax.axhline(10, color="0.8", ls=":", label="chance")
         ax.set_xscale("log", base=2)
         ax.set_xticks(fs)
         ax.set_xticklabels([f"{f:.3g}\n({rank_table[f]['layer3.0.conv2']})" for f in fs], fontsize=9)
-        ax.set(xlabel="rank fraction f (rank of layer3.0.conv2)", ylabel=f"test accuracy, % ({N_TEST} images)",
-               title="ResNet56-S16U1*: accuracy vs rank of its plain convs")
+        ax.set(
+            xlabel="rank fraction f (rank of layer3.0.conv2)",
+            ylabel=f"test accuracy, % ({N_TEST} images)",
+            title="ResNet56-S16U1*: accuracy vs rank of its plain convs",
+        )
         ax.legend(fontsize=9, loc="center left")
         ax.grid(alpha=0.3)
         fig.tight_layout()
-        save_figure(fig, "03_accuracy_vs_rank.png", {"fraction": fs, "accuracy": [accuracy[f] for f in fs],
-                                                     "untruncated": base_acc})
+        save_figure(
+            fig,
+            "03_accuracy_vs_rank.png",
+            {"fraction": fs, "accuracy": [accuracy[f] for f in fs], "untruncated": base_acc},
+        )
 
 # %% [markdown]
 # Truncation is expensive. In the full run (1,000 images; each accuracy ± 1.2–1.5 points, its

@@ -26,7 +26,6 @@ from fractions import Fraction
 
 import numpy as np
 
-from tutorial_setup import DATA, FAST, plt, save_figure  # this checkout's minibasis, the mode, the paths
 from minibasis import conv2d
 from minibasis.basis import (
     basis_layer,
@@ -40,6 +39,7 @@ from minibasis.basis import (
 from minibasis.models import create_model
 from minibasis.tree import tree_map
 from minibasis.weights import load_weights
+from tutorial_setup import DATA, FAST, plt, save_figure  # this checkout's minibasis, the mode, the paths
 
 WEIGHTS = DATA / "official" / "resnet56-double-s16u1.npz"
 START = time.perf_counter()
@@ -60,7 +60,7 @@ print(f"mode: {'FAST' if FAST else 'full'}")
 # | variant | spec | shared bases per stage |
 # | --- | --- | --- |
 # | ResNet56 (original) | `resnet56` | none: plain 3×3 convs |
-# | DoubleShared S16U1 (the paper's S16U1\*) | `resnet56-s16u1` | two: one for every block's first layer, one for every second |
+# | DoubleShared S16U1 (the paper's S16U1\*) | `resnet56-s16u1` | two: for every block's first layer, every second |
 # | SingleShared S16U1 | `resnet56-single-s16u1` | one, for both layers of every block |
 # | SharedOnly S16 | `resnet56-s16u0` | two, and no unique filters |
 # | NonShared U1 | `resnet56-s0u1` | none: only a unique basis of 1·m filters per layer |
@@ -107,7 +107,10 @@ for label, model in models.items():
     p, m = model.count_params(), model.count_macs()
     uses = sharing(model)
     shared = f"{len(uses)} arrays, used by {sorted(set(uses.values()))} layers each" if uses else "none"
-    print(f"{label:<20}{model.spec.name:<24}{p:>10,}{p / base.count_params():>6.2f}{m:>14,}{m / base.count_macs():>6.2f}   {shared}")
+    print(
+        f"{label:<20}{model.spec.name:<24}{p:>10,}{p / base.count_params():>6.2f}"
+        f"{m:>14,}{m / base.count_macs():>6.2f}   {shared}"
+    )
 
 s16u1 = models["DoubleShared S16U1"]
 print("\nthe shared arrays of resnet56-s16u1 (shape: used by):")
@@ -128,8 +131,10 @@ blocks = base.spec.blocks_per_stage - 1  # basis blocks per stage: 8
 assert sharing(s16u1) == {f"shared_basis_{g}_{i}": blocks for g in (1, 2, 3) for i in (1, 2)}, sharing(s16u1)
 assert sharing(models["SingleShared S16U1"]) == {f"shared_basis_{g}": 2 * blocks for g in (1, 2, 3)}
 assert sharing(models["SharedOnly S16"]) == sharing(s16u1) and not sharing(models["NonShared U1"]) and not sharing(base)
-print(f"S16U1: {s16u1.count_params() / base.count_params():.1%} of the parameters, "
-      f"{s16u1.count_macs() / base.count_macs():.2f}× the MACs of ResNet56")
+print(
+    f"S16U1: {s16u1.count_params() / base.count_params():.1%} of the parameters, "
+    f"{s16u1.count_macs() / base.count_macs():.2f}× the MACs of ResNet56"
+)
 
 # %% [markdown]
 # **Sharing saves parameters, not compute.** Where do the parameters go? Per basis layer of
@@ -150,8 +155,10 @@ print(f"S16U1: {s16u1.count_params() / base.count_params():.1%} of the parameter
 C, k = 16, 3
 owned = basis_layer_params(C, C, 1, 16, k=k)
 assert owned == 1 * C * 9 + 17 * C + 2 * 17 + 2 * C == 482, owned
-print(f"stage 1: a basis layer owns {owned} parameters, a plain conv {conv_params(C, C, k, k):,}; the shared basis "
-      f"({conv_params(C, 16, k, k):,}) is paid once for {blocks} layers")
+print(
+    f"stage 1: a basis layer owns {owned} parameters, a plain conv {conv_params(C, C, k, k):,}; the shared basis "
+    f"({conv_params(C, 16, k, k):,}) is paid once for {blocks} layers"
+)
 for label, (s, u) in (("S16U1", (16, 1)), ("S8U1", (8, 1))):
     ratio = Fraction(basis_layer_macs(32, 32, C, C, s + u, k=k), conv_macs(32, 32, C, C, k, k))
     print(f"{label}: a basis layer costs {ratio} = {float(ratio):.3f}× the plain conv's MACs")
@@ -194,7 +201,9 @@ b0, b1 = breakdown(base), breakdown(s16u1)
 for key in sorted(set(b0) | set(b1), key=lambda k: -max(b0.get(k, 0), b1.get(k, 0))):
     print(f"{key:<28}{b0.get(key, 0):>10,}{b1.get(key, 0):>10,}")
 assert sum(b1.values()) == 319_226 and sum(b0.values()) == 853_018
-assert b1["shared bases"] + b1["unique bases"] + b1["coefficients"] == 236_544 and b0["plain convs, blocks 1–8"] == 774_144
+assert (
+    b1["shared bases"] + b1["unique bases"] + b1["coefficients"] == 236_544 and b0["plain convs, blocks 1–8"] == 774_144
+)
 
 # %% [markdown]
 # ## 2. One shared basis for a whole stage
@@ -251,8 +260,10 @@ for s, u in CONFIGS:
     res = decompositions[s, u] = shared_decompose(filters, s, u)
     results[s, u] = np.array(res["relative_errors"])
     n_params = s * dim + len(filters) * (u * dim + filters[0].shape[0] * (s + u))
-    print(f"s = {s:2d}, u = {u}: {n_params:>6,} parameters ({n_params / (len(filters) * filters[0].size):.2f}× the plain "
-          f"convs); relative error per layer {np.round(results[s, u], 3).tolist()}")
+    print(
+        f"s = {s:2d}, u = {u}: {n_params:>6,} parameters ({n_params / (len(filters) * filters[0].size):.2f}× the plain "
+        f"convs); relative error per layer {np.round(results[s, u], 3).tolist()}"
+    )
     # what every decomposition must satisfy: S orthonormal, U_l ⟂ S, shapes as documented
     S = matrix(res["shared_basis"])
     assert np.allclose(S @ S.T, np.eye(s), atol=1e-10), "the shared basis should have orthonormal rows"
@@ -280,7 +291,9 @@ for (lp, _), W in zip(layers, filters):
 print(f"the network's own [U_l; S] (s = 16, u = 1): relative error per layer {np.array(own_errors).max():.1e} at most")
 assert max(own_errors) < 1e-10, "the trained filters should lie in the span of their own [U_l; S]"
 if WEIGHTS.exists():
-    assert results[16, 1].min() > 0.05, "the one-shot decomposition should be visibly suboptimal at (16, 1) on trained filters"
+    assert results[16, 1].min() > 0.05, (
+        "the one-shot decomposition should be visibly suboptimal at (16, 1) on trained filters"
+    )
 
 # %% [markdown]
 # Why does the one-shot method miss it? The top 16 singular directions of the stack are the
@@ -323,7 +336,9 @@ print(f"total squared error: {history[0]:.4f} (one-shot) → {history[-1]:.2e}")
 assert np.all(np.diff(history) <= 1e-9 * history[0]), "alternating steps should never increase the error"
 assert history[-1] < history[0], "the alternating steps should improve on the one-shot decomposition"
 if not FAST and WEIGHTS.exists():
-    assert refined.max() < 0.05 < results[16, 1].min(), "60 steps should recover most of the network's own decomposition"
+    assert refined.max() < 0.05 < results[16, 1].min(), (
+        "60 steps should recover most of the network's own decomposition"
+    )
 
 if plt is not None:
     fig, ax = plt.subplots(figsize=(11, 4.4))
@@ -334,13 +349,23 @@ if plt is not None:
         ax.plot(xs, errs, "o-", ms=4, label=f"shared_decompose s={s}, u={u}")
     ax.plot(xs, refined, "k^--", ms=6, label=f"s=16, u=1 after {STEPS} alternating steps")
     floor = 3e-4  # the network's own error (~1e-16) is far below: drawn as ▼ on the floor
-    ax.plot(xs, np.full(len(xs), floor), "kv", ms=8, clip_on=False, zorder=5,
-            label=f"the network's own $[U_l;\\,S]$ (s=16, u=1): exact,\nerror ≤ {max(own_errors):.0e}, far below the axis (▼)")
+    ax.plot(
+        xs,
+        np.full(len(xs), floor),
+        "kv",
+        ms=8,
+        clip_on=False,
+        zorder=5,
+        label=f"the network's own $[U_l;\\,S]$ (s=16, u=1): exact,\n"
+        f"error ≤ {max(own_errors):.0e}, far below the axis (▼)",
+    )
     ax.set_yscale("log")
     ax.set_ylim(floor, 1)
-    ax.set(xlabel=f"block of stage {STAGE} (its first basis layer)",
-           ylabel=r"$\|W_l - \hat W_l\|_F \,/\, \|W_l\|_F$ (log scale)",
-           title=f"One shared basis for the {len(xs)} basis layers of stage {STAGE}: error per layer")
+    ax.set(
+        xlabel=f"block of stage {STAGE} (its first basis layer)",
+        ylabel=r"$\|W_l - \hat W_l\|_F \,/\, \|W_l\|_F$ (log scale)",
+        title=f"One shared basis for the {len(xs)} basis layers of stage {STAGE}: error per layer",
+    )
     ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1))
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
@@ -380,8 +405,11 @@ lp, ls = layer_in_float64(init_params, init_state, 1, 1, 1)
 for bn in ("basis_bn", "bn"):
     n = ls[bn]["running_mean"].shape[0]
     lp[bn] = {"weight": rng.uniform(0.5, 1.5, n), "bias": rng.standard_normal(n)}
-    ls[bn] = {"running_mean": rng.standard_normal(n), "running_var": rng.uniform(0.5, 2.0, n),
-              "num_batches_tracked": np.int64(100)}
+    ls[bn] = {
+        "running_mean": rng.standard_normal(n),
+        "running_var": rng.uniform(0.5, 2.0, n),
+        "num_batches_tracked": np.int64(100),
+    }
 cases.append(("initialised layer with random BN statistics", (lp, ls)))
 for label, (lp, ls) in cases:
     y_layer, new_state = basis_layer(x, lp, ls, train=False)
@@ -390,7 +418,9 @@ for label, (lp, ls) in cases:
     err = np.abs(y_folded - y_layer).max() / np.abs(y_layer).max()
     print(f"{label}: W_eff {W_eff.shape}, b_eff {b_eff.shape}; conv2d(x, W_eff) + b_eff vs the layer: {err:.1e}")
     assert err < 1e-10, f"{label}: the folded conv differs from the eval-mode basis layer by {err:.1e}"
-    assert all(np.array_equal(new_state[bn][key], ls[bn][key]) for bn in ls for key in ls[bn]), "eval mode changes no state"
+    assert all(np.array_equal(new_state[bn][key], ls[bn][key]) for bn in ls for key in ls[bn]), (
+        "eval mode changes no state"
+    )
 
 # %% [markdown]
 # Folding makes the compute trade-off of section 1 concrete: at inference time one could fold

@@ -29,10 +29,10 @@ import autograd.numpy as anp
 import numpy as np
 from autograd import grad, value_and_grad
 
-from tutorial_setup import FAST, plt, save_figure  # this checkout's minibasis, the mode, the paths
 from minibasis import conv2d
 from minibasis.basis import orthogonal, shared_orthogonality_loss
 from minibasis.models import create_model
+from tutorial_setup import FAST, plt, save_figure  # this checkout's minibasis, the mode, the paths
 
 START = time.perf_counter()
 
@@ -148,7 +148,9 @@ for s, name in ((0.75, "Gaussian ×0.75"), (1.33, "Gaussian ×1.33")):
 # and Pennington et al. 2017, applied to a basis that is reused L times).
 
 # %%
-print(f"singular values of the Gaussian basis: {np.linalg.svd(gaussian, compute_uv=False)[[-1, 0]].round(3)} (min, max)")
+print(
+    f"singular values of the Gaussian basis: {np.linalg.svd(gaussian, compute_uv=False)[[-1, 0]].round(3)} (min, max)"
+)
 print(f"cond J_(0→L): Gaussian ×1 {cond['Gaussian ×1']:.3g}, orthonormal {cond['orthonormal']:.3g}")
 assert 0.2 < ratio["Gaussian ×1"] < 5, "a variance-preserving Gaussian basis keeps the *average* norm roughly"
 assert cond["Gaussian ×1"] > 1e3, "but its end-to-end Jacobian is ill-conditioned: some directions vanish"
@@ -177,6 +179,7 @@ coefficient_convs = [orthogonal(rng, (C_in, r, 1, 1), np.float64) for _ in range
 
 def conv_profile(basis):
     """‖∂loss/∂h_l‖ for l = 0 … L of h_l = coeff_l ⋆ (basis ⋆ h_{l-1}), loss = ⟨v, h_L⟩."""
+
     def loss(probes):
         h = x + probes[0]
         for coefficients, p in zip(coefficient_convs, probes[1:]):
@@ -198,7 +201,9 @@ conv_ratio = {name: p[0] / p[-1] for name, p in conv_profiles.items()}
 for name, value in conv_ratio.items():
     print(f"conv stack, {name:16s} ‖g_0‖/‖g_L‖ = {value:.3g}")
 drift = {name: abs(np.log10(value)) for name, value in conv_ratio.items()}  # orders of magnitude
-assert conv_ratio["Gaussian ×0.75"] < 0.1 and conv_ratio["Gaussian ×1.33"] > 10, "mis-scaled filter bases vanish / explode"
+assert conv_ratio["Gaussian ×0.75"] < 0.1 and conv_ratio["Gaussian ×1.33"] > 10, (
+    "mis-scaled filter bases vanish / explode"
+)
 assert drift["orthonormal"] < 0.5 * min(drift["Gaussian ×0.75"], drift["Gaussian ×1.33"]), (
     "an orthonormal filter basis drifts far less (in orders of magnitude) than a mis-scaled one"
 )
@@ -279,7 +284,8 @@ for lam, (_, _, history) in trained.items():
 # the Gaussian start. (In the figure, panel (c), the λ = 100 curves look like a band: R and the
 # MSE alternate between two values at every step. λ·R makes a steep, narrow valley, and a step
 # of the clipped length lr·decay lands alternately on either side of it; the cosine decay
-# shrinks the step until, near step 225, it settles.) On this toy the regularised run also fits the task better: the plain
+# shrinks the step until, near step 225, it settles.) On this toy the regularised run also fits
+# the task better: the plain
 # one cannot move the input-side directions its Jacobian annihilates. (The coefficients are
 # trained freely, so even with R ≈ 0 the stack is not an exact isometry: C_l drift from
 # rotations.)
@@ -325,23 +331,34 @@ if plt is not None:  # without matplotlib the figure is skipped; the claims abov
         ax.semilogy(depth, p["rms"], color=colors[name], label=name)
     for name, p in conv_profiles.items():
         ax.semilogy(depth, p / p[-1], ":", color=colors[name])
-    handles = ax.get_legend_handles_labels()[0] + [Line2D([], [], color="k", label="matrix stack"),
-                                                   Line2D([], [], color="k", ls=":", label="conv stack")]
-    ax.set(title="(a) gradient norm vs depth", xlabel="layer l (0 = input, L = output)",
-           ylabel=r"$\|g_l\| \,/\, \|g_L\|$ (log scale)")
+    handles = ax.get_legend_handles_labels()[0] + [
+        Line2D([], [], color="k", label="matrix stack"),
+        Line2D([], [], color="k", ls=":", label="conv stack"),
+    ]
+    ax.set(
+        title="(a) gradient norm vs depth",
+        xlabel="layer l (0 = input, L = output)",
+        ylabel=r"$\|g_l\| \,/\, \|g_L\|$ (log scale)",
+    )
     ax.legend(handles=handles, fontsize=9, loc="upper right")
     ax = axes[1]
-    cases = [("Gaussian ×1, untrained", profiles["Gaussian ×1"], "C2"), ("trained, λ = 0", trained_profiles[0.0], "C3"),
-             ("trained, λ = 100", trained_profiles[100.0], "C4")]
+    cases = [
+        ("Gaussian ×1, untrained", profiles["Gaussian ×1"], "C2"),
+        ("trained, λ = 0", trained_profiles[0.0], "C3"),
+        ("trained, λ = 100", trained_profiles[100.0], "C4"),
+    ]
     for label, p, color in cases:
         ax.semilogy(depth, p["max"], color=color, label=label)
         ax.semilogy(depth, p["min"], "--", color=color)
     p = profiles["orthonormal"]  # best = worst = 1: drawn last and thick, so no other line hides it
     ax.semilogy(depth, p["max"], color="C0", lw=3, zorder=5, label="orthonormal (best = worst)")
-    handles = ax.get_legend_handles_labels()[0] + [Line2D([], [], color="k", label=r"best: $\sigma_{\max}$"),
-                                                   Line2D([], [], color="k", ls="--", label=r"worst: $\sigma_{\min}$")]
-    ax.set(title="(b) best and worst direction", xlabel="layer l",
-           ylabel=r"singular values of $J_{l \to L}$ (log scale)")
+    handles = ax.get_legend_handles_labels()[0] + [
+        Line2D([], [], color="k", label=r"best: $\sigma_{\max}$"),
+        Line2D([], [], color="k", ls="--", label=r"worst: $\sigma_{\min}$"),
+    ]
+    ax.set(
+        title="(b) best and worst direction", xlabel="layer l", ylabel=r"singular values of $J_{l \to L}$ (log scale)"
+    )
     ax.legend(handles=handles, fontsize=9, loc="lower right")
     ax = axes[2]
     steps_axis = np.arange(steps + 1)
@@ -349,18 +366,29 @@ if plt is not None:  # without matplotlib the figure is skipped; the claims abov
         for key, style, what in (("R", "-", "R"), ("mse", "--", "task MSE")):
             values = np.array(trained[lam][2][key])
             for parity in (0, 1):  # even and odd steps as two lines: an alternation shows as two
-                ax.semilogy(steps_axis[parity::2], values[parity::2], style, color=color,
-                            label=f"{what}, λ = {lam:g}" if parity == 0 else None)
+                ax.semilogy(
+                    steps_axis[parity::2],
+                    values[parity::2],
+                    style,
+                    color=color,
+                    label=f"{what}, λ = {lam:g}" if parity == 0 else None,
+                )
     ax.set(title="(c) training the toy stack", xlabel="step", ylabel="R and task MSE (log scale)")
-    ax.annotate("λ = 100: R, MSE alternate\nbetween two values\nuntil the step decays",
-                xy=(120, trained[100.0][2]["R"][120]), xytext=(145, 2.5e-4), fontsize=9,
-                arrowprops=dict(arrowstyle="->", lw=0.8))
+    ax.annotate(
+        "λ = 100: R, MSE alternate\nbetween two values\nuntil the step decays",
+        xy=(120, trained[100.0][2]["R"][120]),
+        xytext=(145, 2.5e-4),
+        fontsize=9,
+        arrowprops=dict(arrowstyle="->", lw=0.8),
+    )
     ax.legend(fontsize=9, loc="upper right", bbox_to_anchor=(1.0, 0.66))
     fig.tight_layout()
-    plotted = {"a_matrix_rms": {name: p["rms"] for name, p in profiles.items()},
-               "a_conv": {name: p / p[-1] for name, p in conv_profiles.items()},
-               "b": {label: {"max": p["max"], "min": p["min"]} for label, p, _ in cases},
-               "c": {f"lam={lam:g}": {"R": h["R"], "mse": h["mse"]} for lam, (_, _, h) in trained.items()}}
+    plotted = {
+        "a_matrix_rms": {name: p["rms"] for name, p in profiles.items()},
+        "a_conv": {name: p / p[-1] for name, p in conv_profiles.items()},
+        "b": {label: {"max": p["max"], "min": p["min"]} for label, p, _ in cases},
+        "c": {f"lam={lam:g}": {"R": h["R"], "mse": h["mse"]} for lam, (_, _, h) in trained.items()},
+    }
     save_figure(fig, "05_gradient_flow.png", plotted)
 
 # %% [markdown]

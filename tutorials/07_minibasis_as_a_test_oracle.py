@@ -26,7 +26,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-from tutorial_setup import DATA, FAST  # this checkout's minibasis, the mode, the paths
 
 from minibasis.data import DATASETS, load_cifar, normalize
 from minibasis.models import create_model
@@ -39,6 +38,7 @@ from minibasis.oracle import (
 )
 from minibasis.oracle.record import reference_run
 from minibasis.weights import from_state_dict, load_weights, to_state_dict
+from tutorial_setup import DATA, FAST  # this checkout's minibasis, the mode, the paths
 
 START = time.perf_counter()
 try:
@@ -144,12 +144,17 @@ scratch = Path(tempfile.mkdtemp(prefix="minibasis-tutorial-07-"))
 golden = write_golden(scratch / f"{SPEC}.npz", SPEC, image_size=SIZE)
 arrays, manifest = read_golden(golden)
 modules = manifest["modules"]
-print(f"{golden.name}: {len(arrays)} arrays, {golden.stat().st_size / 1e6:.1f} MB; manifest: spec {manifest['spec']}, "
-      f"{len(modules)} modules from {modules[0]} to {modules[-1]}, λ = {manifest['lambda']}")
+print(
+    f"{golden.name}: {len(arrays)} arrays, {golden.stat().st_size / 1e6:.1f} MB; manifest: spec {manifest['spec']}, "
+    f"{len(modules)} modules from {modules[0]} to {modules[-1]}, λ = {manifest['lambda']}"
+)
 
 model = create_model(manifest["spec"])
-weights = {key.removeprefix("weight:"): value.astype(np.float32) if value.dtype.kind == "f" else value
-           for key, value in arrays.items() if key.startswith("weight:")}
+weights = {
+    key.removeprefix("weight:"): value.astype(np.float32) if value.dtype.kind == "f" else value
+    for key, value in arrays.items()
+    if key.startswith("weight:")
+}
 params, state = from_state_dict(model, weights)
 theirs, _ = reference_run(model, params, state, arrays["x"].astype(np.float32), arrays["labels"], manifest["lambda"])
 golden_report = check_golden(golden, theirs)  # float32 arrays: float32 tolerances
@@ -177,8 +182,10 @@ else:
     big = create_model("resnet56-s16u1")
     ours, _ = big.apply(*load_weights(official / "resnet56-double-s16u1.npz", big), images, train=False)
     gap = relative_difference(ours, stored)
-    print(f"{n_images} test images through the authors' checkpoint: max |Δlogit| {gap:.1e}, "
-          f"top-1 agreement {np.mean(ours.argmax(1) == stored.argmax(1)):.0%}")
+    print(
+        f"{n_images} test images through the authors' checkpoint: max |Δlogit| {gap:.1e}, "
+        f"top-1 agreement {np.mean(ours.argmax(1) == stored.argmax(1)):.0%}"
+    )
     assert gap < 1e-4
 
 # %% [markdown]

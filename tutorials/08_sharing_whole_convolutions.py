@@ -25,11 +25,11 @@
 import autograd
 import numpy as np
 
-from tutorial_setup import FAST  # this checkout's minibasis, the mode, the paths
 from minibasis.layers import cross_entropy
 from minibasis.models import create_model
 from minibasis.testing import check_gradients
 from minibasis.tree import flatten, tree_map
+from tutorial_setup import FAST  # this checkout's minibasis, the mode, the paths
 
 print(f"mode: {'FAST' if FAST else 'full'}")
 
@@ -67,13 +67,20 @@ for label, spec in SPECS.items():
     print(f"{label} ({spec}): {len(shared)} shared arrays; the first two:")
     for owner, (shape, users) in list(shared.items())[:2]:
         kind = f"{shape[2]}×{shape[3]} conv {shape[1]}→{shape[0]}"
-        print(f"    {owner:<18} {kind:<20} used by {len(users)} blocks: {users[0].rsplit('.', 1)[0]} … {users[-1].rsplit('.', 1)[0]}")
+        print(
+            f"    {owner:<18} {kind:<20} used by {len(users)} blocks: "
+            f"{users[0].rsplit('.', 1)[0]} … {users[-1].rsplit('.', 1)[0]}"
+        )
 
 r50 = shared_arrays(create_model("imagenet-resnet50-shared++"))
-assert r50["shared_basis_3_1"][0] == (256, 256, 3, 3) and len(r50["shared_basis_3_1"][1]) == 5, "stage 3 (6 blocks) shares its 3×3 conv among blocks 1–5"
+assert r50["shared_basis_3_1"][0] == (256, 256, 3, 3) and len(r50["shared_basis_3_1"][1]) == 5, (
+    "stage 3 (6 blocks) shares its 3×3 conv among blocks 1–5"
+)
 assert r50["shared_basis_3_2"][0] == (1024, 256, 1, 1), "Shared++ also shares the 1×1 expansion, 256 → 1024"
 mb = shared_arrays(create_model("imagenet-mobilenetv2-shared++"))
-assert mb["shared_basis_2_1"][0] == (384, 64, 1, 1) and mb["shared_basis_2_2"][0] == (64, 384, 1, 1), "MobileNetV2 stage 4: expansion ×6 and projection"
+assert mb["shared_basis_2_1"][0] == (384, 64, 1, 1) and mb["shared_basis_2_2"][0] == (64, 384, 1, 1), (
+    "MobileNetV2 stage 4: expansion ×6 and projection"
+)
 assert len(mb["shared_basis_2_1"][1]) == 3, "stage 4 has 4 blocks; blocks 1–3 share"
 
 # %% [markdown]
@@ -83,8 +90,20 @@ assert len(mb["shared_basis_2_1"][1]) == 3, "stage 4 has 4 blocks; blocks 1–3 
 # one 224×224 image (a shared conv at every use), against the original model of each family.
 
 # %%
-PAPER_MILLIONS = {"ResNet34-S48U1*": 11.79, "ResNet50-Shared": 20.51, "ResNet50-Shared++": 18.26, "ResNet101-Shared": 29.47, "MobileNetV2-Shared": 3.24, "MobileNetV2-Shared++": 2.98}
-ORIGINAL = {"ResNet34": "imagenet-resnet34", "ResNet50": "imagenet-resnet50", "ResNet101": "imagenet-resnet101", "MobileNetV2": "imagenet-mobilenetv2"}
+PAPER_MILLIONS = {
+    "ResNet34-S48U1*": 11.79,
+    "ResNet50-Shared": 20.51,
+    "ResNet50-Shared++": 18.26,
+    "ResNet101-Shared": 29.47,
+    "MobileNetV2-Shared": 3.24,
+    "MobileNetV2-Shared++": 2.98,
+}
+ORIGINAL = {
+    "ResNet34": "imagenet-resnet34",
+    "ResNet50": "imagenet-resnet50",
+    "ResNet101": "imagenet-resnet101",
+    "MobileNetV2": "imagenet-mobilenetv2",
+}
 print(f"{'model':<22}{'params':>13}{'paper':>8}{'× original':>12}{'MACs':>16}{'× original':>12}")
 for label, spec in SPECS.items():
     model = create_model(spec)
@@ -92,14 +111,20 @@ for label, spec in SPECS.items():
     params, macs = model.count_params(), model.count_macs()
     paper = PAPER_MILLIONS.get(label)
     paper_text = f"{paper:.2f}" if paper else "—"
-    print(f"{label:<22}{params:>13,}{paper_text:>8}{params / base.count_params():>12.2f}{macs:>16,}{macs / base.count_macs():>12.4f}")
+    print(
+        f"{label:<22}{params:>13,}{paper_text:>8}{params / base.count_params():>12.2f}"
+        f"{macs:>16,}{macs / base.count_macs():>12.4f}"
+    )
     if paper is not None:
         assert round(params / 1e6, 2) == paper, f"{label}: {params:,} parameters, the paper says {paper}M"
     if "Shared" in label and "S48" not in label:
         assert abs(macs / base.count_macs() - 1) < 1e-5, "sharing whole convs saves parameters, not a single MAC"
 
 # ECA's 1-D convolutions are the only MACs MobileNetV2-Shared++ adds: 1,792 of 313.6 million.
-assert create_model("imagenet-mobilenetv2-shared++").count_macs() - create_model("imagenet-mobilenetv2").count_macs() == 1_792
+assert (
+    create_model("imagenet-mobilenetv2-shared++").count_macs() - create_model("imagenet-mobilenetv2").count_macs()
+    == 1_792
+)
 
 # %% [markdown]
 # ## 3. Forward, backward, and the gradient of a shared conv
@@ -114,7 +139,10 @@ model = create_model("imagenet-mobilenetv2-shared++", num_classes=10)
 params, state = model.init(seed=0, dtype=np.float64)
 rng = np.random.default_rng(1)
 x, labels = rng.standard_normal((4, 3, 64, 64)), np.array([3, 7, 0, 9])
-print(f"{model.regulariser} = {float(model.orthogonality(params)):.4f} at initialisation (PyTorch's default init, not orthogonal)")
+print(
+    f"{model.regulariser} = {float(model.orthogonality(params)):.4f} at initialisation "
+    "(PyTorch's default init, not orthogonal)"
+)
 
 
 def loss(params):
@@ -124,7 +152,10 @@ def loss(params):
 
 grads = autograd.grad(loss)(params)
 worst = check_gradients(loss, params, mode="directional", directions=2, rtol=1e-5, atol=1e-8)
-print(f"gradient against central finite differences, 2 random directions through all {model.count_params():,} parameters: worst relative error {worst:.1e}")
+print(
+    "gradient against central finite differences, 2 random directions through all "
+    f"{model.count_params():,} parameters: worst relative error {worst:.1e}"
+)
 
 # %% [markdown]
 # Untie the expansion conv of stage 4: give each of its three blocks a copy of its own, take
@@ -180,11 +211,13 @@ assert all(flatten(unchanged).values()), "nothing was modified in place"
 # %%
 dense = create_model("cifar100-densenet121-single-s16u1")
 for bases in dense.stages.values():
-    (local, owner, shape), = bases.arrays
+    ((local, owner, shape),) = bases.arrays
     layers = list(bases.users) + ([owner.rsplit(".", 1)[0]] if owner.startswith("features") else [])  # the owner's too
     blocks = sorted({layer.split(".")[1] for layer in layers})
-    print(f"  {bases.stage}: {owner} {shape}, also listed as {bases.aliases or '—'}; "
-          f"{len(layers)} layers in {', '.join(blocks) or 'no block'}")
+    print(
+        f"  {bases.stage}: {owner} {shape}, also listed as {bases.aliases or '—'}; "
+        f"{len(layers)} layers in {', '.join(blocks) or 'no block'}"
+    )
 assert len(dense.stages["dense2"].users) == 23 + 16, "block 2's basis: its 24 layers (one owns it) and block 3's 16"
 assert dense.stages["dense3"].users == (), "shared_basis_4: no layer uses it"
 
@@ -208,8 +241,12 @@ def per_block(model):
 
 print(f"{'spec':<36}" + "".join(f"{f'dense{i}':>11}" for i in range(4)) + f"{'total':>12}")
 counts = []
-for spec in ("cifar100-densenet121", "cifar100-densenet121-single-s32u1", "cifar100-densenet121-single-s16u1",
-             "cifar100-densenet121-single-s8u1"):
+for spec in (
+    "cifar100-densenet121",
+    "cifar100-densenet121-single-s32u1",
+    "cifar100-densenet121-single-s16u1",
+    "cifar100-densenet121-single-s8u1",
+):
     model = create_model(spec)
     counts.append(model.count_params())
     print(f"{spec:<36}" + "".join(f"{n:>11,}" for n in per_block(model).values()) + f"{model.count_params():>12,}")

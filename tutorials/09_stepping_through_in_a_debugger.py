@@ -43,12 +43,12 @@ import pdb
 import autograd
 import numpy as np
 
-from tutorial_setup import FAST  # this checkout's minibasis, the mode, the paths
 import minibasis
 from minibasis import basis, conv_reference
 from minibasis.debug import running_debugger
 from minibasis.layers import cross_entropy
 from minibasis.models import create_model
+from tutorial_setup import FAST  # this checkout's minibasis, the mode, the paths
 
 print(f"mode: {'FAST' if FAST else 'full'}")
 
@@ -85,6 +85,7 @@ def training_step():
 # The backward pass runs the network from its end, so the col2im breakpoint has a condition
 # (`tbreak FILE:LINE, C == 16 and kh == 3 and Ho == 8`): the first 3×3 convolution of stage 1
 # it meets (stage 2's first convolution also reads 16 channels, but gives 4×4 outputs).
+
 
 # %%
 def line_of(module, text):

@@ -28,9 +28,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the minibasis of this checkout, installed or not
 
-import minibasis.parallel  # noqa: E402  (after the path: this checkout's minibasis)
+import minibasis  # noqa: E402, F401  (after the path: this checkout's; importing it pins NumPy's BLAS to one thread,
 
-minibasis.parallel.pin_blas()  # before the tutorial's first SVD, not at the first kernel
+#                   before the tutorial's first SVD)
 
 FAST = os.environ.get("MINIBASIS_FAST") == "1"
 DATA = ROOT.parent / "shared" / "data"
