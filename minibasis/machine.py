@@ -21,7 +21,7 @@ import numpy as np
 
 from .autodiff import gradient_and_aux
 from .models import create_model
-from .parallel import available_cores, pin_blas, threads
+from .backend import available_cores, threads  # importing backend pins NumPy's BLAS to one thread
 from .train import training_loss
 
 
@@ -38,7 +38,6 @@ def _best_seconds(fn, repeat):
 
 def gemm_gflops(n=512, repeat=20):
     """GFLOP/s of an ``n``×``n`` float32 matrix product (2·n³ flops), BLAS on one thread."""
-    pin_blas()
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((2, n, n), dtype=np.float32)
     return 2 * n**3 / _best_seconds(lambda: a @ b, repeat) / 1e9
