@@ -20,8 +20,8 @@ import time
 import numpy as np
 
 from .autodiff import gradient_and_aux
-from .models import create_model
 from .backend import available_cores, threads  # importing backend pins NumPy's BLAS to one thread
+from .models import create_model
 from .train import training_loss
 
 
