@@ -62,6 +62,57 @@ LIBRARY = [
         "w",
         "expected dtype float32 (that of x; no silent casts), got float64",
     ),
+    # moved from test_conv.py: each conv2d argument is checked before any work
+    Row(
+        "conv2d of a 3-d x", lambda w: conv2d(np.zeros((1, 2, 5)), W), "x", "expected 4 dimensions, got shape (1, 2, 5)"
+    ),
+    Row(
+        "conv2d of a 3-d w", lambda w: conv2d(X, np.zeros((3, 2, 3))), "w", "expected 4 dimensions, got shape (3, 2, 3)"
+    ),
+    Row(
+        "conv2d of a w with other channels",
+        lambda w: conv2d(X, np.zeros((3, 4, 3, 3))),
+        "w",
+        "expected 2 input channels",
+    ),
+    Row("conv2d stride=0", lambda w: conv2d(X, W, stride=0), "stride", "expected an int ≥ 1 or a pair of them, got 0"),
+    Row("conv2d stride of 3 ints", lambda w: conv2d(X, W, stride=(1, 2, 3)), "stride", "got (1, 2, 3)"),
+    Row(
+        "conv2d padding=-1",
+        lambda w: conv2d(X, W, padding=-1),
+        "padding",
+        "expected an int ≥ 0 or a pair of them, got -1",
+    ),
+    Row(
+        "conv2d of a kernel larger than the input",
+        lambda w: conv2d(np.zeros((1, 2, 2, 5)), W),
+        "w",
+        "expected a kernel no larger than the padded input",
+    ),
+    Row(
+        "conv2d of a kernel larger than the padded input",
+        lambda w: conv2d(np.zeros((1, 2, 2, 5)), np.zeros((3, 2, 5, 3)), padding=1),
+        "w",
+        "expected a kernel no larger than the padded input (2 + 2·1 = 4 along axis 2), got 5",
+    ),
+    Row(
+        "conv2d of a w with other channels per group",
+        lambda w: conv2d(np.zeros((1, 4, 5, 5)), np.zeros((4, 4, 3, 3)), groups=2),
+        "w",
+        "expected 2 input channels per group",
+    ),
+    Row(
+        "conv2d groups=0",
+        lambda w: conv2d(np.zeros((1, 4, 5, 5)), np.zeros((4, 1, 3, 3)), groups=0),
+        "groups",
+        "expected an int ≥ 1, got 0",
+    ),
+    Row(
+        "conv2d groups=4.0",
+        lambda w: conv2d(np.zeros((1, 4, 5, 5)), np.zeros((4, 1, 3, 3)), groups=4.0),
+        "groups",
+        "expected an int ≥ 1, got 4.0",
+    ),
     Row(
         "conv2d_input_grad of a weight with other channels",
         lambda w: conv2d_input_grad(np.zeros((1, 3, 3, 3)), np.zeros((3, 4, 3, 3)), x_shape=(1, 2, 5, 5)),
