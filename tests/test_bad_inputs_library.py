@@ -12,7 +12,17 @@ from minibasis.autodiff import gradient_and_aux, tree_vjp
 from minibasis.conv import conv2d, conv2d_input_grad
 from minibasis.data import DATASETS
 from minibasis.files import FolderBusy
-from minibasis.layers import batch_norm, batch_norm_state, dropout, max_pool2d
+from minibasis.layers import (
+    batch_norm,
+    batch_norm_state,
+    cross_entropy,
+    dropout,
+    efficient_channel_attention,
+    global_avg_pool,
+    linear,
+    max_pool2d,
+    shortcut_a,
+)
 from minibasis.mode import reference_mode
 from minibasis.models import create_model
 from minibasis.optim import cosine_lr, learning_rate, sgd_step, step_lr
@@ -112,6 +122,110 @@ LIBRARY = [
         lambda w: conv2d(np.zeros((1, 4, 5, 5)), np.zeros((4, 1, 3, 3)), groups=4.0),
         "groups",
         "expected an int ≥ 1, got 4.0",
+    ),
+    # moved from test_layers.py
+    Row(
+        "cross_entropy of a label ≥ the classes",
+        lambda w: cross_entropy(np.zeros((2, 3)), np.array([0, 3])),
+        "labels",
+        "expected values in [0, 3), got values in [0, 3]",
+    ),
+    Row(
+        "cross_entropy of float labels",
+        lambda w: cross_entropy(np.zeros((2, 3)), np.array([0.0, 1.0])),
+        "labels",
+        "expected an integer dtype, got float64",
+    ),
+    Row(
+        "cross_entropy of a negative label",
+        lambda w: cross_entropy(np.zeros((2, 3)), np.array([0, -1])),
+        "labels",
+        "got values in [-1, 0]",
+    ),
+    Row(
+        "cross_entropy of too few labels",
+        lambda w: cross_entropy(np.zeros((2, 3)), np.array([0])),
+        "labels",
+        "expected shape (2,) (one per row of logits), got shape (1,)",
+    ),
+    Row(
+        "cross_entropy of 1-d logits",
+        lambda w: cross_entropy(np.zeros(3), np.array([0])),
+        "logits",
+        "expected 2 dimensions, got shape (3,)",
+    ),
+    Row(
+        "shortcut_a out_channels=C+odd",
+        lambda w: shortcut_a(np.zeros((1, 4, 2, 2)), out_channels=7),
+        "out_channels",
+        "expected C + an even number ≥ 0 (C = 4), got 7",
+    ),
+    Row(
+        "batch_norm training on 1 value per channel",
+        lambda w: batch_norm(np.zeros((1, 2, 1, 1)), np.ones(2), np.zeros(2), batch_norm_state(2), train=True),
+        "x",
+        "expected more than 1 value per channel in training mode",
+    ),
+    Row(
+        "batch_norm of a weight with other channels",
+        lambda w: batch_norm(np.zeros((2, 2, 2, 2)), np.ones(3), np.zeros(2), batch_norm_state(2), train=True),
+        "weight",
+        "expected shape (2,) (the channels of x), got shape (3,)",
+    ),
+    Row(
+        "batch_norm of a 3-d x",
+        lambda w: batch_norm(np.zeros((2, 2, 2)), np.ones(2), np.zeros(2), batch_norm_state(2), train=True),
+        "x",
+        "expected 4 dimensions, got shape (2, 2, 2)",
+    ),
+    Row(
+        "linear of a weight with other inputs",
+        lambda w: linear(np.zeros((2, 3)), np.zeros((4, 2)), np.zeros(4)),
+        "weight",
+        "expected shape (out, 3) for x of shape (2, 3), got shape (4, 2)",
+    ),
+    Row(
+        "linear of a bias with other outputs",
+        lambda w: linear(np.zeros((2, 3)), np.zeros((4, 3)), np.zeros(3)),
+        "bias",
+        "expected shape (4,), got shape (3,)",
+    ),
+    Row(
+        "global_avg_pool of a 2-d x",
+        lambda w: global_avg_pool(np.zeros((2, 3))),
+        "x",
+        "expected 4 dimensions, got shape (2, 3)",
+    ),
+    Row(
+        "max_pool2d stride=0",
+        lambda w: max_pool2d(np.zeros((1, 1, 4, 4)), stride=0),
+        "stride",
+        "expected an int ≥ 1 or a pair of them, got 0",
+    ),
+    Row(
+        "max_pool2d of a 3-d x",
+        lambda w: max_pool2d(np.zeros((1, 4, 4))),
+        "x",
+        "expected 4 dimensions, got shape (1, 4, 4)",
+    ),
+    Row(
+        "efficient_channel_attention of an even kernel",
+        lambda w: efficient_channel_attention(np.zeros((1, 4, 2, 2)), np.zeros((1, 1, 2))),
+        "weight",
+        "expected shape (1, 1, k) with k odd (a Conv1d(1, 1, k)), got shape (1, 1, 2)",
+    ),
+    Row(
+        "efficient_channel_attention of 2 kernels",
+        lambda w: efficient_channel_attention(np.zeros((1, 4, 2, 2)), np.zeros((2, 1, 3))),
+        "weight",
+        "got shape (2, 1, 3)",
+    ),
+    Row(
+        "dropout rng=0",
+        lambda w: dropout(np.zeros(3), rate=0.5, rng=0),
+        "rng",
+        "expected None or a numpy.random.Generator, got int",
+        TypeError,
     ),
     Row(
         "conv2d_input_grad of a weight with other channels",
