@@ -41,6 +41,7 @@ class Row:
     error: type = ValueError  # LIBRARY rows: the exception's type
     pending: str = ""  # why the row cannot pass yet: a strict xfail until that work lands (then drop it)
     subprocess: bool = False  # CLI rows: also run in a real process
+    exact: bool = False  # LIBRARY rows: the message is exactly "names: fragment"
 
 
 class World:
