@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from test_bad_inputs_cli import CLI
 
-from minibasis import runs
+from minibasis import backend, runs
 from minibasis.autodiff import gradient_and_aux, tree_vjp
 from minibasis.conv import conv2d, conv2d_input_grad
 from minibasis.data import DATASETS
@@ -561,6 +561,23 @@ LIBRARY = [
     ),
     Row("Progress every=-1", lambda w: Progress("x", 3, every=-1), "every", "got -1"),
     Row("Progress total=-1", lambda w: Progress("x", -1), "total", "got -1"),
+    # moved from test_progress.py and test_backend.py
+    Row(
+        "Progress every=-1 (whole message)",
+        lambda w: Progress("x", 3, every=-1),
+        "every",
+        "expected a finite real number ≥ 0, got -1",
+        exact=True,
+    ),
+    Row(
+        "Progress every='5'",
+        lambda w: Progress("x", 3, every="5"),
+        "every",
+        "expected a finite real number ≥ 0, got '5'",
+        exact=True,
+    ),
+    Row("Progress total=-3", lambda w: Progress("x", -3), "total", "expected an int ≥ 0, got -3", exact=True),
+    Row("backend.get of an unknown device", lambda w: backend.get("tpu"), "device", "got 'tpu'"),
     Row(
         "load_weights of a .npy",
         lambda w: load_weights(w.file("w.npz", lambda p: np.save(open(p, "wb"), np.ones(2))), create_model("resnet8")),
