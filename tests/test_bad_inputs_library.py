@@ -3,12 +3,14 @@ one-line exception that names the argument or the file."""
 
 from dataclasses import replace
 
+import autograd.numpy as anp
 import numpy as np
 import pytest
 from test_bad_inputs_cli import CLI
 
-from minibasis import backend, runs
+from minibasis import backend, debug, runs
 from minibasis.autodiff import gradient_and_aux, tree_vjp
+from minibasis.basis import decompose, shared_decompose, shared_orthogonality_loss
 from minibasis.conv import conv2d, conv2d_input_grad
 from minibasis.data import DATASETS
 from minibasis.files import FolderBusy
@@ -28,6 +30,7 @@ from minibasis.models import create_model
 from minibasis.optim import cosine_lr, learning_rate, sgd_step, step_lr
 from minibasis.parallel import set_threads
 from minibasis.progress import Progress
+from minibasis.testing import check_gradients
 from minibasis.train import TrainConfig, evaluate, train
 from minibasis.weights import load_weights, read_npz, save_weights
 from support.bad_inputs import QUIET, Row, expected_start, forged, make_world, params, placed
@@ -42,6 +45,8 @@ P, G = {"w": np.zeros((2, 3))}, {"w": np.ones((2, 3))}
 MEAN, STD = DATASETS["cifar10"].mean, DATASETS["cifar10"].std
 
 X, W = np.zeros((1, 2, 5, 5)), np.zeros((3, 2, 3, 3))
+FILTERS_A, FILTERS_B = np.ones((4, 2, 3, 3)), np.ones((3, 2, 3, 3))
+NAN_FILTERS = np.where(np.arange(18).reshape(2, 1, 3, 3) == 4, np.nan, 1.0)  # one NaN, as filters [0, 0, 1, 1]
 
 LIBRARY = [
     Row(
@@ -387,6 +392,104 @@ LIBRARY = [
         lambda w: learning_rate("linear", 0, base_lr=0.1, epochs=3),
         "schedule",
         "expected one of 'step', 'cosine', 'constant', got 'linear'",
+        exact=True,
+    ),
+    # moved from test_basis.py, test_testing.py, test_debugger.py and test_autodiff.py
+    Row(
+        "shared_orthogonality_loss of no shared basis",
+        lambda w: shared_orthogonality_loss([[], []]),
+        "stages",
+        "expected at least one shared basis, got none",
+    ),
+    *[
+        Row(
+            f"decompose rank={rank}",
+            lambda w, rank=rank: decompose(FILTERS_A, rank),
+            "rank",
+            f"expected 1 ≤ rank ≤ 4 for W of shape (4, 2, 3, 3), got {rank}",
+        )
+        for rank in (0, -1, 5, 10)
+    ],
+    Row(
+        "shared_decompose of filters with other channels",
+        lambda w: shared_decompose([FILTERS_A, np.zeros((3, 3, 3, 3))], 2, 1),
+        "filters[1]",
+        "expected shape (O, 2, 3, 3), got shape (3, 3, 3, 3)",
+    ),
+    Row(
+        "shared_decompose of filters of another kernel",
+        lambda w: shared_decompose([FILTERS_A, FILTERS_B, np.zeros((3, 2, 1, 1))], 2, 1),
+        "filters[2]",
+        "got shape (3, 2, 1, 1)",
+    ),
+    Row(
+        "shared_decompose of 3-d filters",
+        lambda w: shared_decompose([FILTERS_A, np.zeros((3, 2, 3))], 2, 1),
+        "filters[1]",
+        "got shape (3, 2, 3)",
+    ),
+    Row(
+        "shared_decompose of no filters",
+        lambda w: shared_decompose([], 2, 1),
+        "filters",
+        "expected at least one weight array, got none",
+    ),
+    *[
+        Row(
+            f"shared_decompose ranks {ranks}",
+            lambda w, ranks=ranks: shared_decompose([FILTERS_A, FILTERS_B], *ranks),
+            "shared_rank, unique_rank",
+            "expected ranks ≥ 0 with 0 < sum ≤ C·kh·kw = 18",
+        )
+        for ranks in ((-1, 1), (19, 0), (2, 19), (0, 0), (2, -1))
+    ],
+    Row(
+        "shared_decompose ranks summing past the dimension",
+        lambda w: shared_decompose([np.zeros((4, 1, 3, 3))], 5, 5),
+        "shared_rank, unique_rank",
+        "expected ranks ≥ 0 with 0 < sum ≤ C·kh·kw = 9, got 5, 5",
+    ),
+    Row("decompose of NaN filters", lambda w: decompose(NAN_FILTERS, 1), "W", "expected finite values"),
+    Row(
+        "shared_decompose of NaN filters",
+        lambda w: shared_decompose([np.ones((2, 1, 3, 3)), NAN_FILTERS], 1, 1),
+        "filters[1]",
+        "expected finite values",
+    ),
+    Row(
+        "check_gradients of float32",
+        lambda w: check_gradients(lambda x: anp.sum(x), np.ones(3, np.float32)),
+        "x",
+        "expected a float64 array for finite differences, got float32",
+    ),
+    Row(
+        "check_gradients mode='forward'",
+        lambda w: check_gradients(lambda x: anp.sum(x), np.ones(3), mode="forward"),
+        "mode",
+        "got 'forward'",
+    ),
+    Row(
+        "check_gradients wrt=[1]",
+        lambda w: check_gradients(lambda x: anp.sum(x), np.ones(3), wrt=[1]),
+        "wrt",
+        "expected an int in [0, 0], got 1",
+    ),
+    Row(
+        "debug.break_in of an unknown kernel", lambda w: debug.break_in("conv3d"), "name", "expected one of 'conv2d', "
+    ),
+    Row("debug.break_in of an unknown kernel names it", lambda w: debug.break_in("conv3d"), "name", "got 'conv3d'"),
+    Row(
+        "gradient_and_aux of a constant loss",
+        lambda w: gradient_and_aux(lambda p, z: (np.float64(1.0), (0.0, np.zeros(1), {})))({"w": np.ones(2)}, 0),
+        "loss_fn",
+        "expected an output that depends on the tree, got a constant",
+        exact=True,
+    ),
+    Row(
+        "gradient_and_aux of a non-scalar loss",
+        lambda w: gradient_and_aux(lambda p, z: (p["w"] * 2, (0.0, np.zeros(1), {})))({"w": np.ones(2)}, 0),
+        "loss_fn",
+        "expected a scalar loss, got shape (2,)",
         exact=True,
     ),
     Row(
