@@ -15,6 +15,7 @@ from minibasis.conv import conv2d, conv2d_input_grad
 from minibasis.data import DATASETS
 from minibasis.files import FolderBusy
 from minibasis.layers import (
+    avg_pool2d,
     batch_norm,
     batch_norm_state,
     cross_entropy,
@@ -47,6 +48,33 @@ MEAN, STD = DATASETS["cifar10"].mean, DATASETS["cifar10"].std
 X, W = np.zeros((1, 2, 5, 5)), np.zeros((3, 2, 3, 3))
 FILTERS_A, FILTERS_B = np.ones((4, 2, 3, 3)), np.ones((3, 2, 3, 3))
 NAN_FILTERS = np.where(np.arange(18).reshape(2, 1, 3, 3) == 4, np.nan, 1.0)  # one NaN, as filters [0, 0, 1, 1]
+
+# Each a spec create_model refuses, and what its message must say is valid.
+BAD_SPECS = [
+    ("cifar100-resnet34-s16u1", "variants of resnet34"),
+    ("imagenet-resnet34-s48u0", "variants of resnet34"),
+    ("imagenet-resnet50-s16u1", "variants of resnet50"),
+    ("imagenet-resnet34-shared", "variants of resnet34"),
+    ("cifar100-resnet50", "depth in (18, 34)"),
+    ("imagenet-resnet152", "depth in (18, 34, 50, 101)"),
+    ("mobilenetv2", "'imagenet-mobilenetv2' or 'cifar100-mobilenetv2'"),
+    ("cifar100-mobilenetv2-s16u1", "'imagenet-mobilenetv2' or 'cifar100-mobilenetv2'"),
+    ("cifar100-resnext50-single-s64u2", "U a multiple of 4"),
+    ("cifar100-resnext50-single-s64u12", "U a multiple of 4"),
+    ("cifar100-resnext50-single-s2u4", "S ≥ 4"),
+    ("cifar100-resnext50-s64u4", "-single-s{S}u{U}"),
+    ("imagenet-resnext50", "'cifar100-resnext50'"),
+    ("cifar100-resnext101", "'cifar100-resnext50'"),
+    ("cifar100-densenet169", "'cifar100-densenet121'"),
+    ("cifar100-densenet121-single-s16u0", "U ≥ 1"),
+    ("cifar100-densenet121-shared", "'cifar100-densenet121-single-s{S}u{U}'"),
+    ("imagenet-mobilenetv2-s16u1", "imagenet-mobilenetv2"),
+    ("resnet56-shared", "basis variant"),
+    ("resnet8-s16u1", "one block per stage"),
+    ("resnet99999999999999999999992", "depth ≤ 1202"),
+    ("resnet1208", "depth ≤ 1202"),
+    ("resnet56-s300u1", "S, U ≤ 256"),
+]
 
 LIBRARY = [
     Row(
@@ -492,6 +520,22 @@ LIBRARY = [
         "expected a scalar loss, got shape (2,)",
         exact=True,
     ),
+    # moved from tests/models/test_zoo.py and test_models.py
+    *[
+        Row(
+            f"create_model of the bad spec {spec!r}",
+            lambda w, spec=spec: create_model(spec),
+            "spec",
+            ("expected", fragment, "valid model specs"),
+        )
+        for spec, fragment in BAD_SPECS
+    ],
+    Row(
+        "avg_pool2d kernel_size=0",
+        lambda w: avg_pool2d(np.zeros((1, 1, 4, 4)), kernel_size=0),
+        "kernel_size",
+        "expected an int ≥ 1, got 0",
+    ),
     Row(
         "conv2d_input_grad of a weight with other channels",
         lambda w: conv2d_input_grad(np.zeros((1, 3, 3, 3)), np.zeros((3, 4, 3, 3)), x_shape=(1, 2, 5, 5)),
@@ -802,6 +846,7 @@ def test_library(row, world):
     assert type(info.value) is row.error, (type(info.value), message)
     assert "\n" not in message
     assert message.startswith(f"{expected_start(row, world)}: "), message
-    assert placed(row.fragment, world) in message, message
-    if row.exact:
+    for fragment in row.fragment if isinstance(row.fragment, tuple) else (row.fragment,):
+        assert placed(fragment, world) in message, message
+    if row.exact:  # exact rows have one fragment
         assert message == f"{expected_start(row, world)}: {placed(row.fragment, world)}"
