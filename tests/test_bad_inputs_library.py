@@ -1,5 +1,7 @@
 """The bad-input table, library rows: each a call (see ``bad_inputs.py``), refused with a
-one-line exception that names the argument or the file."""
+one-line exception that names the argument or the file. Every pure bad-argument refusal of a
+library call lives here; file damage and process-level refusals (locks, signals, memory limits,
+damaged run folders) live with test_files, test_runs, test_train, test_kill_resume and test_weights."""
 
 from dataclasses import replace
 
@@ -75,6 +77,12 @@ BAD_SPECS = [
     ("resnet1208", "depth ≤ 1202"),
     ("resnet56-s300u1", "S, U ≤ 256"),
 ]
+
+
+def apply_resnet20_s16u1(shape):
+    model = create_model("resnet20-s16u1")
+    return model.apply(*model.init(seed=0), np.zeros(shape, np.float32), train=False)
+
 
 LIBRARY = [
     Row(
@@ -536,6 +544,15 @@ LIBRARY = [
         "kernel_size",
         "expected an int ≥ 1, got 0",
     ),
+    *[
+        Row(
+            f"model.apply of x of shape {shape}",
+            lambda w, shape=shape: apply_resnet20_s16u1(shape),
+            "x",
+            f"got shape {shape}",
+        )
+        for shape in ((2, 32, 32), (2, 1, 32, 32), (2, 4, 8, 8), (3, 32, 32, 1))
+    ],
     Row(
         "conv2d_input_grad of a weight with other channels",
         lambda w: conv2d_input_grad(np.zeros((1, 3, 3, 3)), np.zeros((3, 4, 3, 3)), x_shape=(1, 2, 5, 5)),

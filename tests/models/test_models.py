@@ -496,14 +496,6 @@ def test_forward_float64_and_batch_dependence_in_training():
     assert not np.allclose(part, logits[:2])  # batch statistics couple the samples in training
 
 
-@pytest.mark.parametrize("shape", [(2, 32, 32), (2, 1, 32, 32), (2, 4, 8, 8), (3, 32, 32, 1)])
-def test_bad_input_shape_is_a_value_error_naming_x(shape):
-    model = create_model("resnet20-s16u1")
-    params, state = model.init(seed=0)
-    with pytest.raises(ValueError, match=r"\bx\b"):
-        model.apply(params, state, np.zeros(shape, np.float32), train=False)
-
-
 # ---- 6. the full training loss gradient ------------------------------------------------------
 
 
