@@ -137,11 +137,6 @@ def test_use_is_scoped_and_explicit():
             pass
 
 
-def test_unknown_device_names_the_argument():
-    with pytest.raises(ValueError, match="device"):
-        backend.get("tpu")
-
-
 @pytest.mark.skipif(importlib.util.find_spec("cupy") is not None, reason="cupy is installed here")
 def test_gpu_without_cupy_is_a_clear_error():
     with pytest.raises(backend.BackendUnavailable, match="cupy"):

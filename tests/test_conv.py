@@ -211,33 +211,6 @@ def test_float32_stays_float32_through_value_and_gradients(stride, padding):
 
 
 @pytest.mark.parametrize(
-    "x_shape, w_shape, kwargs, argument",
-    [
-        ((1, 2, 5), (3, 2, 3, 3), {}, "x"),
-        ((1, 2, 5, 5), (3, 2, 3), {}, "w"),
-        ((1, 2, 5, 5), (3, 4, 3, 3), {}, "w"),
-        ((1, 2, 5, 5), (3, 2, 3, 3), {"stride": 0}, "stride"),
-        ((1, 2, 5, 5), (3, 2, 3, 3), {"stride": (1, 2, 3)}, "stride"),
-        ((1, 2, 5, 5), (3, 2, 3, 3), {"stride": 1.5}, "stride"),
-        ((1, 2, 5, 5), (3, 2, 3, 3), {"stride": True}, "stride"),
-        ((1, 2, 5, 5), (3, 2, 3, 3), {"padding": None}, "padding"),
-        ((1, 2, 5, 5), (3, 2, 3, 3), {"padding": -1}, "padding"),
-        ((1, 2, 5, 5), (3, 2, 0, 0), {}, "w: expected a kernel of at least 1×1"),
-        ((1, 2, 2, 5), (3, 2, 3, 3), {}, "kernel"),
-        ((1, 2, 2, 5), (3, 2, 5, 3), {"padding": 1}, "kernel"),
-        ((1, 4, 5, 5), (3, 2, 3, 3), {"groups": 2}, "groups"),  # 3 outputs in 2 groups
-        ((1, 4, 5, 5), (4, 4, 3, 3), {"groups": 2}, "w: expected 2 input channels per group"),
-        ((1, 4, 5, 5), (4, 1, 3, 3), {"groups": 0}, "groups"),
-        ((1, 4, 5, 5), (4, 1, 3, 3), {"groups": 4.0}, "groups"),
-    ],
-)
-def test_bad_input_raises_value_error_naming_the_argument(x_shape, w_shape, kwargs, argument):
-    with pytest.raises(ValueError, match=argument) as info:
-        conv2d(np.zeros(x_shape), np.zeros(w_shape), **kwargs)
-    assert "expected" in str(info.value) and "got" in str(info.value)
-
-
-@pytest.mark.parametrize(
     "call, argument",
     [
         # a weight of the wrong input channels is refused, not answered with a gradient of the wrong shape
@@ -276,11 +249,6 @@ def test_gradient_primitives_check_their_arguments_as_conv2d(call, argument):
     with pytest.raises((ValueError, TypeError), match=argument) as info:
         call()
     assert "expected" in str(info.value) and "got" in str(info.value)
-
-
-def test_mixed_dtypes_are_refused_not_silently_cast():
-    with pytest.raises(ValueError, match="dtype"):
-        conv2d(np.zeros((1, 1, 3, 3), np.float32), np.zeros((1, 1, 3, 3), np.float64))
 
 
 @pytest.mark.parametrize(

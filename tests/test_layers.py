@@ -199,32 +199,6 @@ def test_every_layer_keeps_float32():
     assert new_state["running_mean"].dtype == np.float32 and new_state["running_var"].dtype == np.float32
 
 
-@pytest.mark.parametrize(
-    "call, argument",
-    [
-        (lambda: cross_entropy(np.zeros((2, 3)), np.array([0, 3])), "labels"),
-        (lambda: cross_entropy(np.zeros((2, 3)), np.array([0.0, 1.0])), "labels"),
-        (lambda: cross_entropy(np.zeros((2, 3)), np.array([0, -1])), "labels"),
-        (lambda: cross_entropy(np.zeros((2, 3)), np.array([0])), "labels"),
-        (lambda: cross_entropy(np.zeros(3), np.array([0])), "logits"),
-        (lambda: shortcut_a(np.zeros((1, 4, 2, 2)), out_channels=7), "out_channels"),
-        (lambda: batch_norm(np.zeros((1, 2, 1, 1)), np.ones(2), np.zeros(2), batch_norm_state(2), train=True), "x"),
-        (
-            lambda: batch_norm(np.zeros((2, 2, 2, 2)), np.ones(3), np.zeros(2), batch_norm_state(2), train=True),
-            "weight",
-        ),
-        (lambda: batch_norm(np.zeros((2, 2, 2)), np.ones(2), np.zeros(2), batch_norm_state(2), train=True), "x"),
-        (lambda: linear(np.zeros((2, 3)), np.zeros((4, 2)), np.zeros(4)), "weight"),
-        (lambda: linear(np.zeros((2, 3)), np.zeros((4, 3)), np.zeros(3)), "bias"),
-        (lambda: global_avg_pool(np.zeros((2, 3))), "x"),
-    ],
-)
-def test_bad_input_raises_value_error_naming_the_argument(call, argument):
-    with pytest.raises(ValueError, match=argument) as info:
-        call()
-    assert "expected" in str(info.value) and "got" in str(info.value)
-
-
 @given(shapes.filter(lambda s: s[0] * s[2] * s[3] > 1), st.booleans(), st.integers(0, 2**32 - 1))
 def test_batch_norm_with_fused_relu_equals_batch_norm_then_relu(shape, train, seed):
     rng = np.random.default_rng(seed)
@@ -406,26 +380,3 @@ def test_efficient_channel_attention_values_and_gradients(N, C, k, seed):
     check_gradients(
         lambda x, w: anp.sum(efficient_channel_attention(x, w) * g), x, w, mode="elementwise", rtol=1e-6, atol=1e-8
     )
-
-
-@pytest.mark.parametrize(
-    "call, argument",
-    [
-        (lambda: max_pool2d(np.zeros((1, 1, 4, 4)), padding=2), "padding"),
-        (lambda: max_pool2d(np.zeros((1, 1, 4, 4)), stride=0), "stride"),
-        (
-            lambda: max_pool2d(
-                np.zeros((1, 4, 4)),
-            ),
-            "x",
-        ),
-        (lambda: dropout(np.zeros(3), rate=1.5, rng=np.random.default_rng(0)), "rate"),
-        (lambda: dropout(np.zeros(3), rate=0.5, rng=0), "rng"),
-        (lambda: efficient_channel_attention(np.zeros((1, 4, 2, 2)), np.zeros((1, 1, 2))), "weight"),
-        (lambda: efficient_channel_attention(np.zeros((1, 4, 2, 2)), np.zeros((2, 1, 3))), "weight"),
-    ],
-)
-def test_new_layers_refuse_bad_input_naming_the_argument(call, argument):
-    with pytest.raises((ValueError, TypeError), match=argument) as info:
-        call()
-    assert "expected" in str(info.value) and "got" in str(info.value)

@@ -74,20 +74,6 @@ def test_a_bar_on_a_terminal():
     )
 
 
-@pytest.mark.parametrize(
-    "kwargs, message",
-    [
-        ({"every": -1}, "every: expected a finite real number ≥ 0, got -1"),
-        ({"every": "5"}, "every: expected a finite real number ≥ 0, got '5'"),
-        ({"total": -3}, "total: expected an int ≥ 0, got -3"),
-    ],
-)
-def test_bad_arguments(kwargs, message):
-    with pytest.raises(ValueError) as info:
-        Progress(**{"label": "x", "total": 3, **kwargs})
-    assert str(info.value) == message
-
-
 def test_the_run_eta_adds_the_rest_of_the_run_at_the_current_rate():
     """The run ETA covers the whole run: this phase's rest plus the rest of the run, both at the
     current rate."""

@@ -37,10 +37,11 @@ class Row:
     bad: str  # the bad input, in words (the test's id)
     call: object  # world -> argv list (CLI) or the library call itself (LIBRARY)
     names: str  # what the message starts with: the argument or the file ({here}: the row's folder)
-    fragment: str  # what else the message must say
+    fragment: str  # what else the message must say (LIBRARY rows: or a tuple of such)
     error: type = ValueError  # LIBRARY rows: the exception's type
     pending: str = ""  # why the row cannot pass yet: a strict xfail until that work lands (then drop it)
     subprocess: bool = False  # CLI rows: also run in a real process
+    exact: bool = False  # LIBRARY rows: the message is exactly "names: fragment"
 
 
 class World:
