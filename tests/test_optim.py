@@ -226,7 +226,6 @@ P = {"layer1": {"0": {"weight": onp.zeros((2, 3))}}, "fc": {"bias": onp.zeros(4)
 G = {"layer1": {"0": {"weight": onp.ones((2, 3))}}, "fc": {"bias": onp.ones(4)}}
 
 
-# Each message in the one form of minibasis.checks: "<argument>: expected …, got …".
 def test_lr_is_required():
     with pytest.raises(TypeError):
         sgd_step(P, G, None)
