@@ -1,9 +1,11 @@
-"""What the benchmarks share: the command-line header, the timer and the machine description."""
+"""What the benchmarks share: the command-line header, the timer (minibasis.machine's, which
+``minibasis info --machine`` uses too) and the machine description."""
 
 import argparse
-import time
 
 import numpy as np
+
+from minibasis.machine import best_time  # noqa: F401 (re-exported to the benches)
 
 
 def arguments(doc, repeat=True):
@@ -18,17 +20,6 @@ def arguments(doc, repeat=True):
             "--repeat", type=int, default=5, help="timed calls per measurement, the best one counts (default 5)"
         )
     return parser
-
-
-def best_time(fn, repeat):
-    """Fastest of ``repeat`` calls of ``fn`` (after one warm-up call), in seconds."""
-    fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def machine(dtype, repeat=5):

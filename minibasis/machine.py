@@ -25,8 +25,8 @@ from .models import create_model
 from .train import training_loss
 
 
-def _best_seconds(fn, repeat):
-    """Fastest of ``repeat`` calls of ``fn`` after one warm-up call."""
+def best_time(fn, repeat):
+    """Fastest of ``repeat`` calls of ``fn`` (after one warm-up call), in seconds (the benches use it too)."""
     fn()
     times = []
     for _ in range(repeat):
@@ -40,7 +40,7 @@ def gemm_gflops(n=512, repeat=20):
     """GFLOP/s of an ``n``×``n`` float32 matrix product (2·n³ flops), BLAS on one thread."""
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((2, n, n), dtype=np.float32)
-    return 2 * n**3 / _best_seconds(lambda: a @ b, repeat) / 1e9
+    return 2 * n**3 / best_time(lambda: a @ b, repeat) / 1e9
 
 
 def training_images_per_second(spec="resnet20-s16u1", batch=64, repeat=2):
@@ -51,7 +51,7 @@ def training_images_per_second(spec="resnet20-s16u1", batch=64, repeat=2):
     x = rng.standard_normal((batch, 3, 32, 32), dtype=np.float32)
     y = rng.integers(0, 10, batch)
     step = gradient_and_aux(lambda p, s, x, y: training_loss(model, p, s, x, y, 10.0))
-    return batch / _best_seconds(lambda: step(params, state, x, y), repeat)
+    return batch / best_time(lambda: step(params, state, x, y), repeat)
 
 
 def describe():
