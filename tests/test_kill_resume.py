@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 import minibasis.train as T
 from minibasis import cli, runs
 from support.cifar_files import write_cifar10_archive
-from support.run_files import assert_npz_identical, read_log, without_timing
+from support.run_files import assert_npz_identical, cli_args, read_log, subprocess_env, without_timing
 
 ROOT = Path(__file__).resolve().parents[1]
 KILLS = 60 if os.environ.get("MINIBASIS_HYPOTHESIS_PROFILE") == "thorough" else 8
@@ -55,25 +55,7 @@ sys.exit(code)
 
 def run_child(archive, out, delay):
     """``minibasis train`` of CONFIG into ``out`` in a child killed after ``delay`` s (< 0: never)."""
-    argv = [
-        "train",
-        "--data",
-        str(archive),
-        "--out",
-        str(out),
-        "--quiet",
-        "--model",
-        CONFIG.model,
-        "--train-size",
-        str(CONFIG.train_size),
-        "--test-size",
-        str(CONFIG.test_size),
-        "--epochs",
-        str(CONFIG.epochs),
-        "--batch-size",
-        str(CONFIG.batch_size),
-    ]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    argv, env = cli_args(CONFIG, out, archive), subprocess_env()
     return subprocess.run(
         [sys.executable, "-c", CHILD, str(delay), *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
     )

@@ -32,12 +32,14 @@ from support.cifar_files import write_cifar10_archive
 from support.run_files import (
     DAMAGES,
     assert_npz_identical,
+    cli_args,
     damage,
     files_of,
     logits_by_hand,
     loss_and_accuracy,
     npz_arrays,
     read_log,
+    subprocess_env,
     without_timing,
 )
 
@@ -87,49 +89,6 @@ TINY = T.TrainConfig(model="resnet8", train_size=10, test_size=10, epochs=1, bat
 
 def quiet_train(config, out, archive, **kwargs):
     return T.train(config, out, data_path=archive, quiet=True, print_fn=lambda *a: None, **kwargs)
-
-
-def cli_args(config, out, archive):
-    """`minibasis train` arguments that give exactly ``config``."""
-    args = [
-        "train",
-        "--data",
-        str(archive),
-        "--out",
-        str(out),
-        "--quiet",
-        "--model",
-        config.model,
-        "--dataset",
-        config.dataset,
-        "--train-size",
-        str(config.train_size or 0),
-        "--test-size",
-        str(config.test_size or 0),
-        "--epochs",
-        str(config.epochs),
-        "--batch-size",
-        str(config.batch_size),
-        "--lr",
-        repr(config.lr),
-        "--momentum",
-        repr(config.momentum),
-        "--weight-decay",
-        repr(config.weight_decay),
-        "--schedule",
-        config.schedule,
-        "--seed",
-        str(config.seed),
-    ]
-    args += ["--nesterov"] if config.nesterov else []
-    args += [] if config.augment else ["--no-augment"]
-    args += [] if config.lam is None else ["--lam", repr(config.lam)]
-    return args
-
-
-def subprocess_env():
-    """The environment of a child ``python -m minibasis.cli``: this checkout first on the path."""
-    return dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ mistake there cannot hide in the expected values.
 """
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -157,3 +158,51 @@ def loss_and_accuracy(logits, labels):
 def evaluate_by_hand(model, params, state, images, labels, mean, std):
     """What ``minibasis.train.evaluate`` must return: (mean cross-entropy, accuracy)."""
     return loss_and_accuracy(logits_by_hand(model, params, state, images, mean, std), labels)
+
+
+# ---- a run as a child process --------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[2]  # the checkout
+
+
+def cli_args(config, out, archive):
+    """`minibasis train` arguments that give exactly ``config``."""
+    args = [
+        "train",
+        "--data",
+        str(archive),
+        "--out",
+        str(out),
+        "--quiet",
+        "--model",
+        config.model,
+        "--dataset",
+        config.dataset,
+        "--train-size",
+        str(config.train_size or 0),
+        "--test-size",
+        str(config.test_size or 0),
+        "--epochs",
+        str(config.epochs),
+        "--batch-size",
+        str(config.batch_size),
+        "--lr",
+        repr(config.lr),
+        "--momentum",
+        repr(config.momentum),
+        "--weight-decay",
+        repr(config.weight_decay),
+        "--schedule",
+        config.schedule,
+        "--seed",
+        str(config.seed),
+    ]
+    args += ["--nesterov"] if config.nesterov else []
+    args += [] if config.augment else ["--no-augment"]
+    args += [] if config.lam is None else ["--lam", repr(config.lam)]
+    return args
+
+
+def subprocess_env():
+    """The environment of a child ``python -m minibasis.cli``: this checkout first on the path."""
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
